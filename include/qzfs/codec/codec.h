@@ -1,0 +1,106 @@
+#pragma once
+// codec/: adapters over real compression libraries, behind one interface.
+//
+// Contract
+// - compress() reads a scatter-gather list of input (`iovec`s, any number, any alignment) and
+//   writes one self-contained payload (a gzip member, a zstd frame, an LZ4 block, or the raw
+//   bytes) into a caller-owned buffer whose size is a hard capacity. When the result cannot fit,
+//   it stops as early as the library allows and returns status::does_not_fit: a normal outcome,
+//   not an error. The caller sets the capacity (the 10% saving rule lives with the caller).
+// - decompress() treats its input as untrusted. `out` must be exactly the expected logical
+//   size; anything but a payload that decodes to exactly that many bytes, consuming all of the
+//   input, is status::corrupt. Never a crash, an overrun or silent garbage.
+// - Codecs never throw and never allocate per call: all working memory (library state,
+//   gather scratch) is allocated when the context is made.
+//
+// Thread-safety
+// - A context is owned by one thread at a time (no internal locking). make_context() and the
+//   spec functions are thread-safe. Workers keep one context per spec (see workspace.h).
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "qzfs/codec/ids.h"
+
+namespace qzfs::codec {
+
+/// A codec and level, e.g. "gzip-6" (libdeflate), "gzip-1" (ISA-L), "zstd-3", "zstd-fast-5",
+/// "lz4", "lz4hc-9", "zlib-6" (reference), "none".
+struct spec {
+  payload_format format = payload_format::none;
+  engine producer = engine::none;
+  int level = 0;
+
+  friend bool operator==(const spec&, const spec&) = default;
+};
+
+/// Parses a codec name; nullopt for an unknown name or a level out of range.
+[[nodiscard]] std::optional<spec> parse_spec(std::string_view name) noexcept;
+/// The canonical name; parse_spec(to_string(s)) == s.
+[[nodiscard]] std::string to_string(const spec& s);
+/// Human help: every accepted name and level range.
+[[nodiscard]] std::string spec_help();
+
+enum class status : std::uint8_t {
+  ok = 0,
+  does_not_fit,  // compress: the payload would exceed the capacity (normal outcome)
+  corrupt,       // decompress: the input is not a valid payload of the expected size
+  error,         // the library failed for another reason (out of memory, internal error)
+};
+[[nodiscard]] std::string_view to_string(status s) noexcept;
+
+struct compress_result {
+  status st = status::error;
+  std::size_t size = 0;  // bytes written to `out` when st == ok
+};
+
+/// Largest logical record a context accepts by default (DESIGN: records up to 1 MiB).
+inline constexpr std::size_t default_max_input = std::size_t{1} << 20;
+
+class context {
+ public:
+  virtual ~context() = default;
+  context(const context&) = delete;
+  context& operator=(const context&) = delete;
+
+  /// Compresses the concatenation of `in` (total at most max_input()) into `out`.
+  [[nodiscard]] virtual compress_result compress(std::span<const iovec> in,
+                                                 std::span<std::byte> out) noexcept = 0;
+  /// Decodes a payload of this context's format into exactly out.size() bytes.
+  [[nodiscard]] virtual status decompress(std::span<const std::byte> in,
+                                          std::span<std::byte> out) noexcept = 0;
+
+  [[nodiscard]] const codec::spec& spec() const noexcept { return spec_; }
+  [[nodiscard]] std::size_t max_input() const noexcept { return max_input_; }
+  /// True when the library needs contiguous input: scattered input is first gathered into
+  /// the context's scratch buffer (a copy the caller may want to avoid or account for).
+  [[nodiscard]] virtual bool gathers() const noexcept = 0;
+
+ protected:
+  context(codec::spec s, std::size_t max_input) : spec_(s), max_input_(max_input) {}
+
+ private:
+  codec::spec spec_;
+  std::size_t max_input_;
+};
+
+/// Makes a context for `s`. Throws std::invalid_argument for an invalid spec and
+/// std::bad_alloc when its working memory cannot be had (configuration time, not data path).
+[[nodiscard]] std::unique_ptr<context> make_context(const spec& s,
+                                                    std::size_t max_input = default_max_input);
+
+/// Total bytes of a scatter-gather list.
+[[nodiscard]] inline std::size_t total_size(std::span<const iovec> in) noexcept {
+  std::size_t n = 0;
+  for (const auto& v : in) n += v.iov_len;
+  return n;
+}
+
+}  // namespace qzfs::codec

@@ -1,0 +1,157 @@
+#include "app.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <sstream>
+#include <stdexcept>
+
+#include "bench.h"
+#include "corpus.h"
+#include "qzfs/codec/codec.h"
+
+namespace qzfs::cli {
+namespace {
+
+// "128K", "1M", "4096" -> bytes.
+std::size_t parse_size(const std::string& s) {
+  std::size_t pos = 0;
+  unsigned long long v = std::stoull(s, &pos);
+  std::string unit = s.substr(pos);
+  for (auto& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (unit == "" || unit == "B") return v;
+  if (unit == "K" || unit == "KIB" || unit == "KB") return v << 10;
+  if (unit == "M" || unit == "MIB" || unit == "MB") return v << 20;
+  if (unit == "G" || unit == "GIB" || unit == "GB") return v << 30;
+  throw std::invalid_argument("bad size '" + s + "' (use a number with K, M or G)");
+}
+
+std::string fmt_mbs(double v) { return v > 0 ? fmt::format("{:.1f}", v) : "-"; }
+
+void print_table(std::FILE* out, const corpus& c, const bench_options& o, const std::vector<codec_result>& rs) {
+  fmt::print(out, "corpus: {} files, {:.1f} MiB, {} records of {} KiB; {} thread(s), {} iovec(s) per record, "
+                  "a record must save {:.0f}%\n",
+             c.files, static_cast<double>(c.bytes) / (1 << 20), c.records.size(), o.record_size / 1024, o.threads,
+             o.scatter, o.min_saving * 100);
+  const codec_result* base = rs.empty() || o.baseline.empty() ? nullptr : &rs.front();
+  std::string bname = base ? base->name : "";
+  fmt::print(out, "{:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10}\n", "codec", "ratio",
+             "comp/thr", "comp", "dec/thr", "dec", "notfit", "comp x", "dec x");
+  fmt::print(out, "{:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10}\n", "", "", "MB/s", "MB/s",
+             "MB/s", "MB/s", "%", bname, bname);
+  for (const auto& r : rs) {
+    auto rel = [&](double v, double b) { return base && b > 0 && v > 0 ? fmt::format("{:.2f}", v / b) : "-"; };
+    fmt::print(out, "{:<13} {:>6.3f} {:>10} {:>10} {:>10} {:>10} {:>7.1f} {:>10} {:>10}\n", r.name, r.ratio,
+               fmt_mbs(r.compress_mbs_thread), fmt_mbs(r.compress_mbs_total), fmt_mbs(r.decompress_mbs_thread),
+               fmt_mbs(r.decompress_mbs_total), r.records ? 100.0 * r.not_fit / r.records : 0.0,
+               rel(r.compress_mbs_thread, base ? base->compress_mbs_thread : 0),
+               rel(r.decompress_mbs_thread, base ? base->decompress_mbs_thread : 0));
+  }
+  fmt::print(out, "MB/s are MiB of logical data per second; /thr per CPU-second of a worker thread, the other "
+                  "column per wall second. ratio counts the 40-byte frame headers and raw records.\n");
+}
+
+nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vector<codec_result>& rs) {
+  nlohmann::json j;
+  j["corpus"] = {{"files", c.files}, {"bytes", c.bytes}, {"records", c.records.size()}};
+  j["record_size"] = o.record_size;
+  j["threads"] = o.threads;
+  j["scatter"] = o.scatter;
+  j["min_saving"] = o.min_saving;
+  j["baseline"] = o.baseline;
+  j["results"] = nlohmann::json::array();
+  for (const auto& r : rs) {
+    j["results"].push_back({{"codec", r.name},
+                            {"gathers", r.gathers},
+                            {"ratio", r.ratio},
+                            {"logical_bytes", r.logical_bytes},
+                            {"stored_bytes", r.stored_bytes},
+                            {"records", r.records},
+                            {"not_fit", r.not_fit},
+                            {"compress_mib_s_per_thread", r.compress_mbs_thread},
+                            {"compress_mib_s_total", r.compress_mbs_total},
+                            {"decompress_mib_s_per_thread", r.decompress_mbs_thread},
+                            {"decompress_mib_s_total", r.decompress_mbs_total},
+                            {"compress_cpu_s_per_gib", r.compress_cpu_s_per_gib},
+                            {"compress_passes", r.compress_passes},
+                            {"decompress_passes", r.decompress_passes},
+                            {"verified", r.verified}});
+  }
+  return j;
+}
+
+}  // namespace
+
+int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
+  CLI::App app{"qzfs: a transparently compressing file system (QZFS, USENIX ATC '19) in user space"};
+  app.set_version_flag("--version", "qzfs 0.1.0");
+  app.require_subcommand(1);
+
+  bench_options bo;
+  std::string record_size = "128K", max_bytes = "1G", codecs;
+  std::vector<std::string> paths;
+  bool json = false, quiet = false;
+  double min_saving_pct = 10;
+  auto* bench = app.add_subcommand("bench", "Compress real files record by record with every codec and report "
+                                            "ratio and speed (like lzbench, on file-system records)");
+  bench->add_option("--record-size", record_size, "Record size: 4K to 1M")->default_val("128K");
+  bench->add_option("--threads", bo.threads, "Worker threads")->default_val(1)->check(CLI::Range(1u, 256u));
+  bench->add_option("--codecs", codecs,
+                    "Comma-separated codecs (default: a spread of every family). Names: " + codec::spec_help());
+  bench->add_option("--baseline", bo.baseline, "Codec every speed is compared with ('' for none)")
+      ->default_val("zlib-6");
+  bench->add_option("--min-saving", min_saving_pct, "Percent a record must save, else it is stored raw")
+      ->default_val(10)->check(CLI::Range(0.0, 99.0));
+  bench->add_option("--scatter", bo.scatter, "Split every record into N unaligned iovecs")
+      ->default_val(1)->check(CLI::Range(1u, 4096u));
+  bench->add_option("--min-time", bo.min_time, "Seconds each phase runs at least")->default_val(1.0);
+  bench->add_option("--max-bytes", max_bytes, "Read at most this much of the inputs")->default_val("1G");
+  bench->add_flag("--json", json, "Print JSON instead of a table");
+  bench->add_flag("--quiet,-q", quiet, "No progress line");
+  bench->add_option("PATH", paths, "Files or directories (read recursively)")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::ostringstream o, x;
+    int code = app.exit(e, o, x);
+    std::fputs(o.str().c_str(), out);
+    std::fputs(x.str().c_str(), err);
+    return code;
+  }
+
+  try {
+    if (bench->parsed()) {
+      bo.record_size = parse_size(record_size);
+      if (bo.record_size < 4096 || bo.record_size > (1u << 20))
+        throw std::invalid_argument("--record-size must be between 4K and 1M");
+      bo.min_saving = min_saving_pct / 100.0;
+      if (!codecs.empty()) bo.codecs = CLI::detail::split(codecs, ',');
+      corpus c = load_corpus(paths, bo.record_size, parse_size(max_bytes));
+      if (c.records.empty()) throw std::runtime_error("no data found under the given paths");
+      const bool show = !quiet && isatty(fileno(err));
+      auto progress = [&](const std::string& what) {
+        if (show) fmt::print(err, "\r\033[Kbench: {}", what);
+      };
+      auto rs = run_bench(c, bo, progress);
+      if (show) fmt::print(err, "\r\033[K");
+      if (json)
+        fmt::print(out, "{}\n", to_json(c, bo, rs).dump(2));
+      else
+        print_table(out, c, bo, rs);
+    }
+    return 0;
+  } catch (const std::invalid_argument& e) {
+    fmt::print(err, "qzfs: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(err, "qzfs: {}\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace qzfs::cli

@@ -1,0 +1,50 @@
+#pragma once
+// `qzfs bench`: every codec over the records of a real corpus, the way the file system sees
+// data: ratio (frame headers and raw fallbacks included), compress and decompress speed per
+// thread and in total, and the share of records that did not fit under the saving rule.
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "corpus.h"
+#include "qzfs/codec/codec.h"
+
+namespace qzfs::cli {
+
+struct bench_options {
+  std::size_t record_size = 128 * 1024;
+  unsigned threads = 1;
+  std::vector<std::string> codecs;
+  std::string baseline = "zlib-6";
+  double min_saving = 0.10;     // a record must save this share, else it is stored raw
+  unsigned scatter = 1;         // iovecs per record (>1: many small, unaligned pieces)
+  double min_time = 1.0;        // seconds each phase runs at least (repeating passes)
+  bool verify = true;           // compare every decoded record with its input
+};
+
+struct codec_result {
+  std::string name;
+  codec::spec spec;
+  bool gathers = false;
+  std::size_t records = 0, not_fit = 0;
+  std::size_t logical_bytes = 0, stored_bytes = 0;  // one pass; stored = frames as written
+  double ratio = 0;
+  double compress_mbs_thread = 0, compress_mbs_total = 0;
+  double decompress_mbs_thread = 0, decompress_mbs_total = 0;  // over records that were compressed
+  double compress_cpu_s_per_gib = 0;
+  unsigned compress_passes = 0, decompress_passes = 0;
+  bool verified = false;
+};
+
+using progress_fn = std::function<void(const std::string&)>;
+
+/// Runs the benchmark. Throws std::invalid_argument for an unknown codec, std::runtime_error
+/// when a decoded record differs from its input (a codec bug: never reported as a figure).
+std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, const progress_fn& progress);
+
+/// The default codec list: every family at its useful levels, against the baseline.
+std::vector<std::string> default_bench_codecs();
+
+}  // namespace qzfs::cli

@@ -1,0 +1,112 @@
+// `qzfs bench` run in-process on real files.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cli/app.h"
+#include "test_data.h"
+
+namespace qzfs::cli {
+namespace {
+
+struct run_result {
+  int code;
+  std::string out, err;
+};
+
+run_result run_qzfs(std::vector<std::string> args) {
+  args.insert(args.begin(), "qzfs");
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  char *obuf = nullptr, *ebuf = nullptr;
+  std::size_t olen = 0, elen = 0;
+  FILE* out = open_memstream(&obuf, &olen);
+  FILE* err = open_memstream(&ebuf, &elen);
+  int code = run(static_cast<int>(argv.size()), argv.data(), out, err);
+  std::fclose(out);
+  std::fclose(err);
+  run_result r{code, std::string(obuf, olen), std::string(ebuf, elen)};
+  std::free(obuf);
+  std::free(ebuf);
+  return r;
+}
+
+class bench_cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("qzfs-bench-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_ / "sub");
+    auto text = test::make_data(test::data_class::text, 300000);
+    auto rnd = test::make_data(test::data_class::random, 200000, 7);
+    write(dir_ / "sub" / "text.txt", text);
+    write(dir_ / "random.bin", rnd);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  static void write(const std::filesystem::path& p, const std::vector<std::byte>& d) {
+    std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(bench_cli, json_reports_every_codec_against_the_baseline) {
+  auto r = run_qzfs({"bench", "--json", "--min-time", "0", "--codecs", "gzip-1,zstd-1,lz4", "--threads", "2",
+                     "--scatter", "8", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["corpus"]["files"], 2);
+  EXPECT_EQ(j["corpus"]["bytes"], 500000);
+  // 300000 = 2 full records + 1 partial; 200000 = 1 full + 1 partial.
+  EXPECT_EQ(j["corpus"]["records"], 5);
+  ASSERT_EQ(j["results"].size(), 4u);
+  EXPECT_EQ(j["results"][0]["codec"], "zlib-6");
+  for (const auto& res : j["results"]) {
+    EXPECT_TRUE(res["verified"].get<bool>());
+    // The two random records never fit under the 10% rule; the three text records do.
+    EXPECT_EQ(res["not_fit"], 2) << res["codec"];
+    EXPECT_GT(res["ratio"].get<double>(), 1.2) << res["codec"];
+    EXPECT_GT(res["compress_mib_s_total"].get<double>(), 0);
+    EXPECT_GT(res["decompress_mib_s_total"].get<double>(), 0);
+  }
+}
+
+TEST_F(bench_cli, table_names_its_baseline) {
+  auto r = run_qzfs({"bench", "--min-time", "0", "--codecs", "gzip-6", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("zlib-6"), std::string::npos);
+  EXPECT_NE(r.out.find("gzip-6"), std::string::npos);
+  EXPECT_NE(r.out.find("2 files"), std::string::npos) << r.out;
+}
+
+TEST_F(bench_cli, clear_errors_for_bad_input) {
+  auto r = run_qzfs({"bench", "--codecs", "gzip-42", dir_.string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown codec 'gzip-42'"), std::string::npos) << r.err;
+
+  r = run_qzfs({"bench", (dir_ / "missing").string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
+
+  r = run_qzfs({"bench", "--record-size", "1K", dir_.string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--record-size"), std::string::npos) << r.err;
+
+  r = run_qzfs({"bench"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("PATH"), std::string::npos) << r.err;
+
+  r = run_qzfs({"frobnicate"});
+  EXPECT_NE(r.code, 0);
+}
+
+TEST(cli, help_lists_the_bench_options) {
+  auto r = run_qzfs({"bench", "--help"});
+  EXPECT_EQ(r.code, 0);
+  for (const char* opt : {"--record-size", "--threads", "--codecs", "--json", "--scatter", "--min-saving"})
+    EXPECT_NE(r.out.find(opt), std::string::npos) << opt;
+}
+
+}  // namespace
+}  // namespace qzfs::cli
