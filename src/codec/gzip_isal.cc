@@ -22,9 +22,7 @@ class isal_context final : public context {
   isal_context(const codec::spec& s, std::size_t max_input)
       : context(s, max_input), stream_(new isal_zstream), level_buf_(level_buf_size(s.level)) {}
 
-  compress_result compress(std::span<const iovec> in, std::span<std::byte> out) noexcept override {
-    const std::size_t total = total_size(in);
-    if (total > max_input() || out.size() > UINT32_MAX) return {status::error, 0};
+  compress_result do_compress(std::span<const iovec> in, std::size_t total, std::span<std::byte> out) noexcept override {
     isal_zstream& z = *stream_;
     const bool one_shot = in.size() <= 1;
     if (one_shot) isal_deflate_stateless_init(&z); else isal_deflate_init(&z);

@@ -14,9 +14,7 @@ class libdeflate_context final : public context {
   }
   ~libdeflate_context() override { libdeflate_free_compressor(c_); }
 
-  compress_result compress(std::span<const iovec> in, std::span<std::byte> out) noexcept override {
-    const std::size_t total = total_size(in);
-    if (total > max_input()) return {status::error, 0};
+  compress_result do_compress(std::span<const iovec> in, std::size_t total, std::span<std::byte> out) noexcept override {
     const std::byte* src = contiguous(in, total, scratch_.get());
     std::size_t n = libdeflate_gzip_compress(c_, src, total, out.data(), out.size());
     if (n == 0) return {status::does_not_fit, 0};

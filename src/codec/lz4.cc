@@ -19,9 +19,7 @@ class lz4_context final : public context {
         state_(static_cast<std::size_t>(hc_ ? LZ4_sizeofStateHC() : LZ4_sizeofState())),
         scratch_(max_input) {}
 
-  compress_result compress(std::span<const iovec> in, std::span<std::byte> out) noexcept override {
-    const std::size_t total = total_size(in);
-    if (total > max_input() || total > INT_MAX) return {status::error, 0};
+  compress_result do_compress(std::span<const iovec> in, std::size_t total, std::span<std::byte> out) noexcept override {
     const auto* src = reinterpret_cast<const char*>(contiguous(in, total, scratch_.get()));
     const int cap = static_cast<int>(std::min<std::size_t>(out.size(), INT_MAX));
     auto* dst = reinterpret_cast<char*>(out.data());

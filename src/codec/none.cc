@@ -6,16 +6,14 @@ namespace {
 class none_context final : public context {
  public:
   none_context(const codec::spec& s, std::size_t m) : context(s, m) {}
-  compress_result compress(std::span<const iovec> in, std::span<std::byte> out) noexcept override {
-    std::size_t n = total_size(in);
-    if (n > max_input()) return {status::error, 0};
-    if (n > out.size()) return {status::does_not_fit, 0};
+  compress_result do_compress(std::span<const iovec> in, std::size_t total, std::span<std::byte> out) noexcept override {
+    if (total > out.size()) return {status::does_not_fit, 0};
     std::byte* p = out.data();
     for (const auto& v : in) {
       if (v.iov_len != 0) std::memcpy(p, v.iov_base, v.iov_len);
       p += v.iov_len;
     }
-    return {status::ok, n};
+    return {status::ok, total};
   }
   status decompress(std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
     if (in.size() != out.size()) return status::corrupt;

@@ -33,9 +33,7 @@ class zstd_context final : public context {
     ZSTD_freeDCtx(d_);
   }
 
-  compress_result compress(std::span<const iovec> in, std::span<std::byte> out) noexcept override {
-    const std::size_t total = total_size(in);
-    if (total > max_input()) return {status::error, 0};
+  compress_result do_compress(std::span<const iovec> in, std::size_t total, std::span<std::byte> out) noexcept override {
     if (in.size() <= 1) {
       std::size_t n = ZSTD_compress2(c_, out.data(), out.size(), in.empty() ? nullptr : in[0].iov_base, total);
       return result(n);

@@ -31,7 +31,7 @@ std::vector<std::byte> make_frame(codec::workspace& ws, const std::string& name,
     h.producer = codec::engine::none;
     h.level = 0;
     h.physical_size = h.logical_size;
-    std::memcpy(frame.data() + frame_header_size, data.data(), data.size());
+    if (!data.empty()) std::memcpy(frame.data() + frame_header_size, data.data(), data.size());
   }
   frame.resize(frame_header_size + h.physical_size);
   seal_frame(h, frame);

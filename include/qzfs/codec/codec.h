@@ -61,6 +61,13 @@ struct compress_result {
   std::size_t size = 0;  // bytes written to `out` when st == ok
 };
 
+/// Total bytes of a scatter-gather list.
+[[nodiscard]] inline std::size_t total_size(std::span<const iovec> in) noexcept {
+  std::size_t n = 0;
+  for (const auto& v : in) n += v.iov_len;
+  return n;
+}
+
 /// Largest logical record a context accepts by default (DESIGN: records up to 1 MiB).
 inline constexpr std::size_t default_max_input = std::size_t{1} << 20;
 
@@ -70,12 +77,21 @@ class context {
   context(const context&) = delete;
   context& operator=(const context&) = delete;
 
-  /// Compresses the concatenation of `in` (total at most max_input()) into `out`.
-  [[nodiscard]] virtual compress_result compress(std::span<const iovec> in,
-                                                 std::span<std::byte> out) noexcept = 0;
+  /// Compresses the concatenation of `in` (total at most max_input(), else status::error)
+  /// into `out`.
+  [[nodiscard]] compress_result compress(std::span<const iovec> in, std::span<std::byte> out) noexcept {
+    const std::size_t total = total_size(in);
+    if (total > max_input_ || out.size() > max_output) return {status::error, 0};
+    // No payload format fits in zero bytes but the raw one of an empty record.
+    if (out.empty() && (total != 0 || spec_.format != payload_format::none)) return {status::does_not_fit, 0};
+    return do_compress(in, total, out);
+  }
   /// Decodes a payload of this context's format into exactly out.size() bytes.
   [[nodiscard]] virtual status decompress(std::span<const std::byte> in,
                                           std::span<std::byte> out) noexcept = 0;
+
+  /// Largest output capacity a context takes (the libraries count in 32-bit sizes).
+  static constexpr std::size_t max_output = std::size_t{1} << 30;
 
   [[nodiscard]] const codec::spec& spec() const noexcept { return spec_; }
   [[nodiscard]] std::size_t max_input() const noexcept { return max_input_; }
@@ -85,6 +101,10 @@ class context {
 
  protected:
   context(codec::spec s, std::size_t max_input) : spec_(s), max_input_(max_input) {}
+  /// The adapter's work; `total` is total_size(in), already checked against max_input(),
+  /// and `out` is not empty unless the record is.
+  virtual compress_result do_compress(std::span<const iovec> in, std::size_t total,
+                                      std::span<std::byte> out) noexcept = 0;
 
  private:
   codec::spec spec_;
@@ -96,11 +116,5 @@ class context {
 [[nodiscard]] std::unique_ptr<context> make_context(const spec& s,
                                                     std::size_t max_input = default_max_input);
 
-/// Total bytes of a scatter-gather list.
-[[nodiscard]] inline std::size_t total_size(std::span<const iovec> in) noexcept {
-  std::size_t n = 0;
-  for (const auto& v : in) n += v.iov_len;
-  return n;
-}
 
 }  // namespace qzfs::codec

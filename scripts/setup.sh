@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what qzfs needs to build and test on Debian 12 (bookworm). Safe to run again.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config clang
+      libfuse3-dev fuse3 libisal-dev libdeflate-dev libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev
+      libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
+      libgtest-dev libgmock-dev libbenchmark-dev
+      gzip zstd python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
