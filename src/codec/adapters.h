@@ -35,7 +35,8 @@ inline const std::byte* contiguous(std::span<const iovec> in, std::size_t total,
 /// Owning page-aligned scratch memory made once per context.
 struct scratch_buffer {
   std::unique_ptr<std::byte[]> data;
-  explicit scratch_buffer(std::size_t n) : data(new std::byte[n == 0 ? 1 : n]) {}
+  // Zeroed: libraries may read a working area before writing it.
+  explicit scratch_buffer(std::size_t n) : data(new std::byte[n == 0 ? 1 : n]()) {}
   std::byte* get() noexcept { return data.get(); }
 };
 

@@ -22,7 +22,7 @@ std::size_t level_buf_size(int level) {
 class isal_context final : public context {
  public:
   isal_context(const codec::spec& s, std::size_t max_input)
-      : context(s, max_input), stream_(new isal_zstream), level_buf_(level_buf_size(s.level)), scratch_(max_input) {}
+      : context(s, max_input), stream_(new isal_zstream()), level_buf_(level_buf_size(s.level)), scratch_(max_input) {}
 
   compress_result do_compress(std::span<const iovec> in, std::size_t total, std::span<std::byte> out) noexcept override {
     isal_zstream& z = *stream_;
@@ -31,6 +31,9 @@ class isal_context final : public context {
     z.level_buf = reinterpret_cast<std::uint8_t*>(level_buf_.get());
     z.level_buf_size = static_cast<std::uint32_t>(level_buf_size(spec().level));
     z.gzip_flag = IGZIP_GZIP;
+    // stateless_init leaves hist_bits alone; a stale value shrinks the window and the ratio
+    // varies with whatever the memory held before. 0 = the full 32 KiB window.
+    z.hist_bits = 0;
     z.next_in = reinterpret_cast<std::uint8_t*>(const_cast<std::byte*>(contiguous(in, total, scratch_.get())));
     z.avail_in = static_cast<std::uint32_t>(total);
     z.end_of_stream = 1;
