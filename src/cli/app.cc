@@ -39,17 +39,20 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
              o.scatter, o.min_saving * 100);
   const codec_result* base = rs.empty() || o.baseline.empty() ? nullptr : &rs.front();
   std::string bname = base ? base->name : "";
-  fmt::print(out, "{:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10}\n", "codec", "ratio",
-             "comp/thr", "comp", "dec/thr", "dec", "notfit", "comp x", "dec x");
-  fmt::print(out, "{:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10}\n", "", "", "MB/s", "MB/s",
-             "MB/s", "MB/s", "%", bname, bname);
+  const bool scaling = o.scaling;
+  fmt::print(out, "{:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10}{}\n", "codec", "ratio",
+             "comp/thr", "comp", "dec/thr", "dec", "notfit", "comp x", "dec x", scaling ? "   comp x" : "");
+  fmt::print(out, "{:<13} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10}{}\n", "", "", "MB/s", "MB/s",
+             "MB/s", "MB/s", "%", bname, bname, scaling ? " 1 thread" : "");
   for (const auto& r : rs) {
     auto rel = [&](double v, double b) { return base && b > 0 && v > 0 ? fmt::format("{:.2f}", v / b) : "-"; };
-    fmt::print(out, "{:<13} {:>6.3f} {:>10} {:>10} {:>10} {:>10} {:>7.1f} {:>10} {:>10}\n", r.name, r.ratio,
+    fmt::print(out, "{:<13} {:>6.3f} {:>10} {:>10} {:>10} {:>10} {:>7.1f} {:>10} {:>10}{}\n", r.name, r.ratio,
                fmt_mbs(r.compress_mbs_thread), fmt_mbs(r.compress_mbs_total), fmt_mbs(r.decompress_mbs_thread),
                fmt_mbs(r.decompress_mbs_total), r.records ? 100.0 * r.not_fit / r.records : 0.0,
                rel(r.compress_mbs_thread, base ? base->compress_mbs_thread : 0),
-               rel(r.decompress_mbs_thread, base ? base->decompress_mbs_thread : 0));
+               rel(r.decompress_mbs_thread, base ? base->decompress_mbs_thread : 0),
+               scaling ? fmt::format(" {:>8.2f}", r.compress_mbs_one_thread > 0 ? r.compress_mbs_total / r.compress_mbs_one_thread : 0.0)
+                       : "");
   }
   fmt::print(out, "MB/s are MiB of logical data per second; /thr per CPU-second of a worker thread, the other "
                   "column per wall second. ratio counts the 40-byte frame headers and raw records.\n");
@@ -77,6 +80,7 @@ nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vecto
                             {"decompress_mib_s_per_thread", r.decompress_mbs_thread},
                             {"decompress_mib_s_total", r.decompress_mbs_total},
                             {"compress_cpu_s_per_gib", r.compress_cpu_s_per_gib},
+                            {"compress_mib_s_one_thread", r.compress_mbs_one_thread},
                             {"compress_passes", r.compress_passes},
                             {"decompress_passes", r.decompress_passes},
                             {"verified", r.verified}});
@@ -110,6 +114,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       ->default_val(1)->check(CLI::Range(1u, 4096u));
   bench->add_option("--min-time", bo.min_time, "Seconds each phase runs at least")->default_val(1.0);
   bench->add_option("--max-bytes", max_bytes, "Read at most this much of the inputs")->default_val("1G");
+  bench->add_flag("--scaling", bo.scaling, "Also compress on one thread and print the speed-up of --threads");
   bench->add_flag("--json", json, "Print JSON instead of a table");
   bench->add_flag("--quiet,-q", quiet, "No progress line");
   bench->add_option("PATH", paths, "Files or directories (read recursively)")->required();

@@ -177,6 +177,16 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
     r.compress_mbs_total = cph.wall > 0 ? cbytes / mib / cph.wall : 0;
     r.compress_mbs_thread = cph.cpu > 0 ? cbytes / mib / cph.cpu : 0;
     r.compress_cpu_s_per_gib = cbytes > 0 ? cph.cpu / (cbytes / (mib * 1024.0)) : 0;
+    if (o.scaling) {
+      say("compress, one thread");
+      auto one = run_phase(
+          nrec, 1, o.min_time, [&](codec::workspace& ws) { ws.get(s); },
+          [&](codec::workspace& ws, std::size_t i) {
+            (void)ws.get(s).compress(std::span(iovs).subspan(i * scatter, scatter),
+                                     std::span(packed.get() + slot[i], cap[i]));
+          });
+      r.compress_mbs_one_thread = one.wall > 0 ? static_cast<double>(r.logical_bytes) * one.passes / mib / one.wall : 0;
+    }
 
     say("decompress");
     // Stale bytes from the previous codec must not pass for this one's output.

@@ -22,6 +22,7 @@ struct bench_options {
   unsigned scatter = 1;         // iovecs per record (>1: many small, unaligned pieces)
   double min_time = 1.0;        // seconds each phase runs at least (repeating passes)
   bool verify = true;           // compare every decoded record with its input
+  bool scaling = false;         // also compress on one thread: the speed-up of --threads, same run
 };
 
 struct codec_result {
@@ -34,6 +35,7 @@ struct codec_result {
   double compress_mbs_thread = 0, compress_mbs_total = 0;
   double decompress_mbs_thread = 0, decompress_mbs_total = 0;  // over records that were compressed
   double compress_cpu_s_per_gib = 0;
+  double compress_mbs_one_thread = 0;  // with bench_options::scaling: total MB/s on one thread
   unsigned compress_passes = 0, decompress_passes = 0;
   bool verified = false;
 };

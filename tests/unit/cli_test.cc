@@ -72,6 +72,16 @@ TEST_F(bench_cli, json_reports_every_codec_against_the_baseline) {
   }
 }
 
+TEST_F(bench_cli, scaling_measures_one_thread_in_the_same_run) {
+  auto r = run_qzfs({"bench", "--json", "--min-time", "0", "--codecs", "lz4", "--baseline", "", "--threads", "2",
+                     "--scaling", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["results"].size(), 1u);
+  EXPECT_GT(j["results"][0]["compress_mib_s_one_thread"].get<double>(), 0);
+  EXPECT_EQ(j["threads"], 2);
+}
+
 TEST_F(bench_cli, table_names_its_baseline) {
   auto r = run_qzfs({"bench", "--min-time", "0", "--codecs", "gzip-6", dir_.string()});
   ASSERT_EQ(r.code, 0) << r.err;
