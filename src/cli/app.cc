@@ -114,7 +114,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       ->default_val(1)->check(CLI::Range(1u, 4096u));
   bench->add_option("--min-time", bo.min_time, "Seconds each phase runs at least")->default_val(1.0);
   bench->add_option("--max-bytes", max_bytes, "Read at most this much of the inputs")->default_val("1G");
-  bench->add_flag("--scaling", bo.scaling, "Also compress on one thread and print the speed-up of --threads");
+  bench->add_flag("--scaling", bo.scaling, "Also compress on one thread and print the speed-up of --threads (1 and N threads alternate, best of 3 each)");
   bench->add_flag("--json", json, "Print JSON instead of a table");
   bench->add_flag("--quiet,-q", quiet, "No progress line");
   bench->add_option("PATH", paths, "Files or directories (read recursively)")->required();
