@@ -1,0 +1,90 @@
+#pragma once
+// offload/: an accelerator as a backend: a few device sessions, each driven by its own thread,
+// a bounded set of in-flight jobs ("tickets"), output verification, a watchdog, and a health
+// state machine: up -> (error, timeout or bad output) -> down: sessions torn down, queued jobs
+// handed back at once, re-probed with exponential backoff -> up again. A device that cannot work
+// here (no library, no hardware) is `unavailable` and never probed again.
+//
+// No job is lost and none is written wrong: a ticket holds private copies of the input and the
+// output; a result reaches the job only if the device answered in time, with ok or
+// does_not_fit, and (when ok) the member decodes to exactly the input (verify_mode::full) or its
+// CRC-32 and ISIZE match the input (verify_mode::crc). Any other outcome finishes the job with
+// status::error, which the scheduler turns into a redo on the CPU.
+//
+// Thread-safety: all members may be called from any thread.
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "qzfs/codec/workspace.h"
+#include "qzfs/offload/backend.h"
+#include "qzfs/offload/device.h"
+
+namespace qzfs::offload {
+
+class accel_backend final : public backend {
+ public:
+  enum class verify_mode : std::uint8_t { full, crc };
+  struct options {
+    unsigned sessions = 1;           // device sessions, one thread each
+    std::size_t queue_capacity = 0;  // jobs in flight at most (0: 4 per session)
+    std::size_t min_record = 4096;   // smaller records never go to the device
+    std::size_t max_record = 128 * 1024;
+    std::chrono::milliseconds timeout{2000};
+    std::chrono::milliseconds backoff_initial{100}, backoff_max{30000};
+    verify_mode verify = verify_mode::full;
+  };
+  accel_backend(std::unique_ptr<device> dev, options o);
+  ~accel_backend() override;
+  accel_backend(const accel_backend&) = delete;
+  accel_backend& operator=(const accel_backend&) = delete;
+
+  std::string_view name() const noexcept override { return name_; }
+  /// True for the jobs this backend can do at all: gzip compression of a record in the window.
+  [[nodiscard]] bool accepts(const job& j) const noexcept;
+  bool try_submit(job& j) noexcept override;
+  std::size_t queue_depth() const noexcept override;
+  backend_stats stats() const noexcept override;
+  [[nodiscard]] std::size_t capacity() const noexcept { return tickets_.size(); }
+  /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
+  void probe_now();
+
+ private:
+  struct ticket;
+  void work(unsigned idx);
+  void watchdog();
+  void probe();
+  void mark_down(const std::string& why);
+  void fail(ticket& t);              // owner gets status::error; caller then releases t
+  void release(ticket& t);
+  void cancel_queued();
+  bool verify(const ticket& t, std::size_t size, codec::workspace& ws, std::byte* scratch) const noexcept;
+
+  std::unique_ptr<device> dev_;
+  options o_;
+  std::string name_;
+  std::vector<std::unique_ptr<ticket>> tickets_;
+
+  mutable std::mutex m_;  // lock order: m_ before sessions_m_; never held while a job finishes
+  std::condition_variable work_cv_, dog_cv_;
+  std::deque<ticket*> q_;
+  std::vector<ticket*> free_;
+  bool stop_ = false;
+  std::uint64_t gen_ = 1;                 // bumped at every teardown; sessions of older gens are closed
+  std::chrono::steady_clock::time_point next_probe_{};
+  std::chrono::milliseconds backoff_;
+  std::uint64_t ok_streak_ = 0;
+
+  std::mutex sessions_m_;  // lock order: after m_
+  std::vector<device_session*> sessions_;  // each worker's live session, for abort()
+
+  std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0},
+      probes_{0}, teardowns_{0};
+  std::vector<std::jthread> threads_;
+};
+
+}  // namespace qzfs::offload

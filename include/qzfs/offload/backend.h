@@ -1,0 +1,69 @@
+#pragma once
+// offload/: a place where jobs run. Backends: `cpu` (a worker pool over the codec layer, the one
+// that never fails), and accelerators (accel_backend over a device: QAT through QATzip, or the
+// fault-injecting device for tests and rehearsals).
+//
+// Contract: try_submit() either takes the job (it will call job.finish() exactly once, from one
+// of its threads, with a result: ok, does_not_fit, corrupt or error) or refuses it at once
+// (queue full, backend not up) and leaves it untouched. close() finishes every job it took.
+//
+// Thread-safety: every member is safe to call from any thread.
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "qzfs/offload/job.h"
+
+namespace qzfs::offload {
+
+enum class health : std::uint8_t {
+  up,           // takes jobs
+  degraded,     // takes jobs, but some failed recently
+  down,         // failed; torn down; re-probed later
+  unavailable,  // cannot work here (no library, no device); not re-probed
+};
+[[nodiscard]] std::string_view to_string(health h) noexcept;
+
+struct backend_stats {
+  std::uint64_t submitted = 0;  // jobs taken
+  std::uint64_t completed = 0;  // jobs finished with a result from this backend (ok or does_not_fit)
+  std::uint64_t failed = 0;     // jobs this backend failed (error, timeout, bad output): redone elsewhere
+  std::uint64_t bytes_in = 0, bytes_out = 0;
+  std::uint64_t busy_ns = 0;    // time its threads spent working
+  std::uint64_t queue_depth = 0;
+  std::uint64_t probes = 0, teardowns = 0;
+};
+
+class backend {
+ public:
+  virtual ~backend() = default;
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+  /// Takes the job, or returns false at once without touching it.
+  [[nodiscard]] virtual bool try_submit(job& j) noexcept = 0;
+  [[nodiscard]] virtual std::size_t queue_depth() const noexcept = 0;
+  [[nodiscard]] virtual backend_stats stats() const noexcept = 0;
+  [[nodiscard]] health state() const noexcept { return health_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::string reason() const {
+    std::lock_guard lk(reason_m_);
+    return reason_;
+  }
+
+ protected:
+  void set_health(health h, std::string why) {
+    {
+      std::lock_guard lk(reason_m_);
+      reason_ = std::move(why);
+    }
+    health_.store(h, std::memory_order_release);
+  }
+
+ private:
+  std::atomic<health> health_{health::down};
+  mutable std::mutex reason_m_;  // lock order: leaf
+  std::string reason_;
+};
+
+}  // namespace qzfs::offload

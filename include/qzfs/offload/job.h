@@ -1,0 +1,80 @@
+#pragma once
+// offload/: one unit of work for a backend, and the countdown a submitter waits on.
+//
+// A job names its input as a scatter-gather list of the submitter's buffers and its output as
+// a caller-owned buffer with a hard capacity (compress) or the exact logical size (decompress).
+// The submitter keeps every buffer alive and untouched until the job's completion fires; a
+// backend never touches them after that (an accelerator works on private copies, so a device
+// that hangs or answers late cannot write into a buffer that was handed back).
+//
+// Thread-safety: a job is written by its submitter before submit and by exactly one backend
+// thread until completion; completion is thread-safe.
+
+#include <sys/uio.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <span>
+
+#include "qzfs/codec/codec.h"
+
+namespace qzfs::offload {
+
+enum class op : std::uint8_t { compress, decompress };
+
+/// Counts the unfinished jobs of a batch; wait() returns when all have completed.
+class completion {
+ public:
+  void expect(std::size_t n) {
+    std::lock_guard lk(m_);
+    pending_ += n;
+  }
+  void done_one() {
+    std::lock_guard lk(m_);
+    if (--pending_ == 0) cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lk(m_);
+    cv_.wait(lk, [&] { return pending_ == 0; });
+  }
+
+ private:
+  std::mutex m_;  // lock order: leaf
+  std::condition_variable cv_;
+  std::size_t pending_ = 0;
+};
+
+struct job {
+  // --- set by the submitter
+  op kind = op::compress;
+  codec::spec spec{};  // compress: codec and level; decompress: spec.format is what to decode
+  std::span<const iovec> in;
+  std::span<std::byte> out;
+  completion* done = nullptr;
+
+  // --- set by whoever finished it
+  codec::status st = codec::status::error;
+  std::size_t out_size = 0;
+  codec::engine producer = codec::engine::none;  // which implementation made the payload
+  const char* ran_on = "";  // backend that produced the result
+  bool redone = false;      // an accelerator failed or timed out and the CPU redid it
+
+  // --- internal: the scheduler's hook, run before `done` (see scheduler.h)
+  void (*on_finish)(job&, void*) = nullptr;
+  void* on_finish_ctx = nullptr;
+
+  /// Called by the backend that finished the job, exactly once.
+  void finish() {
+    if (on_finish != nullptr) {
+      auto f = on_finish;
+      on_finish = nullptr;
+      f(*this, on_finish_ctx);
+      return;
+    }
+    if (done != nullptr) done->done_one();
+  }
+};
+
+}  // namespace qzfs::offload

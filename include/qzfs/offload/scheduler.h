@@ -1,0 +1,58 @@
+#pragma once
+// offload/: sends each job to the best backend that can take it, and makes sure it finishes.
+//
+// Routing (the paper's offload module):
+// - decompression always runs on the CPU (no record ever needs the accelerator to be read);
+// - gzip compression goes to the accelerator when it is up, the record is inside its size
+//   window (small records never go there) and its queue is not deeper than `overflow_depth`;
+//   otherwise, or when it refuses, the CPU takes the job (the CPU shares the load when the
+//   device is saturated);
+// - a job the accelerator fails (error, timeout, output that does not verify) is redone on the
+//   CPU, counted, and finishes normally: the submitter sees only ok or does_not_fit (or the CPU
+//   codec's own error, which never comes from a valid spec).
+//
+// Thread-safety: submit() and run() may be called from any thread.
+
+#include <atomic>
+#include <span>
+
+#include "qzfs/offload/accel_backend.h"
+#include "qzfs/offload/cpu_backend.h"
+
+namespace qzfs::offload {
+
+struct scheduler_stats {
+  std::uint64_t to_accel = 0;   // jobs the accelerator took
+  std::uint64_t to_cpu = 0;     // jobs sent straight to the CPU
+  std::uint64_t small = 0;      // ... of which: outside the accelerator's size window
+  std::uint64_t overflow = 0;   // ... of which: accelerator saturated or refusing
+  std::uint64_t redone = 0;     // accelerator failures redone on the CPU
+};
+
+class scheduler {
+ public:
+  struct options {
+    std::size_t overflow_depth = 0;  // accelerator queue depth that sends new work to the CPU (0: its capacity)
+  };
+  scheduler(cpu_backend& cpu, accel_backend* accel, options o);
+  scheduler(cpu_backend& cpu, accel_backend* accel) : scheduler(cpu, accel, options{}) {}
+
+  /// Queues `j`; `c` counts it and is told when it is done. Blocks while the CPU queue is full.
+  void submit(job& j, completion& c);
+  /// Runs a batch and returns when every job has finished.
+  void run(std::span<job> batch);
+
+  [[nodiscard]] scheduler_stats stats() const noexcept;
+  [[nodiscard]] cpu_backend& cpu() noexcept { return cpu_; }
+  [[nodiscard]] accel_backend* accel() noexcept { return accel_; }
+
+ private:
+  static void after_accel(job& j, void* self);
+
+  cpu_backend& cpu_;
+  accel_backend* accel_;
+  std::size_t overflow_depth_;
+  std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, redone_{0};
+};
+
+}  // namespace qzfs::offload

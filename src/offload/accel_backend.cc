@@ -1,0 +1,333 @@
+#include "qzfs/offload/accel_backend.h"
+
+#include <isa-l/crc.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace qzfs::offload {
+
+using clock_type = std::chrono::steady_clock;
+
+struct accel_backend::ticket {
+  enum : std::uint8_t { idle, queued, running, finished, cancelled };
+  std::atomic<std::uint8_t> st{idle};
+  job* owner = nullptr;
+  int level = 1;
+  std::size_t in_len = 0, out_cap = 0;
+  clock_type::time_point deadline{};
+  std::unique_ptr<std::byte[]> in, out;
+};
+
+namespace {
+constexpr std::size_t out_slack = 1024;  // a member of an incompressible record is slightly larger
+}
+
+accel_backend::accel_backend(std::unique_ptr<device> dev, options o)
+    : dev_(std::move(dev)), o_(o), name_(dev_->name()), backoff_(o.backoff_initial) {
+  if (o_.sessions == 0) o_.sessions = 1;
+  if (o_.queue_capacity == 0) o_.queue_capacity = 4 * o_.sessions;
+  for (std::size_t i = 0; i < o_.queue_capacity; ++i) {
+    auto t = std::make_unique<ticket>();
+    t->in.reset(new std::byte[o_.max_record]);
+    t->out.reset(new std::byte[o_.max_record + out_slack]);
+    free_.push_back(t.get());
+    tickets_.push_back(std::move(t));
+  }
+  sessions_.assign(o_.sessions, nullptr);
+  probe();
+  for (unsigned i = 0; i < o_.sessions; ++i) threads_.emplace_back([this, i] { work(i); });
+  threads_.emplace_back([this] { watchdog(); });
+}
+
+accel_backend::~accel_backend() {
+  {
+    std::lock_guard lk(m_);
+    stop_ = true;
+  }
+  {
+    std::lock_guard lk(sessions_m_);
+    for (auto* s : sessions_)
+      if (s != nullptr) s->abort();
+  }
+  work_cv_.notify_all();
+  dog_cv_.notify_all();
+  threads_.clear();  // workers finish or fail every queued job before they exit
+}
+
+bool accel_backend::accepts(const job& j) const noexcept {
+  const std::size_t n = codec::total_size(j.in);
+  return j.kind == op::compress && j.spec.format == codec::payload_format::gzip && j.spec.level >= 1 &&
+         j.spec.level <= 9 && n >= o_.min_record && n <= o_.max_record;
+}
+
+bool accel_backend::try_submit(job& j) noexcept {
+  if (state() != health::up || !accepts(j)) return false;
+  ticket* t;
+  {
+    std::lock_guard lk(m_);
+    if (stop_ || free_.empty()) return false;
+    t = free_.back();
+    free_.pop_back();
+  }
+  // The device works on a private copy: QATzip takes contiguous input, and a device that hangs
+  // or answers late must never read or write the submitter's buffers after the job is handed back.
+  std::byte* p = t->in.get();
+  for (const auto& v : j.in) {
+    if (v.iov_len != 0) std::memcpy(p, v.iov_base, v.iov_len);
+    p += v.iov_len;
+  }
+  t->in_len = static_cast<std::size_t>(p - t->in.get());
+  t->out_cap = std::min(j.out.size(), o_.max_record + out_slack);
+  t->owner = &j;
+  t->level = j.spec.level;
+  t->deadline = clock_type::now() + o_.timeout;
+  t->st.store(ticket::queued, std::memory_order_release);
+  {
+    std::lock_guard lk(m_);
+    q_.push_back(t);
+  }
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  work_cv_.notify_one();
+  return true;
+}
+
+std::size_t accel_backend::queue_depth() const noexcept {
+  std::lock_guard lk(m_);
+  return tickets_.size() - free_.size();
+}
+
+backend_stats accel_backend::stats() const noexcept {
+  backend_stats s;
+  s.submitted = submitted_.load(std::memory_order_relaxed);
+  s.completed = completed_.load(std::memory_order_relaxed);
+  s.failed = failed_.load(std::memory_order_relaxed);
+  s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
+  s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
+  s.busy_ns = busy_ns_.load(std::memory_order_relaxed);
+  s.probes = probes_.load(std::memory_order_relaxed);
+  s.teardowns = teardowns_.load(std::memory_order_relaxed);
+  s.queue_depth = queue_depth();
+  return s;
+}
+
+void accel_backend::release(ticket& t) {
+  t.owner = nullptr;
+  t.st.store(ticket::idle, std::memory_order_release);
+  std::lock_guard lk(m_);
+  free_.push_back(&t);
+}
+
+void accel_backend::fail(ticket& t) {
+  job& j = *t.owner;
+  j.st = codec::status::error;
+  j.out_size = 0;
+  j.ran_on = name_.c_str();
+  failed_.fetch_add(1, std::memory_order_relaxed);
+  j.finish();
+}
+
+void accel_backend::cancel_queued() {
+  std::vector<ticket*> taken;
+  {
+    std::lock_guard lk(m_);
+    for (auto* t : q_) {
+      std::uint8_t expect = ticket::queued;
+      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) taken.push_back(t);
+    }
+    std::erase_if(q_, [&](ticket* t) { return std::find(taken.begin(), taken.end(), t) != taken.end(); });
+  }
+  for (auto* t : taken) {
+    fail(*t);
+    release(*t);
+  }
+}
+
+void accel_backend::mark_down(const std::string& why) {
+  {
+    std::lock_guard lk(m_);
+    if (state() == health::down || state() == health::unavailable) return;
+    ++gen_;
+    next_probe_ = clock_type::now() + backoff_;
+    backoff_ = std::min(backoff_ * 2, o_.backoff_max);
+    ok_streak_ = 0;
+  }
+  set_health(health::down, why);
+  teardowns_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lk(sessions_m_);
+    for (auto* s : sessions_)
+      if (s != nullptr) s->abort();
+  }
+  cancel_queued();
+  work_cv_.notify_all();  // workers drop their sessions of the old generation
+}
+
+void accel_backend::probe() {
+  probes_.fetch_add(1, std::memory_order_relaxed);
+  auto r = dev_->open_session();
+  if (r.session) {
+    set_health(health::up, "");
+    return;
+  }
+  if (r.permanent) {
+    set_health(health::unavailable, r.reason);
+    return;
+  }
+  {
+    std::lock_guard lk(m_);
+    next_probe_ = clock_type::now() + backoff_;
+    backoff_ = std::min(backoff_ * 2, o_.backoff_max);
+  }
+  set_health(health::down, r.reason);
+}
+
+void accel_backend::probe_now() {
+  if (state() == health::down) probe();
+}
+
+bool accel_backend::verify(const ticket& t, std::size_t size, codec::workspace& ws, std::byte* scratch) const noexcept {
+  std::span<const std::byte> member(t.out.get(), size);
+  if (o_.verify == verify_mode::full) {
+    // The only proof a record can be read back without the device: decode it here.
+    if (ws.decompress(codec::payload_format::gzip, member, {scratch, t.in_len}) != codec::status::ok) return false;
+    return std::memcmp(scratch, t.in.get(), t.in_len) == 0;
+  }
+  // crc: the footer must carry the CRC-32 and size of the input (a member whose deflate data is
+  // wrong but whose footer is right passes this; verify_mode::full catches it).
+  if (size < 18 || member[0] != std::byte{0x1f} || member[1] != std::byte{0x8b}) return false;
+  auto le32 = [&](std::size_t at) {
+    std::uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= std::uint32_t(member[at + i]) << (8 * i);
+    return v;
+  };
+  const std::uint32_t crc = crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(t.in.get()), t.in_len);
+  return le32(size - 8) == crc && le32(size - 4) == static_cast<std::uint32_t>(t.in_len);
+}
+
+void accel_backend::work(unsigned idx) {
+  std::unique_ptr<device_session> sess;
+  std::uint64_t sess_gen = 0;
+  codec::workspace ws(o_.max_record);
+  std::unique_ptr<std::byte[]> scratch(new std::byte[o_.max_record]);
+  auto drop_session = [&] {
+    std::lock_guard lk(sessions_m_);
+    sessions_[idx] = nullptr;
+    sess.reset();
+  };
+  for (;;) {
+    ticket* t;
+    std::uint64_t gen;
+    {
+      std::unique_lock lk(m_);
+      work_cv_.wait(lk, [&] { return stop_ || !q_.empty() || (sess && sess_gen != gen_); });
+      gen = gen_;
+      if (sess && sess_gen != gen) {
+        lk.unlock();
+        drop_session();  // torn down: a new generation opens a fresh session
+        continue;
+      }
+      if (q_.empty()) {
+        if (stop_) break;
+        continue;
+      }
+      t = q_.front();
+      q_.pop_front();
+    }
+    std::uint8_t expect = ticket::queued;
+    if (!t->st.compare_exchange_strong(expect, ticket::running)) {  // cancelled meanwhile
+      release(*t);
+      continue;
+    }
+    if (!sess && state() == health::up) {
+      auto r = dev_->open_session();
+      if (r.session) {
+        std::lock_guard lk(sessions_m_);
+        sess = std::move(r.session);
+        sess_gen = gen;
+        sessions_[idx] = sess.get();
+      } else {
+        mark_down("session setup failed: " + r.reason);
+      }
+    }
+    if (!sess || state() != health::up) {
+      expect = ticket::running;
+      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) fail(*t);
+      release(*t);
+      continue;
+    }
+    auto t0 = clock_type::now();
+    auto r = sess->compress(t->level, {t->in.get(), t->in_len}, {t->out.get(), t->out_cap});
+    bool good = r.st == codec::status::does_not_fit ||
+                (r.st == codec::status::ok && r.size <= t->out_cap && verify(*t, r.size, ws, scratch.get()));
+    busy_ns_.fetch_add(static_cast<std::uint64_t>((clock_type::now() - t0).count()), std::memory_order_relaxed);
+    expect = ticket::running;
+    if (!t->st.compare_exchange_strong(expect, good ? ticket::finished : ticket::cancelled)) {
+      release(*t);  // the watchdog gave up on it and the CPU has redone it: drop this late answer
+      continue;
+    }
+    if (!good) {
+      fail(*t);
+      release(*t);
+      mark_down(r.st == codec::status::error ? "device error" : "device returned a member that does not decode to its input");
+      drop_session();
+      continue;
+    }
+    job& j = *t->owner;
+    j.st = r.st;
+    j.out_size = r.st == codec::status::ok ? r.size : 0;
+    if (j.out_size != 0) std::memcpy(j.out.data(), t->out.get(), j.out_size);
+    j.producer = dev_->producer();
+    j.ran_on = name_.c_str();
+    bytes_in_.fetch_add(t->in_len, std::memory_order_relaxed);
+    bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
+    completed_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard lk(m_);
+      if (++ok_streak_ >= 100) backoff_ = o_.backoff_initial;  // healthy again: forget past failures
+    }
+    release(*t);
+    j.finish();
+  }
+  drop_session();
+}
+
+void accel_backend::watchdog() {
+  std::unique_lock lk(m_);
+  while (!stop_) {
+    dog_cv_.wait_for(lk, std::chrono::milliseconds(5));
+    if (stop_) break;
+    const auto now = clock_type::now();
+    bool timed_out = false;
+    for (auto& tp : tickets_) {
+      ticket& t = *tp;
+      std::uint8_t s = t.st.load(std::memory_order_acquire);
+      if (s != ticket::running || t.deadline > now) continue;
+      if (t.st.compare_exchange_strong(s, ticket::cancelled)) {
+        // The worker still holds the ticket's buffers; it releases the ticket when it returns.
+        lk.unlock();
+        fail(t);
+        lk.lock();
+        timed_out = true;
+      }
+    }
+    // Queued jobs that waited past their deadline (every session stuck) go back too.
+    std::vector<ticket*> late;
+    for (auto* t : q_) {
+      std::uint8_t s = ticket::queued;
+      if (t->deadline <= now && t->st.compare_exchange_strong(s, ticket::cancelled)) late.push_back(t);
+    }
+    if (!late.empty()) std::erase_if(q_, [&](ticket* t) { return std::find(late.begin(), late.end(), t) != late.end(); });
+    const bool due = state() == health::down && now >= next_probe_;
+    lk.unlock();
+    for (auto* t : late) {
+      fail(*t);
+      release(*t);
+    }
+    if (timed_out || !late.empty()) mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
+    if (due) probe();
+    lk.lock();
+  }
+}
+
+}  // namespace qzfs::offload

@@ -1,0 +1,115 @@
+#include "qzfs/offload/cpu_backend.h"
+
+#include <chrono>
+
+#include "qzfs/codec/workspace.h"
+
+namespace qzfs::offload {
+
+std::string_view to_string(health h) noexcept {
+  switch (h) {
+    case health::up: return "up";
+    case health::degraded: return "degraded";
+    case health::down: return "down";
+    case health::unavailable: return "unavailable";
+  }
+  return "unknown";
+}
+
+cpu_backend::cpu_backend(options o) : o_(o) {
+  if (o_.workers == 0) o_.workers = std::max(1u, std::thread::hardware_concurrency());
+  if (o_.queue_capacity == 0) o_.queue_capacity = 4 * o_.workers;
+  for (unsigned i = 0; i < o_.workers; ++i) threads_.emplace_back([this] { work(); });
+  set_health(health::up, "");
+}
+
+cpu_backend::~cpu_backend() {
+  {
+    std::lock_guard lk(m_);
+    stop_ = true;
+  }
+  not_empty_.notify_all();
+  threads_.clear();  // joins; workers drain the queue first
+}
+
+bool cpu_backend::try_submit(job& j) noexcept {
+  {
+    std::lock_guard lk(m_);
+    if (stop_ || q_.size() >= o_.queue_capacity) return false;
+    q_.push_back(&j);
+  }
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  not_empty_.notify_one();
+  return true;
+}
+
+void cpu_backend::submit(job& j) {
+  {
+    std::unique_lock lk(m_);
+    not_full_.wait(lk, [&] { return q_.size() < o_.queue_capacity; });
+    q_.push_back(&j);
+  }
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  not_empty_.notify_one();
+}
+
+std::size_t cpu_backend::queue_depth() const noexcept {
+  std::lock_guard lk(m_);
+  return q_.size();
+}
+
+backend_stats cpu_backend::stats() const noexcept {
+  backend_stats s;
+  s.submitted = submitted_.load(std::memory_order_relaxed);
+  s.completed = completed_.load(std::memory_order_relaxed);
+  s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
+  s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
+  s.busy_ns = busy_ns_.load(std::memory_order_relaxed);
+  s.queue_depth = queue_depth();
+  return s;
+}
+
+void cpu_backend::run(job& j, codec::workspace& ws) noexcept {
+  j.ran_on = "cpu";
+  j.out_size = 0;
+  try {
+    if (j.kind == op::compress) {
+      auto r = ws.compress(j.spec, j.in, j.out);
+      j.st = r.st;
+      j.out_size = r.st == codec::status::ok ? r.size : 0;
+      j.producer = j.spec.producer;
+    } else if (j.in.size() == 1) {  // payloads are read from disk in one piece
+      j.st = ws.decompress(j.spec.format, {static_cast<const std::byte*>(j.in[0].iov_base), j.in[0].iov_len}, j.out);
+      j.out_size = j.st == codec::status::ok ? j.out.size() : 0;
+    } else {
+      j.st = codec::status::error;
+    }
+  } catch (...) {  // a context could not be made (bad spec, out of memory)
+    j.st = codec::status::error;
+  }
+}
+
+void cpu_backend::work() {
+  codec::workspace ws(o_.max_record);
+  for (;;) {
+    job* j;
+    {
+      std::unique_lock lk(m_);
+      not_empty_.wait(lk, [&] { return stop_ || !q_.empty(); });
+      if (q_.empty()) return;  // stop_ and drained
+      j = q_.front();
+      q_.pop_front();
+    }
+    not_full_.notify_one();
+    auto t0 = std::chrono::steady_clock::now();
+    run(*j, ws);
+    busy_ns_.fetch_add(static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count()),
+                       std::memory_order_relaxed);
+    bytes_in_.fetch_add(codec::total_size(j->in), std::memory_order_relaxed);
+    bytes_out_.fetch_add(j->out_size, std::memory_order_relaxed);
+    completed_.fetch_add(1, std::memory_order_relaxed);
+    j->finish();
+  }
+}
+
+}  // namespace qzfs::offload

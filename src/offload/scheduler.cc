@@ -1,0 +1,56 @@
+#include "qzfs/offload/scheduler.h"
+
+namespace qzfs::offload {
+
+scheduler::scheduler(cpu_backend& cpu, accel_backend* accel, options o)
+    : cpu_(cpu), accel_(accel), overflow_depth_(o.overflow_depth) {
+  if (accel_ != nullptr && overflow_depth_ == 0) overflow_depth_ = accel_->capacity();
+}
+
+void scheduler::after_accel(job& j, void* self) {
+  auto& s = *static_cast<scheduler*>(self);
+  if (j.st == codec::status::error) {
+    // The device failed this job: the CPU redoes it from the submitter's untouched input.
+    s.redone_.fetch_add(1, std::memory_order_relaxed);
+    j.redone = true;
+    s.cpu_.submit(j);
+    return;
+  }
+  if (j.done != nullptr) j.done->done_one();
+}
+
+void scheduler::submit(job& j, completion& c) {
+  c.expect(1);
+  j.done = &c;
+  j.redone = false;
+  j.on_finish = nullptr;
+  if (accel_ != nullptr && j.kind == op::compress && j.spec.format == codec::payload_format::gzip &&
+      accel_->state() == health::up) {
+    if (!accel_->accepts(j)) {
+      small_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      j.on_finish = &scheduler::after_accel;
+      j.on_finish_ctx = this;
+      if (accel_->queue_depth() < overflow_depth_ && accel_->try_submit(j)) {
+        to_accel_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      j.on_finish = nullptr;
+      overflow_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  to_cpu_.fetch_add(1, std::memory_order_relaxed);
+  cpu_.submit(j);
+}
+
+void scheduler::run(std::span<job> batch) {
+  completion c;
+  for (auto& j : batch) submit(j, c);
+  c.wait();
+}
+
+scheduler_stats scheduler::stats() const noexcept {
+  return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), redone_.load()};
+}
+
+}  // namespace qzfs::offload

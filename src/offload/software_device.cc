@@ -1,0 +1,50 @@
+#include <mutex>
+
+#include "qzfs/codec/workspace.h"
+#include "qzfs/offload/device.h"
+
+namespace qzfs::offload {
+namespace {
+
+class software_session final : public device_session {
+ public:
+  explicit software_session(std::size_t max_record) : ws_(max_record) {}
+  codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
+    auto s = codec::parse_spec("gzip-" + std::to_string(level));
+    if (!s) return {codec::status::error, 0};
+    iovec v{const_cast<std::byte*>(in.data()), in.size()};
+    try {
+      return ws_.compress(*s, {&v, 1}, out);
+    } catch (...) {
+      return {codec::status::error, 0};
+    }
+  }
+
+ private:
+  codec::workspace ws_;
+};
+
+class software_device final : public device {
+ public:
+  explicit software_device(std::size_t max_record) : max_record_(max_record) {}
+  std::string_view name() const noexcept override { return "software"; }
+  codec::engine producer() const noexcept override { return codec::engine::isal; }
+  open_result open_session() noexcept override {
+    try {
+      return {std::make_unique<software_session>(max_record_), "", false};
+    } catch (...) {
+      return {nullptr, "out of memory", false};
+    }
+  }
+
+ private:
+  std::size_t max_record_;
+};
+
+}  // namespace
+
+std::unique_ptr<device> make_software_device(std::size_t max_record) {
+  return std::make_unique<software_device>(max_record);
+}
+
+}  // namespace qzfs::offload

@@ -1,0 +1,296 @@
+// The offload module: the CPU pool, the accelerator backend over a software device and over the
+// fault-injecting device, and the scheduler. Invariant 5: every job ends compressed by some
+// backend or stored raw, the bytes round-trip, and the counters account for every job.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "qzfs/codec/workspace.h"
+#include "qzfs/offload/scheduler.h"
+#include "test_data.h"
+
+namespace qzfs::offload {
+namespace {
+
+using namespace std::chrono_literals;
+using test::data_class;
+
+// A batch of records of mixed classes, each with its own output buffer (capacity: 90%).
+struct batch {
+  std::vector<std::vector<std::byte>> data, out;
+  std::vector<std::vector<iovec>> iov;
+  std::vector<job> jobs;
+
+  batch(std::size_t n, std::size_t record, const std::string& codec = "gzip-1") {
+    auto s = *codec::parse_spec(codec);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto cls = i % 7 == 3 ? data_class::random : i % 5 == 1 ? data_class::binary : data_class::text;
+      auto d = test::make_data(cls, record, i + 1);
+      // Vary the text so records differ.
+      if (cls == data_class::text) d[i % record] = std::byte(i);
+      data.push_back(std::move(d));
+    }
+    for (auto& d : data) {
+      out.emplace_back(d.size() * 9 / 10);
+      iov.push_back(i_ % 2 == 0 ? test::scatter(d) : test::contiguous(d));
+      ++i_;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      job j;
+      j.kind = op::compress;
+      j.spec = s;
+      j.in = iov[i];
+      j.out = out[i];
+      jobs.push_back(j);
+    }
+  }
+
+  // Every job finished with a usable result whose bytes decode to the input.
+  void check_all_round_trip() {
+    codec::workspace ws;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      const auto& j = jobs[i];
+      ASSERT_TRUE(j.st == codec::status::ok || j.st == codec::status::does_not_fit)
+          << "job " << i << " ended " << codec::to_string(j.st) << " on " << j.ran_on;
+      if (j.st != codec::status::ok) continue;
+      std::vector<std::byte> back(data[i].size());
+      ASSERT_EQ(ws.decompress(j.spec.format, std::span(out[i]).first(j.out_size), back), codec::status::ok) << i;
+      ASSERT_TRUE(back == data[i]) << "job " << i << " on " << j.ran_on;
+    }
+  }
+
+ private:
+  std::size_t i_ = 0;
+};
+
+TEST(cpu_backend, runs_every_job_with_backpressure) {
+  cpu_backend cpu({.workers = 2, .queue_capacity = 3});
+  scheduler sched(cpu, nullptr);
+  batch b(120, 32 * 1024, "zstd-1");
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  auto st = cpu.stats();
+  EXPECT_EQ(st.submitted, 120u);
+  EXPECT_EQ(st.completed, 120u);
+  EXPECT_EQ(sched.stats().to_cpu, 120u);
+  // Random records (every 7th) do not fit; the rest do.
+  std::size_t nofit = 0;
+  for (auto& j : b.jobs) nofit += j.st == codec::status::does_not_fit;
+  EXPECT_EQ(nofit, 17u);
+}
+
+TEST(cpu_backend, decompresses_payloads) {
+  cpu_backend cpu({.workers = 2});
+  scheduler sched(cpu, nullptr);
+  batch b(20, 16 * 1024, "gzip-6");
+  sched.run(b.jobs);
+  std::vector<job> dec;
+  std::vector<std::vector<std::byte>> back;
+  std::vector<iovec> in(b.jobs.size());
+  for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+    if (b.jobs[i].st != codec::status::ok) continue;
+    back.emplace_back(b.data[i].size());
+  }
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+    if (b.jobs[i].st != codec::status::ok) continue;
+    in[i] = {b.out[i].data(), b.jobs[i].out_size};
+    job j;
+    j.kind = op::decompress;
+    j.spec = b.jobs[i].spec;
+    j.in = std::span(&in[i], 1);
+    j.out = back[k++];
+    dec.push_back(j);
+  }
+  sched.run(dec);
+  k = 0;
+  for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+    if (b.jobs[i].st != codec::status::ok) continue;
+    EXPECT_EQ(dec[k].st, codec::status::ok);
+    EXPECT_TRUE(back[k] == b.data[i]);
+    ++k;
+  }
+}
+
+accel_backend::options fast_accel() {
+  accel_backend::options o;
+  o.sessions = 2;
+  o.queue_capacity = 8;
+  o.timeout = 100ms;
+  o.backoff_initial = 20ms;
+  o.backoff_max = 200ms;
+  return o;
+}
+
+TEST(accel_backend, healthy_device_takes_gzip_jobs_and_small_ones_stay_on_cpu) {
+  cpu_backend cpu({.workers = 1});
+  accel_backend accel(make_software_device(), fast_accel());
+  ASSERT_EQ(accel.state(), health::up);
+  scheduler sched(cpu, &accel);
+  batch big(60, 64 * 1024), small(20, 2048);
+  sched.run(big.jobs);
+  sched.run(small.jobs);
+  big.check_all_round_trip();
+  small.check_all_round_trip();
+  auto s = sched.stats();
+  EXPECT_GT(s.to_accel, 0u);
+  EXPECT_EQ(s.small, 20u);
+  EXPECT_EQ(s.redone, 0u);
+  for (auto& j : small.jobs) EXPECT_STREQ(j.ran_on, "cpu");
+  auto a = accel.stats();
+  EXPECT_EQ(a.submitted, s.to_accel);
+  EXPECT_EQ(a.completed, a.submitted);
+  EXPECT_EQ(a.failed, 0u);
+  EXPECT_EQ(cpu.stats().submitted, s.to_cpu);
+}
+
+TEST(accel_backend, zstd_and_lz4_never_go_to_the_accelerator) {
+  cpu_backend cpu({.workers = 1});
+  accel_backend accel(make_software_device(), fast_accel());
+  scheduler sched(cpu, &accel);
+  batch b(10, 64 * 1024, "zstd-3");
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  EXPECT_EQ(sched.stats().to_accel, 0u);
+}
+
+struct fault_case {
+  const char* name;
+  std::string spec;
+};
+
+void PrintTo(const fault_case& c, std::ostream* os) { *os << c.name << " (" << c.spec << ")"; }
+
+class faults : public ::testing::TestWithParam<fault_case> {};
+
+// For every failure mode and several rates: every record ends compressed or raw, the bytes
+// round-trip, the counters account for every job, the backend goes down, and after the device
+// heals it comes back and takes traffic again.
+TEST_P(faults, no_job_is_lost_and_the_device_comes_back) {
+  cpu_backend cpu({.workers = 2});
+  auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec(GetParam().spec));
+  fault_device* fd = dev.get();
+  accel_backend accel(std::move(dev), fast_accel());
+  scheduler sched(cpu, &accel);
+
+  std::uint64_t total = 0;
+  for (int round = 0; round < 6; ++round) {
+    batch b(40, 32 * 1024);
+    sched.run(b.jobs);
+    b.check_all_round_trip();
+    total += b.jobs.size();
+    std::this_thread::sleep_for(30ms);  // let the backoff expire now and then
+  }
+  auto s = sched.stats();
+  auto a = accel.stats();
+  auto c = cpu.stats();
+  EXPECT_EQ(s.to_accel + s.to_cpu, total);
+  EXPECT_EQ(a.submitted, s.to_accel);
+  EXPECT_EQ(a.submitted, a.completed + a.failed) << "accelerator jobs unaccounted for";
+  EXPECT_EQ(s.redone, a.failed) << "every accelerator failure is redone on the CPU";
+  EXPECT_EQ(c.submitted, s.to_cpu + s.redone);
+  EXPECT_EQ(c.completed, c.submitted);
+  EXPECT_GT(a.failed, 0u) << "the faults never fired";
+  EXPECT_GT(a.teardowns, 0u) << "a failing device must be torn down";
+  EXPECT_GT(a.probes, 1u) << "and re-probed";
+
+  // Heal it: traffic returns to the accelerator.
+  fd->set(fault_spec{});
+  for (int i = 0; i < 100 && accel.state() != health::up; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(accel.state(), health::up) << accel.reason();
+  const auto before = accel.stats().completed;
+  batch b(40, 32 * 1024);
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  EXPECT_GT(accel.stats().completed, before);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    modes, faults,
+    ::testing::Values(fault_case{"error_5pct", "error=0.05,seed=3"}, fault_case{"error_30pct", "error=0.3"},
+                      fault_case{"error_all", "error=1"}, fault_case{"timeout_5pct", "timeout=0.05,seed=5"},
+                      fault_case{"timeout_all", "timeout=1"}, fault_case{"garbage_10pct", "garbage=0.1,seed=7"},
+                      fault_case{"garbage_all", "garbage=1"}, fault_case{"badcrc_10pct", "badcrc=0.1,seed=9"},
+                      fault_case{"badcrc_every_3rd", "badcrc=1,every=3"},
+                      fault_case{"mixed", "error=0.05,timeout=0.02,garbage=0.05,badcrc=0.05,slow=0.1,delay=1ms"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(accel_backend, crc_verification_catches_a_wrong_footer) {
+  cpu_backend cpu({.workers = 1});
+  auto o = fast_accel();
+  o.verify = accel_backend::verify_mode::crc;
+  accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("badcrc=1")), o);
+  scheduler sched(cpu, &accel);
+  batch b(10, 32 * 1024);
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  EXPECT_GT(accel.stats().failed, 0u);
+  EXPECT_EQ(accel.stats().completed, 0u) << "a member with a wrong CRC was trusted";
+}
+
+TEST(accel_backend, unavailable_device_says_why_and_everything_runs_on_cpu) {
+  cpu_backend cpu({.workers = 1});
+  accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("init=unavailable")),
+                      fast_accel());
+  EXPECT_EQ(accel.state(), health::unavailable);
+  EXPECT_NE(accel.reason().find("unavailable"), std::string::npos);
+  scheduler sched(cpu, &accel);
+  batch b(10, 32 * 1024);
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  EXPECT_EQ(sched.stats().to_accel, 0u);
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(accel.stats().probes, 1u) << "an unavailable device is not probed again";
+}
+
+TEST(accel_backend, failing_setup_is_reprobed_with_backoff_until_it_works) {
+  cpu_backend cpu({.workers = 1});
+  auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec("init=fail"));
+  auto* fd = dev.get();
+  accel_backend accel(std::move(dev), fast_accel());
+  EXPECT_EQ(accel.state(), health::down);
+  std::this_thread::sleep_for(300ms);
+  const auto probes = accel.stats().probes;
+  // 20, 40, 80, 160 ms...: a handful of probes in 300 ms, not one every 5 ms tick.
+  EXPECT_GE(probes, 3u);
+  EXPECT_LE(probes, 8u);
+  fd->set(fault_spec{});
+  for (int i = 0; i < 100 && accel.state() != health::up; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(accel.state(), health::up);
+}
+
+TEST(accel_backend, saturated_device_overflows_to_the_cpu) {
+  cpu_backend cpu({.workers = 2});
+  auto o = fast_accel();
+  o.sessions = 1;
+  o.queue_capacity = 4;
+  o.timeout = 2000ms;
+  accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=3ms")), o);
+  scheduler sched(cpu, &accel, {.overflow_depth = 2});
+  batch b(100, 32 * 1024);
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  auto s = sched.stats();
+  EXPECT_GT(s.to_accel, 0u);
+  EXPECT_GT(s.overflow, 0u);
+  EXPECT_EQ(s.to_accel + s.to_cpu, 100u);
+  EXPECT_EQ(accel.stats().failed, 0u);
+}
+
+TEST(fault_spec, parses_and_refuses_clearly) {
+  auto s = parse_fault_spec("error=0.1,timeout=0.01,garbage=0.2,badcrc=0.3,slow=0.5,delay=3ms,every=4,init=fail,seed=9");
+  EXPECT_DOUBLE_EQ(s.error, 0.1);
+  EXPECT_DOUBLE_EQ(s.timeout, 0.01);
+  EXPECT_EQ(s.delay, std::chrono::microseconds(3000));
+  EXPECT_EQ(s.every, 4u);
+  EXPECT_EQ(s.init, fault_spec::init_mode::fail);
+  EXPECT_EQ(s.seed, 9u);
+  EXPECT_THROW(parse_fault_spec("error=2"), std::invalid_argument);
+  EXPECT_THROW(parse_fault_spec("explode=1"), std::invalid_argument);
+  EXPECT_THROW(parse_fault_spec("error"), std::invalid_argument);
+  EXPECT_THROW(parse_fault_spec("delay=3h"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace qzfs::offload
