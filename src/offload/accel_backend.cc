@@ -12,10 +12,12 @@ using clock_type = std::chrono::steady_clock;
 struct accel_backend::ticket {
   enum : std::uint8_t { idle, queued, running, finished, cancelled };
   std::atomic<std::uint8_t> st{idle};
-  job* owner = nullptr;
+  // Read by the watchdog while a worker may be done with the ticket: both atomic. Whoever
+  // moves `st` to cancelled or finished owns the job's completion.
+  std::atomic<job*> owner{nullptr};
+  std::atomic<clock_type::rep> deadline{0};
   int level = 1;
   std::size_t in_len = 0, out_cap = 0;
-  clock_type::time_point deadline{};
   std::unique_ptr<std::byte[]> in, out;
 };
 
@@ -79,9 +81,9 @@ bool accel_backend::try_submit(job& j) noexcept {
   }
   t->in_len = static_cast<std::size_t>(p - t->in.get());
   t->out_cap = std::min(j.out.size(), o_.max_record + out_slack);
-  t->owner = &j;
+  t->owner.store(&j, std::memory_order_relaxed);
   t->level = j.spec.level;
-  t->deadline = clock_type::now() + o_.timeout;
+  t->deadline.store((clock_type::now() + o_.timeout).time_since_epoch().count(), std::memory_order_relaxed);
   t->st.store(ticket::queued, std::memory_order_release);
   {
     std::lock_guard lk(m_);
@@ -112,14 +114,13 @@ backend_stats accel_backend::stats() const noexcept {
 }
 
 void accel_backend::release(ticket& t) {
-  t.owner = nullptr;
+  t.owner.store(nullptr, std::memory_order_relaxed);
   t.st.store(ticket::idle, std::memory_order_release);
   std::lock_guard lk(m_);
   free_.push_back(&t);
 }
 
-void accel_backend::fail(ticket& t) {
-  job& j = *t.owner;
+void accel_backend::fail(job& j) {
   j.st = codec::status::error;
   j.out_size = 0;
   j.ran_on = name_.c_str();
@@ -128,17 +129,18 @@ void accel_backend::fail(ticket& t) {
 }
 
 void accel_backend::cancel_queued() {
-  std::vector<ticket*> taken;
+  std::vector<std::pair<ticket*, job*>> taken;
   {
     std::lock_guard lk(m_);
     for (auto* t : q_) {
+      job* owner = t->owner.load(std::memory_order_acquire);
       std::uint8_t expect = ticket::queued;
-      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) taken.push_back(t);
+      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) taken.emplace_back(t, owner);
     }
-    std::erase_if(q_, [&](ticket* t) { return std::find(taken.begin(), taken.end(), t) != taken.end(); });
+    q_.clear();  // every ticket in it was queued (workers move them out before running them)
   }
-  for (auto* t : taken) {
-    fail(*t);
+  for (auto [t, owner] : taken) {
+    fail(*owner);
     release(*t);
   }
 }
@@ -250,9 +252,10 @@ void accel_backend::work(unsigned idx) {
         mark_down("session setup failed: " + r.reason);
       }
     }
+    job* owner = t->owner.load(std::memory_order_acquire);
     if (!sess || state() != health::up) {
       expect = ticket::running;
-      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) fail(*t);
+      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) fail(*owner);
       release(*t);
       continue;
     }
@@ -267,13 +270,13 @@ void accel_backend::work(unsigned idx) {
       continue;
     }
     if (!good) {
-      fail(*t);
+      fail(*owner);
       release(*t);
       mark_down(r.st == codec::status::error ? "device error" : "device returned a member that does not decode to its input");
       drop_session();
       continue;
     }
-    job& j = *t->owner;
+    job& j = *owner;
     j.st = r.st;
     j.out_size = r.st == codec::status::ok ? r.size : 0;
     if (j.out_size != 0) std::memcpy(j.out.data(), t->out.get(), j.out_size);
@@ -297,34 +300,31 @@ void accel_backend::watchdog() {
   while (!stop_) {
     dog_cv_.wait_for(lk, std::chrono::milliseconds(5));
     if (stop_) break;
-    const auto now = clock_type::now();
-    bool timed_out = false;
+    const auto now = clock_type::now().time_since_epoch().count();
+    std::vector<job*> stuck;  // running past the deadline: the worker releases the ticket later
+    std::vector<std::pair<ticket*, job*>> late;  // queued past the deadline (every session stuck)
     for (auto& tp : tickets_) {
       ticket& t = *tp;
       std::uint8_t s = t.st.load(std::memory_order_acquire);
-      if (s != ticket::running || t.deadline > now) continue;
-      if (t.st.compare_exchange_strong(s, ticket::cancelled)) {
-        // The worker still holds the ticket's buffers; it releases the ticket when it returns.
-        lk.unlock();
-        fail(t);
-        lk.lock();
-        timed_out = true;
+      if ((s != ticket::running && s != ticket::queued) || t.deadline.load(std::memory_order_relaxed) > now) continue;
+      job* owner = t.owner.load(std::memory_order_acquire);
+      if (!t.st.compare_exchange_strong(s, ticket::cancelled)) continue;
+      if (s == ticket::running) {
+        stuck.push_back(owner);
+      } else {
+        late.emplace_back(&t, owner);
+        std::erase(q_, &t);
       }
     }
-    // Queued jobs that waited past their deadline (every session stuck) go back too.
-    std::vector<ticket*> late;
-    for (auto* t : q_) {
-      std::uint8_t s = ticket::queued;
-      if (t->deadline <= now && t->st.compare_exchange_strong(s, ticket::cancelled)) late.push_back(t);
-    }
-    if (!late.empty()) std::erase_if(q_, [&](ticket* t) { return std::find(late.begin(), late.end(), t) != late.end(); });
-    const bool due = state() == health::down && now >= next_probe_;
+    const bool due = state() == health::down && now >= next_probe_.time_since_epoch().count();
     lk.unlock();
-    for (auto* t : late) {
-      fail(*t);
+    for (job* j : stuck) fail(*j);
+    for (auto [t, owner] : late) {
+      fail(*owner);
       release(*t);
     }
-    if (timed_out || !late.empty()) mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
+    if (!stuck.empty() || !late.empty())
+      mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
     if (due) probe();
     lk.lock();
   }

@@ -8,61 +8,13 @@
 
 #include "qzfs/codec/workspace.h"
 #include "qzfs/offload/scheduler.h"
-#include "test_data.h"
+#include "test_batch.h"
 
 namespace qzfs::offload {
 namespace {
 
 using namespace std::chrono_literals;
-using test::data_class;
-
-// A batch of records of mixed classes, each with its own output buffer (capacity: 90%).
-struct batch {
-  std::vector<std::vector<std::byte>> data, out;
-  std::vector<std::vector<iovec>> iov;
-  std::vector<job> jobs;
-
-  batch(std::size_t n, std::size_t record, const std::string& codec = "gzip-1") {
-    auto s = *codec::parse_spec(codec);
-    for (std::size_t i = 0; i < n; ++i) {
-      auto cls = i % 7 == 3 ? data_class::random : i % 5 == 1 ? data_class::binary : data_class::text;
-      auto d = test::make_data(cls, record, i + 1);
-      // Vary the text so records differ.
-      if (cls == data_class::text) d[i % record] = std::byte(i);
-      data.push_back(std::move(d));
-    }
-    for (auto& d : data) {
-      out.emplace_back(d.size() * 9 / 10);
-      iov.push_back(i_ % 2 == 0 ? test::scatter(d) : test::contiguous(d));
-      ++i_;
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      job j;
-      j.kind = op::compress;
-      j.spec = s;
-      j.in = iov[i];
-      j.out = out[i];
-      jobs.push_back(j);
-    }
-  }
-
-  // Every job finished with a usable result whose bytes decode to the input.
-  void check_all_round_trip() {
-    codec::workspace ws;
-    for (std::size_t i = 0; i < jobs.size(); ++i) {
-      const auto& j = jobs[i];
-      ASSERT_TRUE(j.st == codec::status::ok || j.st == codec::status::does_not_fit)
-          << "job " << i << " ended " << codec::to_string(j.st) << " on " << j.ran_on;
-      if (j.st != codec::status::ok) continue;
-      std::vector<std::byte> back(data[i].size());
-      ASSERT_EQ(ws.decompress(j.spec.format, std::span(out[i]).first(j.out_size), back), codec::status::ok) << i;
-      ASSERT_TRUE(back == data[i]) << "job " << i << " on " << j.ran_on;
-    }
-  }
-
- private:
-  std::size_t i_ = 0;
-};
+using test::batch;
 
 TEST(cpu_backend, runs_every_job_with_backpressure) {
   cpu_backend cpu({.workers = 2, .queue_capacity = 3});
@@ -117,7 +69,7 @@ accel_backend::options fast_accel() {
   accel_backend::options o;
   o.sessions = 2;
   o.queue_capacity = 8;
-  o.timeout = 100ms;
+  o.timeout = 5000ms;  // generous: sanitizer builds are slow; the timeout tests set their own
   o.backoff_initial = 20ms;
   o.backoff_max = 200ms;
   return o;
@@ -129,8 +81,8 @@ TEST(accel_backend, healthy_device_takes_gzip_jobs_and_small_ones_stay_on_cpu) {
   ASSERT_EQ(accel.state(), health::up);
   scheduler sched(cpu, &accel);
   batch big(60, 64 * 1024), small(20, 2048);
-  sched.run(big.jobs);
   sched.run(small.jobs);
+  sched.run(big.jobs);
   big.check_all_round_trip();
   small.check_all_round_trip();
   auto s = sched.stats();
@@ -171,7 +123,9 @@ TEST_P(faults, no_job_is_lost_and_the_device_comes_back) {
   cpu_backend cpu({.workers = 2});
   auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec(GetParam().spec));
   fault_device* fd = dev.get();
-  accel_backend accel(std::move(dev), fast_accel());
+  auto o = fast_accel();
+  o.timeout = 200ms;
+  accel_backend accel(std::move(dev), o);
   scheduler sched(cpu, &accel);
 
   std::uint64_t total = 0;

@@ -59,7 +59,7 @@ class accel_backend final : public backend {
   void watchdog();
   void probe();
   void mark_down(const std::string& why);
-  void fail(ticket& t);              // owner gets status::error; caller then releases t
+  void fail(job& j);  // the job ends with status::error (the scheduler redoes it on the CPU)
   void release(ticket& t);
   void cancel_queued();
   bool verify(const ticket& t, std::size_t size, codec::workspace& ws, std::byte* scratch) const noexcept;

@@ -45,6 +45,17 @@ class device {
   [[nodiscard]] virtual open_result open_session() noexcept = 0;
 };
 
+/// Intel QAT through QATzip, loaded at run time with dlopen. `library` names the shared object
+/// ("" = $QZFS_QATZIP_LIB, else libqatzip.so.3). When the library or the device is missing,
+/// open_session() fails permanently with the reason ("unavailable: ..."). hw_buffer is the
+/// QATzip buffer size: records up to it are compressed into exactly one gzip member.
+struct qat_options {
+  std::string library;
+  unsigned hw_buffer = 128 * 1024;
+  unsigned min_input = 4096;  // QATzip's own input_sz_thrshold
+};
+std::unique_ptr<device> make_qat_device(const qat_options& o);
+
 /// The codec layer's gzip (ISA-L for levels 1-3, libdeflate above) behind the device interface.
 std::unique_ptr<device> make_software_device(std::size_t max_record = codec::default_max_input);
 
