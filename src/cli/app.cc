@@ -56,6 +56,16 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
   }
   fmt::print(out, "MB/s are MiB of logical data per second; /thr per CPU-second of a worker thread, the other "
                   "column per wall second. ratio counts the 40-byte frame headers and raw records.\n");
+  for (const auto& r : rs) {
+    if (r.backends.empty()) continue;
+    fmt::print(out, "{}: {} records to the accelerator, {} to the CPU ({} too small, {} overflowed), {} redone on "
+                    "the CPU; process CPU {:.2f} s\n",
+               r.name, r.to_accel, r.to_cpu, r.small, r.overflow, r.redone, r.process_cpu_s);
+    for (const auto& b : r.backends)
+      fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
+                 b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
+                 b.reason.empty() ? "" : " (" + b.reason + ")");
+  }
 }
 
 nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vector<codec_result>& rs) {
@@ -84,6 +94,17 @@ nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vecto
                             {"compress_passes", r.compress_passes},
                             {"decompress_passes", r.decompress_passes},
                             {"verified", r.verified}});
+    if (!r.backends.empty()) {
+      auto& jr = j["results"].back();
+      jr["routing"] = {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small},
+                       {"overflow", r.overflow}, {"redone", r.redone}};
+      jr["process_cpu_s"] = r.process_cpu_s;
+      jr["backends"] = nlohmann::json::array();
+      for (const auto& b : r.backends)
+        jr["backends"].push_back({{"name", b.name}, {"health", b.health}, {"reason", b.reason},
+                                  {"submitted", b.submitted}, {"completed", b.completed}, {"failed", b.failed},
+                                  {"probes", b.probes}, {"teardowns", b.teardowns}, {"busy_s", b.busy_s}});
+    }
   }
   return j;
 }
@@ -115,6 +136,11 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   bench->add_option("--min-time", bo.min_time, "Seconds each phase runs at least")->default_val(1.0);
   bench->add_option("--max-bytes", max_bytes, "Read at most this much of the inputs")->default_val("1G");
   bench->add_flag("--scaling", bo.scaling, "Also compress on one thread and print the speed-up of --threads (1 and N threads alternate, best of 3 each)");
+  bench->add_option("--accel", bo.accel,
+                    "Compress through the offload scheduler: cpu | qat | auto | fault:SPEC (a failing "
+                    "accelerator to rehearse, e.g. fault:error=0.1,timeout=0.01; keys error, timeout, garbage, "
+                    "badcrc, slow, delay, every, init, seed). Prints each backend's health and counters");
+  bench->add_option("--qatzip-lib", bo.qatzip_lib, "QATzip library for --accel qat (default $QZFS_QATZIP_LIB or libqatzip.so.3)");
   bench->add_flag("--json", json, "Print JSON instead of a table");
   bench->add_flag("--quiet,-q", quiet, "No progress line");
   bench->add_option("PATH", paths, "Files or directories (read recursively)")->required();

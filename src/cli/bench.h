@@ -23,6 +23,9 @@ struct bench_options {
   double min_time = 1.0;        // seconds each phase runs at least (repeating passes)
   bool verify = true;           // compare every decoded record with its input
   bool scaling = false;         // also compress on one thread: the speed-up of --threads, same run
+  std::string accel;            // "": codec contexts called directly; else through the offload
+                                // scheduler: cpu | qat | auto | fault:SPEC (fault wraps a software device)
+  std::string qatzip_lib;       // library for qat/auto ("" = $QZFS_QATZIP_LIB or libqatzip.so.3)
 };
 
 struct codec_result {
@@ -38,6 +41,15 @@ struct codec_result {
   double compress_mbs_one_thread = 0;  // with bench_options::scaling: total MB/s on one thread
   unsigned compress_passes = 0, decompress_passes = 0;
   bool verified = false;
+  // With bench_options::accel: where the records went, and each backend's state and counters.
+  struct backend_report {
+    std::string name, health, reason;
+    std::uint64_t submitted = 0, completed = 0, failed = 0, probes = 0, teardowns = 0;
+    double busy_s = 0;
+  };
+  std::vector<backend_report> backends;
+  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, redone = 0;
+  double process_cpu_s = 0;  // CPU seconds of the whole process over the compress phase
 };
 
 using progress_fn = std::function<void(const std::string&)>;

@@ -82,6 +82,43 @@ TEST_F(bench_cli, scaling_measures_one_thread_in_the_same_run) {
   EXPECT_EQ(j["threads"], 2);
 }
 
+TEST_F(bench_cli, accel_fault_rehearsal_reports_backends_and_loses_nothing) {
+  auto r = run_qzfs({"bench", "--json", "--min-time", "0", "--codecs", "gzip-1", "--baseline", "", "--accel",
+                     "fault:error=0.3,seed=4", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const auto& res = j["results"][0];
+  EXPECT_TRUE(res["verified"].get<bool>());
+  EXPECT_EQ(res["not_fit"], 2);
+  const auto& routing = res["routing"];
+  EXPECT_EQ(routing["to_accel"].get<int>() + routing["to_cpu"].get<int>(), 5);
+  ASSERT_EQ(res["backends"].size(), 2u);
+  EXPECT_EQ(res["backends"][0]["name"], "cpu");
+  EXPECT_EQ(res["backends"][1]["name"], "fault(software)");
+  const auto& acc = res["backends"][1];
+  EXPECT_EQ(acc["submitted"].get<int>(), acc["completed"].get<int>() + acc["failed"].get<int>());
+  EXPECT_EQ(routing["redone"], acc["failed"]);
+}
+
+TEST_F(bench_cli, accel_qat_without_the_library_says_why_and_runs_on_the_cpu) {
+  auto r = run_qzfs({"bench", "--json", "--min-time", "0", "--codecs", "gzip-1", "--baseline", "", "--accel", "qat",
+                     "--qatzip-lib", "/nonexistent/libqatzip.so.3", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const auto& qat = j["results"][0]["backends"][1];
+  EXPECT_EQ(qat["health"], "unavailable");
+  EXPECT_NE(qat["reason"].get<std::string>().find("cannot load /nonexistent/libqatzip.so.3"), std::string::npos);
+  EXPECT_EQ(j["results"][0]["routing"]["to_cpu"], 5);
+}
+
+TEST_F(bench_cli, accel_qat_runs_end_to_end_on_the_standin_library) {
+  auto r = run_qzfs({"bench", "--min-time", "0", "--codecs", "gzip-1", "--baseline", "", "--accel", "qat",
+                     "--qatzip-lib", QZFS_STANDIN_LIB, dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("qat              up"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("records to the accelerator"), std::string::npos) << r.out;
+}
+
 TEST_F(bench_cli, table_names_its_baseline) {
   auto r = run_qzfs({"bench", "--min-time", "0", "--codecs", "gzip-6", dir_.string()});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -106,6 +143,14 @@ TEST_F(bench_cli, clear_errors_for_bad_input) {
   r = run_qzfs({"bench"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("PATH"), std::string::npos) << r.err;
+
+  r = run_qzfs({"bench", "--accel", "gpu", dir_.string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--accel must be"), std::string::npos) << r.err;
+
+  r = run_qzfs({"bench", "--accel", "fault:explode=1", dir_.string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown key 'explode'"), std::string::npos) << r.err;
 
   r = run_qzfs({"frobnicate"});
   EXPECT_NE(r.code, 0);
