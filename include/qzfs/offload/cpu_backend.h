@@ -36,6 +36,7 @@ class cpu_backend final : public backend {
   std::size_t queue_depth() const noexcept override;
   backend_stats stats() const noexcept override;
   [[nodiscard]] unsigned workers() const noexcept { return static_cast<unsigned>(threads_.size()); }
+  [[nodiscard]] std::size_t capacity() const noexcept { return o_.queue_capacity; }
 
   /// Runs one job on the calling thread with `ws` (shared by the workers and by callers that
   /// want to do small jobs inline).

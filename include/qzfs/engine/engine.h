@@ -1,0 +1,94 @@
+#pragma once
+// engine/: the compression service engine. For each record: skip what does not pay (zeros ->
+// hole; the sampling checker says incompressible -> raw), choose codec and level by policy, send
+// the work to the offload scheduler, and apply the result cap (a record that does not save
+// `min_saving` is stored raw). Learns per file: after a run of records that passed the checker
+// but did not fit, the expensive codec is preceded by an lz4 probe (which gives up at memory
+// speed), so a file of incompressible records costs little, and a file whose records start to
+// compress again is back at full strength on the first record that fits. It never gives up on a
+// file for good.
+//
+// Output: the payload of each record in the caller's buffer, plus what was decided. Building
+// the on-disk frame around it is the store's job (format/).
+//
+// Thread-safety: compress() may be called from many threads at once; file_learning is atomic.
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "qzfs/engine/checker.h"
+#include "qzfs/offload/scheduler.h"
+
+namespace qzfs::engine {
+
+enum class policy_kind : std::uint8_t { off, lz4, gzip, zstd, automatic };
+
+struct policy {
+  policy_kind kind = policy_kind::automatic;
+  int level = 0;  // gzip and zstd; 0 = that codec's default
+  friend bool operator==(const policy&, const policy&) = default;
+};
+/// "off", "lz4", "gzip", "gzip-N" (1-12), "zstd", "zstd-N" (1-19), "zstd-fast-N", "auto".
+[[nodiscard]] std::optional<policy> parse_policy(std::string_view text) noexcept;
+[[nodiscard]] std::string to_string(const policy& p);
+
+/// Per-file counters and the learned state (visible in statistics).
+struct file_learning {
+  std::atomic<std::uint64_t> records{0}, holes{0}, compressed{0}, raw_checker{0}, raw_cap{0}, raw_probe{0},
+      raw_policy{0}, probes{0};
+  std::atomic<std::uint32_t> streak{0};  // records in a row that passed the checker but did not fit
+  static constexpr std::uint32_t probe_after = 8;
+};
+
+enum class outcome : std::uint8_t {
+  hole,        // all zeros: nothing stored
+  raw,         // stored as it is (policy off, checker, probe, or did not save enough)
+  compressed,  // payload holds the compressed record
+};
+
+struct record {
+  // --- in
+  std::span<const iovec> in;
+  std::span<std::byte> payload;  // at least the record's size; the codec gets `cap` of it
+  // --- out
+  outcome result = outcome::raw;
+  std::size_t payload_size = 0;     // compressed: bytes in payload
+  codec::spec spec{};               // compressed: what made it
+  codec::engine producer = codec::engine::none;
+  const char* ran_on = "";          // backend
+  enum class why : std::uint8_t { none, zeros, policy_off, checker, probe, cap, error } reason = why::none;
+};
+
+struct engine_options {
+  policy pol;
+  double min_saving = 0.10;  // the paper's result buffer: save at least 10% or store raw
+};
+
+struct engine_stats {
+  std::uint64_t records = 0, holes = 0, raw = 0, compressed = 0, checker_skips = 0, probe_skips = 0,
+                cap_misses = 0, errors = 0, bytes_in = 0, bytes_out = 0;
+};
+
+class engine {
+ public:
+  engine(offload::scheduler& sched, engine_options o);
+  /// Decides and compresses every record of the batch; returns when all are done.
+  void compress(std::span<record> batch, file_learning* learning = nullptr);
+  /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests).
+  [[nodiscard]] codec::spec choose(compressibility c) const noexcept;
+  [[nodiscard]] engine_stats stats() const noexcept;
+  [[nodiscard]] const engine_options& options() const noexcept { return o_; }
+
+ private:
+  offload::scheduler& sched_;
+  engine_options o_;
+  codec::spec fixed_{};  // the spec of a non-auto policy
+  std::atomic<std::uint64_t> records_{0}, holes_{0}, raw_{0}, compressed_{0}, checker_{0}, probe_{0}, cap_{0},
+      errors_{0}, bytes_in_{0}, bytes_out_{0};
+};
+
+}  // namespace qzfs::engine

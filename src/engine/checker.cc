@@ -1,0 +1,87 @@
+#include "qzfs/engine/checker.h"
+
+#include <algorithm>
+#include <functional>
+#include <array>
+#include <cmath>
+#include <cstring>
+
+namespace qzfs::engine {
+
+bool is_zero(std::span<const iovec> in) noexcept {
+  static constexpr unsigned char zeros[4096] = {};
+  for (const auto& v : in) {
+    const auto* p = static_cast<const unsigned char*>(v.iov_base);
+    std::size_t n = v.iov_len;
+    // memcmp against a zero page runs at memory speed and stops at the first non-zero byte.
+    while (n >= sizeof zeros) {
+      if (std::memcmp(p, zeros, sizeof zeros) != 0) return false;
+      p += sizeof zeros;
+      n -= sizeof zeros;
+    }
+    if (n != 0 && std::memcmp(p, zeros, n) != 0) return false;
+  }
+  return true;
+}
+
+namespace {
+constexpr std::size_t sample_len = 16, sample_stride = 256;
+// Below this, a record is sampled whole.
+constexpr std::size_t whole_below = 16384;  // enough samples for the entropy estimate to mean something
+}  // namespace
+
+sample_result sample(std::span<const iovec> in) noexcept {
+  std::array<std::uint32_t, 256> hist{};
+  std::uint32_t n = 0;
+  std::size_t pos = 0;  // logical offset of the current iovec
+  std::size_t total = 0;
+  for (const auto& v : in) total += v.iov_len;
+  const bool whole = total < whole_below;
+  for (const auto& v : in) {
+    const auto* p = static_cast<const unsigned char*>(v.iov_base);
+    for (std::size_t i = 0; i < v.iov_len; ++i) {
+      const std::size_t at = pos + i;
+      if (whole || at % sample_stride < sample_len) {
+        ++hist[p[i]];
+        ++n;
+      } else {
+        // Jump to the next sample window inside this iovec.
+        const std::size_t next = (at / sample_stride + 1) * sample_stride;
+        if (next - pos > v.iov_len) break;
+        i = next - pos - 1;
+      }
+    }
+    pos += v.iov_len;
+  }
+  sample_result r;
+  r.sampled = n;
+  if (n == 0) return r;
+  double h = 0;
+  for (auto c : hist) {
+    if (c == 0) continue;
+    ++r.byte_set;
+    const double p = static_cast<double>(c) / n;
+    h -= p * std::log2(p);
+  }
+  r.entropy_bits = h;
+  std::array<std::uint32_t, 256> sorted = hist;
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  std::uint64_t acc = 0;
+  for (auto c : sorted) {
+    if (acc * 10 >= static_cast<std::uint64_t>(n) * 9) break;
+    acc += c;
+    ++r.core_set;
+  }
+  // Text, SAM, FASTQ, source: few distinct bytes -> compressible whatever the entropy says.
+  if (r.byte_set <= 64) return r;
+  // Near-uniform bytes: compressed, encrypted or random data. 7.5 bits and a core set of at
+  // least 200 values leave no room for the 10% a record must save.
+  if (h >= 7.5 && r.core_set >= 200) {
+    r.verdict = compressibility::incompressible;
+    return r;
+  }
+  if (h >= 6.5) r.verdict = compressibility::weak;
+  return r;
+}
+
+}  // namespace qzfs::engine

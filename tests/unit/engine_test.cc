@@ -1,0 +1,229 @@
+// The compression service engine: policies, the compressibility checker on real data classes,
+// the result cap, holes, and per-file learning.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "qzfs/codec/workspace.h"
+#include "qzfs/engine/engine.h"
+#include "test_data.h"
+
+namespace qzfs::engine {
+namespace {
+
+using test::data_class;
+
+std::vector<std::byte> run_tool(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  std::vector<std::byte> out;
+  std::byte buf[65536];
+  for (std::size_t n; p && (n = fread(buf, 1, sizeof buf, p)) > 0;) out.insert(out.end(), buf, buf + n);
+  if (p) {
+    EXPECT_EQ(pclose(p), 0) << cmd;
+  }
+  return out;
+}
+
+// Already-compressed data made by Debian's own tools from real text, and the man pages'
+// .gz files Debian ships.
+std::vector<std::byte> compressed_by(const std::string& tool) {
+  const std::string src = "/usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 "
+                          "/usr/share/common-licenses/GPL-2 /usr/share/common-licenses/LGPL-2.1 " +
+                          std::filesystem::read_symlink("/proc/self/exe").string();  // this test binary
+  return test::fill_from(run_tool("cat " + src + " | head -c 3000000 | " + tool), 128 * 1024);
+}
+
+std::vector<std::byte> shipped_gz() {
+  std::vector<std::byte> all;
+  for (auto& e : std::filesystem::recursive_directory_iterator("/usr/share/man")) {
+    if (e.path().extension() != ".gz" || !e.is_regular_file()) continue;
+    auto f = test::read_file(e.path());
+    all.insert(all.end(), f.begin(), f.end());
+    if (all.size() >= 128 * 1024) break;
+  }
+  all.resize(std::min<std::size_t>(all.size(), 128 * 1024));
+  return all;
+}
+
+// Uniform bytes over `values` distinct values: weak data that passes the checker and still
+// does not save 10% (200 values: 7.64 bits a byte).
+std::vector<std::byte> narrow_random(std::size_t n, unsigned values, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::byte> v(n);
+  for (auto& b : v) b = std::byte(rng() % values);
+  return v;
+}
+
+compressibility verdict_of(std::vector<std::byte>& d, bool scattered = false) {
+  auto iov = scattered ? test::scatter(d) : test::contiguous(d);
+  return sample(iov).verdict;
+}
+
+TEST(checker, zeros) {
+  std::vector<std::byte> z(128 * 1024);
+  EXPECT_TRUE(is_zero(test::scatter(z)));
+  z[128 * 1024 - 1] = std::byte{1};
+  EXPECT_FALSE(is_zero(test::contiguous(z)));
+  z[128 * 1024 - 1] = std::byte{0};
+  z[0] = std::byte{1};
+  EXPECT_FALSE(is_zero(test::scatter(z)));
+  EXPECT_TRUE(is_zero({}));
+}
+
+TEST(checker, judges_real_data_classes) {
+  const std::size_t n = 128 * 1024;
+  auto text = test::make_data(data_class::text, n);
+  auto bin = test::make_data(data_class::binary, n);
+  auto rnd = test::make_data(data_class::random, n);
+  auto gz = compressed_by("gzip -6"), xz = compressed_by("xz -6"), zst = compressed_by("zstd -3"), man = shipped_gz();
+  ASSERT_EQ(gz.size(), n);
+  ASSERT_EQ(xz.size(), n);
+  ASSERT_EQ(man.size(), n);
+  for (bool sc : {false, true}) {
+    EXPECT_EQ(verdict_of(text, sc), compressibility::compressible);
+    EXPECT_NE(verdict_of(bin, sc), compressibility::incompressible);
+    EXPECT_EQ(verdict_of(rnd, sc), compressibility::incompressible);
+    EXPECT_EQ(verdict_of(gz, sc), compressibility::incompressible);
+    EXPECT_EQ(verdict_of(xz, sc), compressibility::incompressible);
+    EXPECT_EQ(verdict_of(zst, sc), compressibility::incompressible);
+    EXPECT_EQ(verdict_of(man, sc), compressibility::incompressible);
+  }
+  // Records that mix classes and would still save 10% must not be skipped.
+  auto half = [&](const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+    std::vector<std::byte> v(a.begin(), a.begin() + n / 2);
+    v.insert(v.end(), b.begin(), b.begin() + n / 2);
+    return v;
+  };
+  auto text_rnd = half(text, rnd), rnd_text = half(rnd, text), bin_gz = half(bin, gz);
+  std::vector<std::byte> text_zeros = half(text, std::vector<std::byte>(n));
+  EXPECT_NE(verdict_of(text_rnd), compressibility::incompressible);
+  EXPECT_NE(verdict_of(rnd_text), compressibility::incompressible);
+  EXPECT_NE(verdict_of(text_zeros), compressibility::incompressible);
+  EXPECT_NE(verdict_of(bin_gz), compressibility::incompressible);
+  // And the checker agrees with the codecs: every record it skips really does not save 10%.
+  codec::workspace ws;
+  for (auto* d : {&rnd, &gz, &xz, &zst, &man}) {
+    std::vector<std::byte> out(n * 9 / 10);
+    EXPECT_EQ(ws.compress(*codec::parse_spec("zstd-19"), test::contiguous(*d), out).st, codec::status::does_not_fit);
+  }
+}
+
+TEST(policy, names_parse_and_refuse) {
+  for (const char* ok : {"off", "lz4", "gzip", "gzip-1", "gzip-9", "gzip-12", "zstd", "zstd-1", "zstd-19", "zstd-fast-3", "auto"}) {
+    auto p = parse_policy(ok);
+    ASSERT_TRUE(p) << ok;
+    EXPECT_EQ(to_string(*p), ok);
+  }
+  for (const char* bad : {"", "gzip-0", "gzip-13", "zstd-20", "brotli", "lz4hc-9", "none", "zlib-6", "Auto"})
+    EXPECT_FALSE(parse_policy(bad)) << bad;
+}
+
+struct fixture {
+  offload::cpu_backend cpu{{.workers = 2}};
+  offload::scheduler sched{cpu, nullptr};
+};
+
+struct records {
+  std::vector<std::vector<std::byte>> data, payload;
+  std::vector<std::vector<iovec>> iov;
+  std::vector<record> recs;
+  void add(std::vector<std::byte> d) { data.push_back(std::move(d)); }
+  std::span<record> build() {
+    payload.clear();
+    iov.clear();
+    recs.clear();
+    for (auto& d : data) {
+      payload.emplace_back(d.size());
+      iov.push_back(test::scatter(d));
+    }
+    for (std::size_t i = 0; i < data.size(); ++i) recs.push_back({.in = iov[i], .payload = payload[i]});
+    return recs;
+  }
+  void check_round_trip() {
+    codec::workspace ws;
+    for (std::size_t i = 0; i < recs.size(); ++i) {
+      if (recs[i].result != outcome::compressed) continue;
+      std::vector<std::byte> back(data[i].size());
+      ASSERT_EQ(ws.decompress(recs[i].spec.format, std::span(payload[i]).first(recs[i].payload_size), back),
+                codec::status::ok);
+      ASSERT_TRUE(back == data[i]) << i;
+      ASSERT_LE(recs[i].payload_size, data[i].size() * 9 / 10) << "the result cap was not applied";
+    }
+  }
+};
+
+TEST(engine, every_policy_round_trips_and_skips_what_does_not_pay) {
+  for (const char* pol : {"off", "lz4", "gzip", "gzip-6", "zstd", "zstd-fast-1", "auto"}) {
+    SCOPED_TRACE(pol);
+    fixture f;
+    engine e(f.sched, {.pol = *parse_policy(pol)});
+    records r;
+    r.add(test::make_data(data_class::text, 128 * 1024));
+    r.add(std::vector<std::byte>(128 * 1024));  // zeros
+    r.add(test::make_data(data_class::random, 128 * 1024));
+    r.add(test::make_data(data_class::binary, 128 * 1024));
+    r.add(test::make_data(data_class::text, 1000));  // a file's short tail
+    r.add(narrow_random(128 * 1024, 200, 3));        // passes the checker, does not save 10%
+    auto batch = r.build();
+    e.compress(batch);
+    r.check_round_trip();
+    EXPECT_EQ(batch[1].result, outcome::hole);
+    if (std::string(pol) == "off") {
+      for (std::size_t i : {0u, 2u, 3u, 4u, 5u}) EXPECT_EQ(batch[i].result, outcome::raw);
+      EXPECT_EQ(f.cpu.stats().submitted, 0u);
+      continue;
+    }
+    EXPECT_EQ(batch[0].result, outcome::compressed);
+    EXPECT_EQ(batch[2].result, outcome::raw);
+    EXPECT_EQ(batch[2].reason, record::why::checker) << "random data must be skipped before any codec runs";
+    EXPECT_EQ(batch[5].result, outcome::raw);
+    EXPECT_EQ(batch[5].reason, record::why::cap);
+    EXPECT_EQ(f.cpu.stats().submitted, 4u) << "zeros and random never reach a codec";
+    auto s = e.stats();
+    EXPECT_EQ(s.records, 6u);
+    EXPECT_EQ(s.holes + s.raw + s.compressed, 6u);
+  }
+}
+
+TEST(engine, auto_picks_by_load_and_compressibility) {
+  fixture f;
+  engine e(f.sched, {.pol = *parse_policy("auto")});
+  EXPECT_EQ(e.choose(compressibility::compressible), *codec::parse_spec("zstd-3"));  // idle CPU
+  EXPECT_EQ(e.choose(compressibility::weak), *codec::parse_spec("lz4"));
+  offload::accel_backend accel(offload::make_software_device(), {});
+  offload::scheduler with_accel(f.cpu, &accel);
+  engine e2(with_accel, {.pol = *parse_policy("auto")});
+  EXPECT_EQ(e2.choose(compressibility::compressible), *codec::parse_spec("gzip-1"));
+}
+
+TEST(engine, learns_per_file_and_never_gives_up) {
+  fixture f;
+  engine e(f.sched, {.pol = *parse_policy("gzip-6")});
+  file_learning fl;
+  // 40 records that pass the checker but never save 10%.
+  records weak;
+  for (int i = 0; i < 40; ++i) weak.add(narrow_random(128 * 1024, 200, 100 + i));
+  for (auto& rec : weak.build()) e.compress({&rec, 1}, &fl);
+  EXPECT_EQ(fl.raw_cap.load(), file_learning::probe_after) << "full-cost attempts before learning";
+  EXPECT_EQ(fl.raw_probe.load(), 40u - file_learning::probe_after) << "then the lz4 probe says no cheaply";
+  const auto cpu_jobs = f.cpu.stats().submitted;
+  EXPECT_EQ(cpu_jobs, file_learning::probe_after);
+  // The file turns compressible: the first such record is compressed at full strength.
+  records text;
+  for (int i = 0; i < 3; ++i) text.add(test::make_data(data_class::text, 128 * 1024, i));
+  auto tb = text.build();
+  e.compress(tb.first(1), &fl);
+  EXPECT_EQ(tb[0].result, outcome::compressed);
+  EXPECT_EQ(tb[0].spec, *codec::parse_spec("gzip-6"));
+  EXPECT_EQ(fl.streak.load(), 0u);
+  e.compress(tb.subspan(1), &fl);
+  EXPECT_EQ(fl.probes.load(), 40u - file_learning::probe_after + 1) << "no probe once records fit again";
+  text.check_round_trip();
+  EXPECT_EQ(fl.records.load(), 43u);
+  EXPECT_EQ(fl.compressed.load(), 3u);
+}
+
+}  // namespace
+}  // namespace qzfs::engine
