@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "bench.h"
+#include "policy_bench.h"
 #include "corpus.h"
 #include "qzfs/codec/codec.h"
 
@@ -66,6 +67,54 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
                  b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
                  b.reason.empty() ? "" : " (" + b.reason + ")");
   }
+}
+
+void print_policy(std::FILE* out, const policy_report& r) {
+  const double mib = 1024.0 * 1024.0;
+  fmt::print(out, "policy {}, {} CPU worker(s), accel {}: {:.1f} MiB in {:.2f} s = {:.1f} MB/s; process CPU {:.2f} s "
+                  "({:.2f} s per GiB); ratio {:.3f}\n",
+             r.policy, r.workers, r.accel, static_cast<double>(r.logical) / mib, r.wall_s,
+             r.wall_s > 0 ? static_cast<double>(r.logical) / mib / r.wall_s : 0.0, r.process_cpu_s,
+             r.logical ? r.process_cpu_s / (static_cast<double>(r.logical) / (mib * 1024)) : 0.0,
+             r.stored ? static_cast<double>(r.logical) / static_cast<double>(r.stored) : 0.0);
+  fmt::print(out, "{:<28} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7}  {:<24} {}\n", "class", "records", "holes", "raw:check",
+             "raw:probe", "raw:cap", "ratio", "compressed", "backends");
+  for (const auto& k : r.classes) {
+    std::string codecs, backends;
+    for (const auto& [n, v] : k.codecs) codecs += (codecs.empty() ? "" : " ") + n + ":" + std::to_string(v);
+    for (const auto& [n, v] : k.backends) backends += (backends.empty() ? "" : " ") + n + ":" + std::to_string(v);
+    if (k.raw_policy) codecs += (codecs.empty() ? "" : " ") + std::string("raw(off):") + std::to_string(k.raw_policy);
+    fmt::print(out, "{:<28} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7.3f}  {:<24} {}\n", k.source, k.records, k.holes,
+               k.raw_checker, k.raw_probe, k.raw_cap,
+               k.stored ? static_cast<double>(k.logical) / static_cast<double>(k.stored) : 0.0,
+               codecs.empty() ? "-" : codecs, backends.empty() ? "-" : backends);
+  }
+  fmt::print(out, "routing: {} to the accelerator, {} to the CPU ({} too small, {} overflowed), {} redone on the CPU\n",
+             r.to_accel, r.to_cpu, r.small, r.overflow, r.redone);
+  for (const auto& b : r.backends)
+    fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
+               b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
+               b.reason.empty() ? "" : " (" + b.reason + ")");
+}
+
+nlohmann::json policy_json(const policy_report& r) {
+  nlohmann::json j = {{"policy", r.policy}, {"accel", r.accel}, {"workers", r.workers}, {"wall_s", r.wall_s},
+                      {"process_cpu_s", r.process_cpu_s}, {"logical_bytes", r.logical}, {"stored_bytes", r.stored}};
+  j["routing"] = {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small}, {"overflow", r.overflow},
+                  {"redone", r.redone}};
+  j["classes"] = nlohmann::json::array();
+  for (const auto& k : r.classes)
+    j["classes"].push_back({{"source", k.source}, {"records", k.records}, {"holes", k.holes},
+                            {"raw_checker", k.raw_checker}, {"raw_probe", k.raw_probe}, {"raw_cap", k.raw_cap},
+                            {"raw_policy", k.raw_policy}, {"raw_error", k.raw_error}, {"compressed", k.compressed},
+                            {"logical_bytes", k.logical}, {"stored_bytes", k.stored}, {"codecs", k.codecs},
+                            {"backends", k.backends}});
+  j["backends"] = nlohmann::json::array();
+  for (const auto& b : r.backends)
+    j["backends"].push_back({{"name", b.name}, {"health", b.health}, {"reason", b.reason}, {"submitted", b.submitted},
+                             {"completed", b.completed}, {"failed", b.failed}, {"probes", b.probes},
+                             {"teardowns", b.teardowns}, {"busy_s", b.busy_s}});
+  return j;
 }
 
 nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vector<codec_result>& rs) {
@@ -134,13 +183,17 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   bench->add_option("--scatter", bo.scatter, "Split every record into N unaligned iovecs")
       ->default_val(1)->check(CLI::Range(1u, 4096u));
   bench->add_option("--min-time", bo.min_time, "Seconds each phase runs at least")->default_val(1.0);
-  bench->add_option("--max-bytes", max_bytes, "Read at most this much of the inputs")->default_val("1G");
+  bench->add_option("--max-bytes", max_bytes, "Read at most this much from each PATH")->default_val("1G");
   bench->add_flag("--scaling", bo.scaling, "Also compress on one thread and print the speed-up of --threads (1 and N threads alternate, best of 3 each)");
   bench->add_option("--accel", bo.accel,
                     "Compress through the offload scheduler: cpu | qat | auto | fault:SPEC (a failing "
                     "accelerator to rehearse, e.g. fault:error=0.1,timeout=0.01; keys error, timeout, garbage, "
                     "badcrc, slow, delay, every, init, seed). Prints each backend's health and counters");
   bench->add_option("--qatzip-lib", bo.qatzip_lib, "QATzip library for --accel qat (default $QZFS_QATZIP_LIB or libqatzip.so.3)");
+  std::string policy;
+  bench->add_option("--policy", policy,
+                    "Run the whole engine with this policy (off, lz4, gzip[-N], zstd[-N], auto) instead of each codec "
+                    "alone, and print per data class (each PATH) what it decided: holes, raw, codec, backend");
   bench->add_flag("--json", json, "Print JSON instead of a table");
   bench->add_flag("--quiet,-q", quiet, "No progress line");
   bench->add_option("PATH", paths, "Files or directories (read recursively)")->required();
@@ -168,6 +221,14 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       auto progress = [&](const std::string& what) {
         if (show) fmt::print(err, "\r\033[Kbench: {}", what);
       };
+      if (!policy.empty()) {
+        auto pr = run_policy_bench(c, bo, policy);
+        if (json)
+          fmt::print(out, "{}\n", policy_json(pr).dump(2));
+        else
+          print_policy(out, pr);
+        return 0;
+      }
       auto rs = run_bench(c, bo, progress);
       if (show) fmt::print(err, "\r\033[K");
       if (json)

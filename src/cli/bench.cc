@@ -101,12 +101,33 @@ phase_result run_phase(std::size_t nrec, unsigned threads, double min_time, Setu
   return one_run(std::clamp(passes, 1u, 100000u));
 }
 
+}  // namespace
+
 double process_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) * 1e-6; };
   return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
+
+std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
+                                                         std::size_t max_record) {
+  std::unique_ptr<offload::device> dev;
+  if (spec == "qat" || spec == "auto") {
+    dev = offload::make_qat_device({.library = qatzip_lib});
+  } else if (spec.rfind("fault:", 0) == 0) {
+    dev = std::make_unique<offload::fault_device>(offload::make_software_device(max_record),
+                                                  offload::parse_fault_spec(spec.substr(6)));
+  } else if (spec != "cpu") {
+    throw std::invalid_argument("--accel must be cpu, qat, auto or fault:SPEC, not '" + spec + "'");
+  }
+  if (!dev) return nullptr;
+  offload::accel_backend::options ao;
+  ao.max_record = std::min<std::size_t>(max_record, 128 * 1024);
+  return std::make_unique<offload::accel_backend>(std::move(dev), ao);
+}
+
+namespace {
 
 // The backends of --accel: a CPU pool of `threads` workers and, unless "cpu", an accelerator.
 struct offload_set {
@@ -116,20 +137,7 @@ struct offload_set {
 
   offload_set(const std::string& spec, const std::string& qatzip_lib, unsigned threads, std::size_t max_record) {
     cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = threads, .max_record = max_record});
-    std::unique_ptr<offload::device> dev;
-    if (spec == "qat" || spec == "auto") {
-      dev = offload::make_qat_device({.library = qatzip_lib});
-    } else if (spec.rfind("fault:", 0) == 0) {
-      dev = std::make_unique<offload::fault_device>(offload::make_software_device(max_record),
-                                                    offload::parse_fault_spec(spec.substr(6)));
-    } else if (spec != "cpu") {
-      throw std::invalid_argument("--accel must be cpu, qat, auto or fault:SPEC, not '" + spec + "'");
-    }
-    if (dev) {
-      offload::accel_backend::options ao;
-      ao.max_record = std::min<std::size_t>(max_record, 128 * 1024);
-      accel = std::make_unique<offload::accel_backend>(std::move(dev), ao);
-    }
+    accel = make_bench_accel(spec, qatzip_lib, max_record);
     sched = std::make_unique<offload::scheduler>(*cpu, accel.get());
   }
 };

@@ -18,6 +18,7 @@ namespace {
 struct input_file {
   fs::path path;
   std::size_t size;
+  std::uint32_t source = 0;
 };
 
 void collect(const fs::path& p, std::vector<input_file>& out) {
@@ -44,29 +45,41 @@ void collect(const fs::path& p, std::vector<input_file>& out) {
 
 corpus load_corpus(const std::vector<std::string>& paths, std::size_t record_size, std::size_t max_bytes) {
   std::vector<input_file> files;
-  for (const auto& p : paths) collect(p, files);
-  std::size_t want = 0;
-  for (const auto& f : files) want += f.size;
-  want = std::min(want, max_bytes);
+  std::vector<std::size_t> want(paths.size(), 0);  // bytes to read from each PATH
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    const std::size_t before = files.size();
+    collect(paths[i], files);
+    for (std::size_t k = before; k < files.size(); ++k) {
+      files[k].source = static_cast<std::uint32_t>(i);
+      want[i] += files[k].size;
+    }
+    want[i] = std::min(want[i], max_bytes);
+  }
+  std::size_t total = 0;
+  for (auto w : want) total += w;
 
   corpus c;
-  c.data.reset(new std::byte[want == 0 ? 1 : want]);
+  c.sources = paths;
+  c.data.reset(new std::byte[total == 0 ? 1 : total]);
+  std::vector<std::size_t> got(paths.size(), 0);
   for (const auto& f : files) {
-    if (c.bytes >= want) break;
+    const std::size_t left = want[f.source] - got[f.source];
+    if (left == 0) continue;
     int fd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) continue;  // vanished or unreadable since the walk: skip it, it is a sample
-    std::size_t start = c.bytes;
-    while (c.bytes < want) {
-      ssize_t n = ::read(fd, c.data.get() + c.bytes, want - c.bytes);
+    const std::size_t start = c.bytes;
+    while (c.bytes - start < left) {
+      ssize_t n = ::read(fd, c.data.get() + c.bytes, left - (c.bytes - start));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       c.bytes += static_cast<std::size_t>(n);
     }
     ::close(fd);
     if (c.bytes == start) continue;
+    got[f.source] += c.bytes - start;
     ++c.files;
     for (std::size_t off = start; off < c.bytes; off += record_size)
-      c.records.push_back({off, std::min(record_size, c.bytes - off)});
+      c.records.push_back({off, std::min(record_size, c.bytes - off), f.source, static_cast<std::uint32_t>(c.files - 1)});
   }
   return c;
 }

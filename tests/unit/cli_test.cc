@@ -119,6 +119,27 @@ TEST_F(bench_cli, accel_qat_runs_end_to_end_on_the_standin_library) {
   EXPECT_NE(r.out.find("records to the accelerator"), std::string::npos) << r.out;
 }
 
+TEST_F(bench_cli, policy_reports_what_the_engine_decided_per_class) {
+  auto r = run_qzfs({"bench", "--json", "--policy", "gzip", "--threads", "2", (dir_ / "sub").string(),
+                     (dir_ / "random.bin").string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["policy"], "gzip");
+  ASSERT_EQ(j["classes"].size(), 2u);
+  const auto& text = j["classes"][0];
+  const auto& rnd = j["classes"][1];
+  EXPECT_EQ(text["records"], 3);
+  EXPECT_EQ(text["compressed"], 3);
+  EXPECT_EQ(text["codecs"]["gzip-1"], 3);
+  EXPECT_EQ(rnd["records"], 2);
+  EXPECT_EQ(rnd["raw_checker"], 2) << "random data is skipped by the checker";
+  EXPECT_EQ(j["backends"][0]["submitted"], 3) << "only the text records reached a codec";
+
+  r = run_qzfs({"bench", "--policy", "brotli", dir_.string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown policy 'brotli'"), std::string::npos) << r.err;
+}
+
 TEST_F(bench_cli, table_names_its_baseline) {
   auto r = run_qzfs({"bench", "--min-time", "0", "--codecs", "gzip-6", dir_.string()});
   ASSERT_EQ(r.code, 0) << r.err;

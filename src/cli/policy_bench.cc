@@ -1,0 +1,107 @@
+#include "policy_bench.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+
+#include "qzfs/engine/engine.h"
+#include "qzfs/format/frame.h"
+
+namespace qzfs::cli {
+
+double process_cpu_seconds();  // bench.cc
+std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
+                                                         std::size_t max_record);  // bench.cc
+
+policy_report run_policy_bench(const corpus& c, const bench_options& o, const std::string& policy_name) {
+  auto pol = engine::parse_policy(policy_name);
+  if (!pol) throw std::invalid_argument("unknown policy '" + policy_name + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+  const std::string accel_spec = o.accel.empty() ? "cpu" : o.accel;
+  offload::cpu_backend cpu({.workers = o.threads, .max_record = o.record_size});
+  auto accel = make_bench_accel(accel_spec, o.qatzip_lib, o.record_size);
+  offload::scheduler sched(cpu, accel.get());
+  engine::engine eng(sched, {.pol = *pol, .min_saving = o.min_saving});
+
+  const std::size_t nrec = c.records.size();
+  std::vector<iovec> iov(nrec);
+  std::vector<engine::record> recs(nrec);
+  std::unique_ptr<std::byte[]> payload(new std::byte[c.bytes + 1]);
+  for (std::size_t i = 0; i < nrec; ++i) {
+    const auto& r = c.records[i];
+    iov[i] = {c.data.get() + r.offset, r.size};
+    recs[i].in = std::span(&iov[i], 1);
+    recs[i].payload = std::span(payload.get() + r.offset, r.size);
+  }
+  std::vector<std::unique_ptr<engine::file_learning>> learning(c.files);
+  for (auto& l : learning) l = std::make_unique<engine::file_learning>();
+
+  // Batches of records of one file, the way write-back hands them over; enough in flight to
+  // keep every worker busy.
+  const std::size_t batch = std::max<std::size_t>(16, 8 * static_cast<std::size_t>(o.threads));
+  const double cpu0 = process_cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < nrec;) {
+    std::size_t j = i;
+    while (j < nrec && j - i < batch && c.records[j].file == c.records[i].file) ++j;
+    eng.compress(std::span(recs).subspan(i, j - i), learning[c.records[i].file].get());
+    i = j;
+  }
+  policy_report rep;
+  rep.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rep.process_cpu_s = process_cpu_seconds() - cpu0;
+  rep.policy = engine::to_string(*pol);
+  rep.accel = accel_spec;
+  rep.workers = cpu.workers();
+
+  rep.classes.resize(c.sources.size());
+  for (std::size_t s = 0; s < c.sources.size(); ++s) rep.classes[s].source = c.sources[s];
+  for (std::size_t i = 0; i < nrec; ++i) {
+    auto& k = rep.classes[c.records[i].source];
+    const auto& r = recs[i];
+    const std::size_t n = c.records[i].size;
+    ++k.records;
+    k.logical += n;
+    switch (r.result) {
+      case engine::outcome::hole: ++k.holes; break;
+      case engine::outcome::compressed:
+        ++k.compressed;
+        k.stored += format::frame_header_size + r.payload_size;
+        ++k.codecs[codec::to_string(r.spec)];
+        ++k.backends[r.ran_on];
+        break;
+      case engine::outcome::raw:
+        k.stored += format::frame_header_size + n;
+        switch (r.reason) {
+          case engine::record::why::checker: ++k.raw_checker; break;
+          case engine::record::why::probe: ++k.raw_probe; break;
+          case engine::record::why::cap: ++k.raw_cap; ++k.backends[r.ran_on]; break;
+          case engine::record::why::policy_off: ++k.raw_policy; break;
+          default: ++k.raw_error; break;
+        }
+        break;
+    }
+  }
+  for (const auto& k : rep.classes) {
+    rep.logical += k.logical;
+    rep.stored += k.stored;
+  }
+  auto report = [&](const offload::backend& b) {
+    auto st = b.stats();
+    rep.backends.push_back({std::string(b.name()), std::string(offload::to_string(b.state())), b.reason(),
+                            st.submitted, st.completed, st.failed, st.probes, st.teardowns,
+                            static_cast<double>(st.busy_ns) * 1e-9});
+  };
+  report(cpu);
+  if (accel) report(*accel);
+  auto ss = sched.stats();
+  rep.to_accel = ss.to_accel;
+  rep.to_cpu = ss.to_cpu;
+  rep.small = ss.small;
+  rep.overflow = ss.overflow;
+  rep.redone = ss.redone;
+  return rep;
+}
+
+}  // namespace qzfs::cli
