@@ -189,6 +189,12 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                     "Compress through the offload scheduler: cpu | qat | auto | fault:SPEC (a failing "
                     "accelerator to rehearse, e.g. fault:error=0.1,timeout=0.01; keys error, timeout, garbage, "
                     "badcrc, slow, delay, every, init, seed). Prints each backend's health and counters");
+  bench->add_option("--accel-verify", bo.accel_verify,
+                    "How accelerator output is checked before it is trusted: full (decode and compare) or crc "
+                    "(CRC-32 and size of the input)")->default_val("full");
+  bench->add_flag("--no-skip", bo.no_checker,
+                  "With --policy: no checker and no per-file learning, every record goes to its codec in full "
+                  "(what zfs-fuse does; shows what the skips save)");
   bench->add_option("--qatzip-lib", bo.qatzip_lib, "QATzip library for --accel qat (default $QZFS_QATZIP_LIB or libqatzip.so.3)");
   std::string policy;
   bench->add_option("--policy", policy,

@@ -111,7 +111,7 @@ double process_cpu_seconds() {
 }
 
 std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
-                                                         std::size_t max_record) {
+                                                         std::size_t max_record, const std::string& verify) {
   std::unique_ptr<offload::device> dev;
   if (spec == "qat" || spec == "auto") {
     dev = offload::make_qat_device({.library = qatzip_lib});
@@ -124,6 +124,8 @@ std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec
   if (!dev) return nullptr;
   offload::accel_backend::options ao;
   ao.max_record = std::min<std::size_t>(max_record, 128 * 1024);
+  if (verify == "crc") ao.verify = offload::accel_backend::verify_mode::crc;
+  else if (verify != "full") throw std::invalid_argument("--accel-verify must be full or crc");
   return std::make_unique<offload::accel_backend>(std::move(dev), ao);
 }
 
@@ -135,9 +137,10 @@ struct offload_set {
   std::unique_ptr<offload::accel_backend> accel;
   std::unique_ptr<offload::scheduler> sched;
 
-  offload_set(const std::string& spec, const std::string& qatzip_lib, unsigned threads, std::size_t max_record) {
+  offload_set(const std::string& spec, const std::string& qatzip_lib, unsigned threads, std::size_t max_record,
+              const std::string& verify) {
     cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = threads, .max_record = max_record});
-    accel = make_bench_accel(spec, qatzip_lib, max_record);
+    accel = make_bench_accel(spec, qatzip_lib, max_record, verify);
     sched = std::make_unique<offload::scheduler>(*cpu, accel.get());
   }
 };
@@ -209,7 +212,7 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
           });
     } else {
       // Through the offload module: every record a job, routed by the scheduler.
-      offload_set off(o.accel, o.qatzip_lib, o.threads, o.record_size);
+      offload_set off(o.accel, o.qatzip_lib, o.threads, o.record_size, o.accel_verify);
       std::vector<offload::job> jobs(nrec);
       auto one_pass = [&] {
         for (std::size_t i = 0; i < nrec; ++i) {

@@ -25,6 +25,8 @@ struct bench_options {
   bool scaling = false;         // also compress on one thread: the speed-up of --threads, same run
   std::string accel;            // "": codec contexts called directly; else through the offload
                                 // scheduler: cpu | qat | auto | fault:SPEC (fault wraps a software device)
+  std::string accel_verify = "full";  // full | crc: how accelerator output is verified
+  bool no_checker = false;      // --policy --no-skip: no checker, no learning: every record to its codec
   std::string qatzip_lib;       // library for qat/auto ("" = $QZFS_QATZIP_LIB or libqatzip.so.3)
 };
 

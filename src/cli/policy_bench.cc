@@ -13,16 +13,16 @@ namespace qzfs::cli {
 
 double process_cpu_seconds();  // bench.cc
 std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
-                                                         std::size_t max_record);  // bench.cc
+                                                         std::size_t max_record, const std::string& verify);  // bench.cc
 
 policy_report run_policy_bench(const corpus& c, const bench_options& o, const std::string& policy_name) {
   auto pol = engine::parse_policy(policy_name);
   if (!pol) throw std::invalid_argument("unknown policy '" + policy_name + "' (off, lz4, gzip[-N], zstd[-N], auto)");
   const std::string accel_spec = o.accel.empty() ? "cpu" : o.accel;
   offload::cpu_backend cpu({.workers = o.threads, .max_record = o.record_size});
-  auto accel = make_bench_accel(accel_spec, o.qatzip_lib, o.record_size);
+  auto accel = make_bench_accel(accel_spec, o.qatzip_lib, o.record_size, o.accel_verify);
   offload::scheduler sched(cpu, accel.get());
-  engine::engine eng(sched, {.pol = *pol, .min_saving = o.min_saving});
+  engine::engine eng(sched, {.pol = *pol, .min_saving = o.min_saving, .checker = !o.no_checker});
 
   const std::size_t nrec = c.records.size();
   std::vector<iovec> iov(nrec);
@@ -45,7 +45,7 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
   for (std::size_t i = 0; i < nrec;) {
     std::size_t j = i;
     while (j < nrec && j - i < batch && c.records[j].file == c.records[i].file) ++j;
-    eng.compress(std::span(recs).subspan(i, j - i), learning[c.records[i].file].get());
+    eng.compress(std::span(recs).subspan(i, j - i), o.no_checker ? nullptr : learning[c.records[i].file].get());
     i = j;
   }
   policy_report rep;

@@ -100,7 +100,7 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
       if (fl) fl->raw_policy.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    const auto verdict = sample(r.in).verdict;
+    const auto verdict = o_.checker ? sample(r.in).verdict : compressibility::compressible;
     if (verdict == compressibility::incompressible) {
       r.reason = record::why::checker;
       raw_.fetch_add(1, std::memory_order_relaxed);

@@ -187,6 +187,18 @@ TEST(engine, every_policy_round_trips_and_skips_what_does_not_pay) {
   }
 }
 
+TEST(engine, without_the_checker_random_data_costs_a_full_compression) {
+  fixture f;
+  engine e(f.sched, {.pol = *parse_policy("gzip-6"), .checker = false});
+  records r;
+  r.add(test::make_data(data_class::random, 128 * 1024));
+  auto b = r.build();
+  e.compress(b);
+  EXPECT_EQ(b[0].result, outcome::raw);
+  EXPECT_EQ(b[0].reason, record::why::cap);
+  EXPECT_EQ(f.cpu.stats().submitted, 1u);
+}
+
 TEST(engine, auto_picks_by_load_and_compressibility) {
   fixture f;
   engine e(f.sched, {.pol = *parse_policy("auto")});

@@ -66,6 +66,7 @@ struct record {
 struct engine_options {
   policy pol;
   double min_saving = 0.10;  // the paper's result buffer: save at least 10% or store raw
+  bool checker = true;       // false: every record goes to its codec (benchmarks: what the checker saves)
 };
 
 struct engine_stats {
