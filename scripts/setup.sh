@@ -5,7 +5,8 @@ pkgs=(build-essential cmake ninja-build pkg-config clang
       libfuse3-dev fuse3 libisal-dev libdeflate-dev libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev
       libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev
-      gzip zstd python3 valgrind)
+      gzip zstd xz-utils python3 valgrind
+      sway-backgrounds)  # PNG images: already-compressed test data from a Debian package
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,8 +18,9 @@ using test::data_class;
 std::vector<std::byte> run_tool(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   std::vector<std::byte> out;
-  std::byte buf[65536];
-  for (std::size_t n; p && (n = fread(buf, 1, sizeof buf, p)) > 0;) out.insert(out.end(), buf, buf + n);
+  std::vector<std::byte> buf(65536);
+  for (std::size_t n; p && (n = fread(buf.data(), 1, buf.size(), p)) > 0;)
+    out.insert(out.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
   if (p) {
     EXPECT_EQ(pclose(p), 0) << cmd;
   }
@@ -41,6 +42,23 @@ std::vector<std::byte> shipped_gz() {
     if (e.path().extension() != ".gz" || !e.is_regular_file()) continue;
     auto f = test::read_file(e.path());
     all.insert(all.end(), f.begin(), f.end());
+    if (all.size() >= 128 * 1024) break;
+  }
+  all.resize(std::min<std::size_t>(all.size(), 128 * 1024));
+  return all;
+}
+
+// PNG wallpapers from Debian's sway-backgrounds package (installed by scripts/setup.sh).
+std::vector<std::byte> shipped_png() {
+  std::vector<std::byte> all;
+  const std::filesystem::path dir = "/usr/share/backgrounds/sway";
+  EXPECT_TRUE(std::filesystem::is_directory(dir)) << "install sway-backgrounds (scripts/setup.sh)";
+  if (!std::filesystem::is_directory(dir)) return all;
+  for (auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".png") continue;
+    auto f = test::read_file(e.path());
+    // Past the PNG header and palette: the deflate-compressed image data.
+    all.insert(all.end(), f.begin() + std::min<std::size_t>(f.size(), 4096), f.end());
     if (all.size() >= 128 * 1024) break;
   }
   all.resize(std::min<std::size_t>(all.size(), 128 * 1024));
@@ -77,7 +95,9 @@ TEST(checker, judges_real_data_classes) {
   auto text = test::make_data(data_class::text, n);
   auto bin = test::make_data(data_class::binary, n);
   auto rnd = test::make_data(data_class::random, n);
-  auto gz = compressed_by("gzip -6"), xz = compressed_by("xz -6"), zst = compressed_by("zstd -3"), man = shipped_gz();
+  auto gz = compressed_by("gzip -6"), xz = compressed_by("xz -6"), zst = compressed_by("zstd -3"), man = shipped_gz(),
+       png = shipped_png();
+  ASSERT_EQ(png.size(), n);
   ASSERT_EQ(gz.size(), n);
   ASSERT_EQ(xz.size(), n);
   ASSERT_EQ(man.size(), n);
@@ -89,6 +109,7 @@ TEST(checker, judges_real_data_classes) {
     EXPECT_EQ(verdict_of(xz, sc), compressibility::incompressible);
     EXPECT_EQ(verdict_of(zst, sc), compressibility::incompressible);
     EXPECT_EQ(verdict_of(man, sc), compressibility::incompressible);
+    EXPECT_EQ(verdict_of(png, sc), compressibility::incompressible);
   }
   // Records that mix classes and would still save 10% must not be skipped.
   auto half = [&](const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
@@ -104,7 +125,7 @@ TEST(checker, judges_real_data_classes) {
   EXPECT_NE(verdict_of(bin_gz), compressibility::incompressible);
   // And the checker agrees with the codecs: every record it skips really does not save 10%.
   codec::workspace ws;
-  for (auto* d : {&rnd, &gz, &xz, &zst, &man}) {
+  for (auto* d : {&rnd, &gz, &xz, &zst, &man, &png}) {
     std::vector<std::byte> out(n * 9 / 10);
     EXPECT_EQ(ws.compress(*codec::parse_spec("zstd-19"), test::contiguous(*d), out).st, codec::status::does_not_fit);
   }
