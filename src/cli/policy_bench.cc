@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 
 #include "qzfs/engine/engine.h"
 #include "qzfs/format/frame.h"
@@ -37,16 +38,30 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
   std::vector<std::unique_ptr<engine::file_learning>> learning(c.files);
   for (auto& l : learning) l = std::make_unique<engine::file_learning>();
 
-  // Batches of records of one file, the way write-back hands them over; enough in flight to
-  // keep every worker busy.
-  const std::size_t batch = std::max<std::size_t>(16, 8 * static_cast<std::size_t>(o.threads));
-  const double cpu0 = process_cpu_seconds();
-  const auto t0 = std::chrono::steady_clock::now();
+  // One writer per CPU worker, each taking whole files and handing their records over in batches,
+  // the way write-back of several files at once would.
+  std::vector<std::pair<std::size_t, std::size_t>> files;  // record ranges, one per file
   for (std::size_t i = 0; i < nrec;) {
     std::size_t j = i;
-    while (j < nrec && j - i < batch && c.records[j].file == c.records[i].file) ++j;
-    eng.compress(std::span(recs).subspan(i, j - i), o.no_checker ? nullptr : learning[c.records[i].file].get());
+    while (j < nrec && c.records[j].file == c.records[i].file) ++j;
+    files.emplace_back(i, j);
     i = j;
+  }
+  const std::size_t batch = 16;
+  std::atomic<std::size_t> next{0};
+  const double cpu0 = process_cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    std::vector<std::jthread> writers;
+    for (unsigned w = 0; w < std::max(1u, o.threads); ++w)
+      writers.emplace_back([&] {
+        for (std::size_t f; (f = next.fetch_add(1)) < files.size();) {
+          auto [first, last] = files[f];
+          auto* fl = o.no_checker ? nullptr : learning[c.records[first].file].get();
+          for (std::size_t i = first; i < last; i += batch)
+            eng.compress(std::span(recs).subspan(i, std::min(batch, last - i)), fl);
+        }
+      });
   }
   policy_report rep;
   rep.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -107,6 +107,7 @@ backend_stats accel_backend::stats() const noexcept {
   s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
   s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
   s.busy_ns = busy_ns_.load(std::memory_order_relaxed);
+  s.service_ns = service_ns_.load(std::memory_order_relaxed);
   s.probes = probes_.load(std::memory_order_relaxed);
   s.teardowns = teardowns_.load(std::memory_order_relaxed);
   s.queue_depth = queue_depth();
@@ -169,6 +170,7 @@ void accel_backend::probe() {
   probes_.fetch_add(1, std::memory_order_relaxed);
   auto r = dev_->open_session();
   if (r.session) {
+    forget_service();  // back up: judge it afresh
     set_health(health::up, "");
     return;
   }
@@ -263,7 +265,8 @@ void accel_backend::work(unsigned idx) {
     auto r = sess->compress(t->level, {t->in.get(), t->in_len}, {t->out.get(), t->out_cap});
     bool good = r.st == codec::status::does_not_fit ||
                 (r.st == codec::status::ok && r.size <= t->out_cap && verify(*t, r.size, ws, scratch.get()));
-    busy_ns_.fetch_add(static_cast<std::uint64_t>((clock_type::now() - t0).count()), std::memory_order_relaxed);
+    const auto ns = static_cast<std::uint64_t>((clock_type::now() - t0).count());
+    busy_ns_.fetch_add(ns, std::memory_order_relaxed);
     expect = ticket::running;
     if (!t->st.compare_exchange_strong(expect, good ? ticket::finished : ticket::cancelled)) {
       release(*t);  // the watchdog gave up on it and the CPU has redone it: drop this late answer
@@ -276,6 +279,7 @@ void accel_backend::work(unsigned idx) {
       drop_session();
       continue;
     }
+    note_service(ns);  // only answers that were used: a hang or a failure says nothing of the speed
     job& j = *owner;
     j.st = r.st;
     j.out_size = r.st == codec::status::ok ? r.size : 0;

@@ -65,6 +65,7 @@ backend_stats cpu_backend::stats() const noexcept {
   s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
   s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
   s.busy_ns = busy_ns_.load(std::memory_order_relaxed);
+  s.service_ns = service_ns_.load(std::memory_order_relaxed);
   s.queue_depth = queue_depth();
   return s;
 }
@@ -103,8 +104,9 @@ void cpu_backend::work() {
     not_full_.notify_one();
     auto t0 = std::chrono::steady_clock::now();
     run(*j, ws);
-    busy_ns_.fetch_add(static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count()),
-                       std::memory_order_relaxed);
+    const auto ns = static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count());
+    busy_ns_.fetch_add(ns, std::memory_order_relaxed);
+    note_service(ns);
     bytes_in_.fetch_add(codec::total_size(j->in), std::memory_order_relaxed);
     bytes_out_.fetch_add(j->out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);

@@ -3,8 +3,18 @@
 namespace qzfs::offload {
 
 scheduler::scheduler(cpu_backend& cpu, accel_backend* accel, options o)
-    : cpu_(cpu), accel_(accel), overflow_depth_(o.overflow_depth) {
+    : cpu_(cpu), accel_(accel), overflow_depth_(o.overflow_depth), accel_bias_(o.accel_bias) {
   if (accel_ != nullptr && overflow_depth_ == 0) overflow_depth_ = accel_->capacity();
+}
+
+bool scheduler::accel_is_worth_it() const noexcept {
+  const auto a = accel_->stats();
+  const auto c = cpu_.stats();
+  // Untried (first use, or just back up): one job at a time until its speed is known.
+  if (a.service_ns == 0) return a.queue_depth == 0;
+  const double accel_finish = static_cast<double>(a.queue_depth + 1) * static_cast<double>(a.service_ns) / accel_->sessions();
+  const double cpu_finish = static_cast<double>(c.queue_depth + 1) * static_cast<double>(c.service_ns) / cpu_.workers();
+  return c.service_ns == 0 || accel_finish <= accel_bias_ * cpu_finish;
 }
 
 void scheduler::after_accel(job& j, void* self) {
@@ -31,7 +41,7 @@ void scheduler::submit(job& j, completion& c) {
     } else {
       j.on_finish = &scheduler::after_accel;
       j.on_finish_ctx = this;
-      if (accel_->queue_depth() < overflow_depth_ && accel_->try_submit(j)) {
+      if (accel_->queue_depth() < overflow_depth_ && accel_is_worth_it() && accel_->try_submit(j)) {
         to_accel_.fetch_add(1, std::memory_order_relaxed);
         return;
       }

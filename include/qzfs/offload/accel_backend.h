@@ -50,6 +50,7 @@ class accel_backend final : public backend {
   std::size_t queue_depth() const noexcept override;
   backend_stats stats() const noexcept override;
   [[nodiscard]] std::size_t capacity() const noexcept { return tickets_.size(); }
+  [[nodiscard]] unsigned sessions() const noexcept { return o_.sessions; }
   /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
   void probe_now();
 

@@ -34,6 +34,7 @@ struct backend_stats {
                                 // when it went down: all redone elsewhere
   std::uint64_t bytes_in = 0, bytes_out = 0;
   std::uint64_t busy_ns = 0;    // time its threads spent working
+  std::uint64_t service_ns = 0; // recent time per finished job (moving average; 0: none yet)
   std::uint64_t queue_depth = 0;
   std::uint64_t probes = 0, teardowns = 0;
 };
@@ -60,6 +61,16 @@ class backend {
     }
     health_.store(h, std::memory_order_release);
   }
+
+ protected:
+  /// Folds one job's service time into the moving average (1/8 weight: the last ~8 jobs).
+  void note_service(std::uint64_t ns) noexcept {
+    auto old = service_ns_.load(std::memory_order_relaxed);
+    const auto v = old == 0 ? ns : old - old / 8 + ns / 8;
+    service_ns_.store(v, std::memory_order_relaxed);  // a lost update among racing workers is harmless
+  }
+  void forget_service() noexcept { service_ns_.store(0, std::memory_order_relaxed); }
+  std::atomic<std::uint64_t> service_ns_{0};
 
  private:
   std::atomic<health> health_{health::down};

@@ -4,9 +4,12 @@
 // Routing (the paper's offload module):
 // - decompression always runs on the CPU (no record ever needs the accelerator to be read);
 // - gzip compression goes to the accelerator when it is up, the record is inside its size
-//   window (small records never go there) and its queue is not deeper than `overflow_depth`;
-//   otherwise, or when it refuses, the CPU takes the job (the CPU shares the load when the
-//   device is saturated);
+//   window (small records never go there), its queue is not deeper than `overflow_depth`, and
+//   it would finish the job no later than `accel_bias` times when the CPU pool would (expected
+//   finish = (queue depth + 1) x mean service time / parallel sessions, from each backend's own
+//   counters); otherwise, or when it refuses, the CPU takes the job. So the CPU shares the load
+//   when the device is saturated, and a device that has become slow gets only what the CPU
+//   cannot absorb instead of holding every batch back;
 // - a job the accelerator fails (error, timeout, output that does not verify) is redone on the
 //   CPU, counted, and finishes normally: the submitter sees only ok or does_not_fit (or the CPU
 //   codec's own error, which never comes from a valid spec).
@@ -33,6 +36,7 @@ class scheduler {
  public:
   struct options {
     std::size_t overflow_depth = 0;  // accelerator queue depth that sends new work to the CPU (0: its capacity)
+    double accel_bias = 4.0;         // how much later than the CPU the accelerator may finish a job
   };
   scheduler(cpu_backend& cpu, accel_backend* accel, options o);
   scheduler(cpu_backend& cpu, accel_backend* accel) : scheduler(cpu, accel, options{}) {}
@@ -52,6 +56,8 @@ class scheduler {
   cpu_backend& cpu_;
   accel_backend* accel_;
   std::size_t overflow_depth_;
+  double accel_bias_;
+  [[nodiscard]] bool accel_is_worth_it() const noexcept;
   std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, redone_{0};
 };
 
