@@ -63,7 +63,7 @@ codec::spec engine::choose(compressibility c) const noexcept {
   if (o_.pol.kind != policy_kind::automatic) return fixed_;
   auto* accel = sched_.accel();
   // An accelerator that is up takes gzip at level 1, as QZFS runs it.
-  if (accel != nullptr && accel->state() == offload::health::up) return spec_of("gzip-1");
+  if (accel != nullptr && accel->serving()) return spec_of("gzip-1");
   if (c == compressibility::weak) return spec_of("lz4");
   // The best ratio that keeps up: the CPU pool's backlog says how far behind it is.
   auto& cpu = sched_.cpu();

@@ -64,7 +64,7 @@ bool accel_backend::accepts(const job& j) const noexcept {
 }
 
 bool accel_backend::try_submit(job& j) noexcept {
-  if (state() != health::up || !accepts(j)) return false;
+  if (!serving() || !accepts(j)) return false;
   ticket* t;
   {
     std::lock_guard lk(m_);
@@ -149,7 +149,7 @@ void accel_backend::cancel_queued() {
 void accel_backend::mark_down(const std::string& why) {
   {
     std::lock_guard lk(m_);
-    if (state() == health::down || state() == health::unavailable) return;
+    if (!serving()) return;
     ++gen_;
     next_probe_ = clock_type::now() + backoff_;
     backoff_ = std::min(backoff_ * 2, o_.backoff_max);
@@ -170,8 +170,14 @@ void accel_backend::probe() {
   probes_.fetch_add(1, std::memory_order_relaxed);
   auto r = dev_->open_session();
   if (r.session) {
-    forget_service();  // back up: judge it afresh
-    set_health(health::up, "");
+    forget_service();  // back: judge its speed afresh
+    if (teardowns_.load(std::memory_order_relaxed) == 0) {
+      set_health(health::up, "");
+    } else {
+      std::lock_guard lk(m_);
+      ok_streak_ = 0;
+      set_health(health::degraded, "recovering after: " + reason());
+    }
     return;
   }
   if (r.permanent) {
@@ -243,7 +249,7 @@ void accel_backend::work(unsigned idx) {
       release(*t);
       continue;
     }
-    if (!sess && state() == health::up) {
+    if (!sess && serving()) {
       auto r = dev_->open_session();
       if (r.session) {
         std::lock_guard lk(sessions_m_);
@@ -255,7 +261,7 @@ void accel_backend::work(unsigned idx) {
       }
     }
     job* owner = t->owner.load(std::memory_order_acquire);
-    if (!sess || state() != health::up) {
+    if (!sess || !serving()) {
       expect = ticket::running;
       if (t->st.compare_exchange_strong(expect, ticket::cancelled)) fail(*owner);
       release(*t);
@@ -289,10 +295,15 @@ void accel_backend::work(unsigned idx) {
     bytes_in_.fetch_add(t->in_len, std::memory_order_relaxed);
     bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
+    bool healed = false;
     {
       std::lock_guard lk(m_);
-      if (++ok_streak_ >= 100) backoff_ = o_.backoff_initial;  // healthy again: forget past failures
+      if (++ok_streak_ >= 100) {
+        backoff_ = o_.backoff_initial;  // healthy again: forget past failures
+        healed = state() == health::degraded;
+      }
     }
+    if (healed) set_health(health::up, "");
     release(*t);
     j.finish();
   }

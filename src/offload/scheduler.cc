@@ -35,7 +35,7 @@ void scheduler::submit(job& j, completion& c) {
   j.redone = false;
   j.on_finish = nullptr;
   if (accel_ != nullptr && j.kind == op::compress && j.spec.format == codec::payload_format::gzip &&
-      accel_->state() == health::up) {
+      accel_->serving()) {
     if (!accel_->accepts(j)) {
       small_.fetch_add(1, std::memory_order_relaxed);
     } else {

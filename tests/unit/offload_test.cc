@@ -151,8 +151,9 @@ TEST_P(faults, no_job_is_lost_and_the_device_comes_back) {
 
   // Heal it: traffic returns to the accelerator.
   fd->set(fault_spec{});
-  for (int i = 0; i < 100 && accel.state() != health::up; ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(accel.state(), health::up) << accel.reason();
+  for (int i = 0; i < 100 && !accel.serving(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(accel.state(), health::degraded) << "back from a failure: degraded until it proves itself";
+  EXPECT_NE(accel.reason().find("recovering after"), std::string::npos) << accel.reason();
   const auto before = accel.stats().completed;
   batch b(40, 32 * 1024);
   sched.run(b.jobs);
@@ -169,6 +170,29 @@ INSTANTIATE_TEST_SUITE_P(
                       fault_case{"badcrc_every_3rd", "badcrc=1,every=3"},
                       fault_case{"mixed", "error=0.05,timeout=0.02,garbage=0.05,badcrc=0.05,slow=0.1,delay=1ms"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(accel_backend, a_recovered_device_is_degraded_until_it_proves_itself) {
+  cpu_backend cpu({.workers = 1});
+  auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec("error=1"));
+  auto* fd = dev.get();
+  accel_backend accel(std::move(dev), fast_accel());
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // send it everything it will take
+  batch b(8, 32 * 1024);
+  sched.run(b.jobs);
+  b.check_all_round_trip();
+  EXPECT_EQ(accel.state(), health::down);
+  EXPECT_EQ(accel.reason(), "device error");
+  fd->set(fault_spec{});
+  for (int i = 0; i < 100 && !accel.serving(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(accel.state(), health::degraded);
+  for (int round = 0; round < 40 && accel.state() != health::up; ++round) {
+    batch more(20, 32 * 1024);
+    sched.run(more.jobs);
+    more.check_all_round_trip();
+  }
+  EXPECT_EQ(accel.state(), health::up) << "100 good jobs in a row clear the degraded state";
+  EXPECT_GE(accel.stats().completed, 100u);
+}
 
 TEST(accel_backend, crc_verification_catches_a_wrong_footer) {
   cpu_backend cpu({.workers = 1});
@@ -210,8 +234,8 @@ TEST(accel_backend, failing_setup_is_reprobed_with_backoff_until_it_works) {
   EXPECT_GE(probes, 3u);
   EXPECT_LE(probes, 8u);
   fd->set(fault_spec{});
-  for (int i = 0; i < 100 && accel.state() != health::up; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(accel.state(), health::up);
+  for (int i = 0; i < 100 && !accel.serving(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(accel.serving()) << accel.reason();
 }
 
 TEST(accel_backend, saturated_device_overflows_to_the_cpu) {

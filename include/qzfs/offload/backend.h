@@ -21,7 +21,7 @@ namespace qzfs::offload {
 
 enum class health : std::uint8_t {
   up,           // takes jobs
-  degraded,     // takes jobs, but some failed recently
+  degraded,     // takes jobs; back from a failure, until it has done 100 jobs in a row well
   down,         // failed; torn down; re-probed later
   unavailable,  // cannot work here (no library, no device); not re-probed
 };
@@ -48,6 +48,11 @@ class backend {
   [[nodiscard]] virtual std::size_t queue_depth() const noexcept = 0;
   [[nodiscard]] virtual backend_stats stats() const noexcept = 0;
   [[nodiscard]] health state() const noexcept { return health_.load(std::memory_order_acquire); }
+  /// Up or degraded: it takes jobs.
+  [[nodiscard]] bool serving() const noexcept {
+    auto h = state();
+    return h == health::up || h == health::degraded;
+  }
   [[nodiscard]] std::string reason() const {
     std::lock_guard lk(reason_m_);
     return reason_;
