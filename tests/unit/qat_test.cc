@@ -64,7 +64,7 @@ TEST_F(qat, missing_library_says_why_and_the_cpu_does_the_work) {
   EXPECT_EQ(accel.state(), health::unavailable);
   EXPECT_NE(accel.reason().find("unavailable: cannot load /nonexistent/libqatzip.so.3"), std::string::npos)
       << accel.reason();
-  scheduler sched(cpu, &accel);
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   batch b(10, 32 * 1024);
   sched.run(b.jobs);
   b.check_all_round_trip();
@@ -89,7 +89,7 @@ TEST_F(qat, healthy_device_compresses_verified_gzip_records) {
   cpu_backend cpu({.workers = 1});
   accel_backend accel(standin(), opts());
   ASSERT_EQ(accel.state(), health::up) << accel.reason();
-  scheduler sched(cpu, &accel);
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   batch b(60, 64 * 1024, "gzip-1");
   sched.run(b.jobs);
   b.check_all_round_trip();
@@ -110,7 +110,7 @@ TEST_F(qat, healthy_device_compresses_verified_gzip_records) {
 TEST_F(qat, an_error_tears_it_down_the_job_is_redone_and_it_comes_back) {
   cpu_backend cpu({.workers = 1});
   accel_backend accel(standin(), opts());
-  scheduler sched(cpu, &accel);
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   control_("error_at=3");
   batch b(30, 32 * 1024);
   sched.run(b.jobs);
@@ -132,7 +132,7 @@ TEST_F(qat, an_error_tears_it_down_the_job_is_redone_and_it_comes_back) {
 TEST_F(qat, garbage_output_is_never_trusted) {
   cpu_backend cpu({.workers = 1});
   accel_backend accel(standin(), opts());
-  scheduler sched(cpu, &accel);
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   control_("garbage=1");
   batch b(30, 32 * 1024);
   sched.run(b.jobs);
@@ -148,7 +148,7 @@ TEST_F(qat, a_wrong_footer_checksum_is_caught_in_either_verify_mode) {
     auto o = opts();
     o.verify = mode;
     accel_backend accel(standin(), o);
-    scheduler sched(cpu, &accel);
+    scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
     control_("badcrc=1");
     batch b(20, 32 * 1024);
     sched.run(b.jobs);
@@ -164,7 +164,7 @@ TEST_F(qat, a_hang_times_out_the_cpu_redoes_the_jobs_and_late_answers_are_droppe
   auto o = opts();
   o.timeout = 150ms;
   accel_backend accel(standin(), o);
-  scheduler sched(cpu, &accel);
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   control_("hang=1");
   batch b(20, 32 * 1024);
   sched.run(b.jobs);  // returns: the watchdog hands the stuck jobs back
@@ -184,7 +184,7 @@ TEST_F(qat, a_hang_times_out_the_cpu_redoes_the_jobs_and_late_answers_are_droppe
 TEST_F(qat, an_overflow_is_does_not_fit_and_its_partial_output_is_ignored) {
   cpu_backend cpu({.workers = 1});
   accel_backend accel(standin(), opts());
-  scheduler sched(cpu, &accel);
+  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   control_("dirty_overflow=1");
   batch b(28, 32 * 1024);  // every 7th record is random: it overflows the 90% capacity
   sched.run(b.jobs);
