@@ -99,20 +99,6 @@ std::size_t accel_backend::queue_depth() const noexcept {
   return tickets_.size() - free_.size();
 }
 
-backend_stats accel_backend::stats() const noexcept {
-  backend_stats s;
-  s.submitted = submitted_.load(std::memory_order_relaxed);
-  s.completed = completed_.load(std::memory_order_relaxed);
-  s.failed = failed_.load(std::memory_order_relaxed);
-  s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
-  s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
-  s.busy_ns = busy_ns_.load(std::memory_order_relaxed);
-  s.service_ns = service_ns_.load(std::memory_order_relaxed);
-  s.probes = probes_.load(std::memory_order_relaxed);
-  s.teardowns = teardowns_.load(std::memory_order_relaxed);
-  s.queue_depth = queue_depth();
-  return s;
-}
 
 void accel_backend::release(ticket& t) {
   t.owner.store(nullptr, std::memory_order_relaxed);

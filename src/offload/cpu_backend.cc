@@ -58,17 +58,6 @@ std::size_t cpu_backend::queue_depth() const noexcept {
   return q_.size();
 }
 
-backend_stats cpu_backend::stats() const noexcept {
-  backend_stats s;
-  s.submitted = submitted_.load(std::memory_order_relaxed);
-  s.completed = completed_.load(std::memory_order_relaxed);
-  s.bytes_in = bytes_in_.load(std::memory_order_relaxed);
-  s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
-  s.busy_ns = busy_ns_.load(std::memory_order_relaxed);
-  s.service_ns = service_ns_.load(std::memory_order_relaxed);
-  s.queue_depth = queue_depth();
-  return s;
-}
 
 void cpu_backend::run(job& j, codec::workspace& ws) noexcept {
   j.ran_on = "cpu";

@@ -48,7 +48,6 @@ class accel_backend final : public backend {
   [[nodiscard]] bool accepts(const job& j) const noexcept;
   bool try_submit(job& j) noexcept override;
   std::size_t queue_depth() const noexcept override;
-  backend_stats stats() const noexcept override;
   [[nodiscard]] std::size_t capacity() const noexcept { return tickets_.size(); }
   [[nodiscard]] unsigned sessions() const noexcept { return o_.sessions; }
   /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
@@ -83,8 +82,6 @@ class accel_backend final : public backend {
   std::mutex sessions_m_;  // lock order: after m_
   std::vector<device_session*> sessions_;  // each worker's live session, for abort()
 
-  std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0},
-      probes_{0}, teardowns_{0};
   std::vector<std::jthread> threads_;
 };
 

@@ -46,7 +46,11 @@ class backend {
   /// Takes the job, or returns false at once without touching it.
   [[nodiscard]] virtual bool try_submit(job& j) noexcept = 0;
   [[nodiscard]] virtual std::size_t queue_depth() const noexcept = 0;
-  [[nodiscard]] virtual backend_stats stats() const noexcept = 0;
+  [[nodiscard]] backend_stats stats() const noexcept {
+    auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    return {ld(submitted_), ld(completed_), ld(failed_), ld(bytes_in_), ld(bytes_out_), ld(busy_ns_),
+            ld(service_ns_), queue_depth(), ld(probes_), ld(teardowns_)};
+  }
   [[nodiscard]] health state() const noexcept { return health_.load(std::memory_order_acquire); }
   /// Up or degraded: it takes jobs.
   [[nodiscard]] bool serving() const noexcept {
@@ -75,7 +79,9 @@ class backend {
     service_ns_.store(v, std::memory_order_relaxed);  // a lost update among racing workers is harmless
   }
   void forget_service() noexcept { service_ns_.store(0, std::memory_order_relaxed); }
-  std::atomic<std::uint64_t> service_ns_{0};
+  // The counters of backend_stats, kept by the backends.
+  std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0},
+      service_ns_{0}, probes_{0}, teardowns_{0};
 
  private:
   std::atomic<health> health_{health::down};

@@ -34,7 +34,6 @@ class cpu_backend final : public backend {
   /// Takes the job, waiting while the queue is full.
   void submit(job& j);
   std::size_t queue_depth() const noexcept override;
-  backend_stats stats() const noexcept override;
   [[nodiscard]] unsigned workers() const noexcept { return static_cast<unsigned>(threads_.size()); }
   [[nodiscard]] std::size_t capacity() const noexcept { return o_.queue_capacity; }
 
@@ -51,7 +50,6 @@ class cpu_backend final : public backend {
   std::deque<job*> q_;
   bool stop_ = false;
   std::vector<std::jthread> threads_;
-  std::atomic<std::uint64_t> submitted_{0}, completed_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0};
 };
 
 }  // namespace qzfs::offload
