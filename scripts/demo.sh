@@ -13,3 +13,11 @@ for class in sam text bin; do
   build/qzfs bench --threads "$threads" --max-bytes 128M --min-time 0.5 \
     --codecs lz4,gzip-1,gzip-3,gzip-6,zstd-1,zstd-3,zstd-9 "corpus/$class"
 done
+echo
+echo "== the whole engine, policy auto, on every class (plus the kernel's .tar.xz: incompressible) =="
+build/qzfs bench --policy auto --threads "$threads" --max-bytes 64M \
+  corpus/sam corpus/text corpus/bin /usr/src/linux-source-6.1.tar.xz
+echo
+echo "== policy gzip through a rehearsed failing accelerator: nothing is lost =="
+build/qzfs bench --policy gzip --threads "$threads" --max-bytes 32M \
+  --accel fault:error=0.05,garbage=0.02,timeout=0.01 corpus/sam
