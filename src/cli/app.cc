@@ -59,9 +59,9 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
                   "column per wall second. ratio counts the 40-byte frame headers and raw records.\n");
   for (const auto& r : rs) {
     if (r.backends.empty()) continue;
-    fmt::print(out, "{}: {} records to the accelerator, {} to the CPU ({} too small, {} overflowed), {} redone on "
-                    "the CPU; process CPU {:.2f} s\n",
-               r.name, r.to_accel, r.to_cpu, r.small, r.overflow, r.redone, r.process_cpu_s);
+    fmt::print(out, "{}: {} records to the accelerator, {} to the CPU ({} too small, {} overflowed, {} while it was "
+                    "down), {} redone on the CPU; process CPU {:.2f} s\n",
+               r.name, r.to_accel, r.to_cpu, r.small, r.overflow, r.not_serving, r.redone, r.process_cpu_s);
     for (const auto& b : r.backends)
       fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
                  b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
@@ -89,8 +89,9 @@ void print_policy(std::FILE* out, const policy_report& r) {
                k.stored ? static_cast<double>(k.logical) / static_cast<double>(k.stored) : 0.0,
                codecs.empty() ? "-" : codecs, backends.empty() ? "-" : backends);
   }
-  fmt::print(out, "routing: {} to the accelerator, {} to the CPU ({} too small, {} overflowed), {} redone on the CPU\n",
-             r.to_accel, r.to_cpu, r.small, r.overflow, r.redone);
+  fmt::print(out, "routing: {} to the accelerator, {} to the CPU ({} too small, {} overflowed, {} while it was down), "
+                  "{} redone on the CPU\n",
+             r.to_accel, r.to_cpu, r.small, r.overflow, r.not_serving, r.redone);
   for (const auto& b : r.backends)
     fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
                b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
@@ -101,7 +102,7 @@ nlohmann::json policy_json(const policy_report& r) {
   nlohmann::json j = {{"policy", r.policy}, {"accel", r.accel}, {"workers", r.workers}, {"wall_s", r.wall_s},
                       {"process_cpu_s", r.process_cpu_s}, {"logical_bytes", r.logical}, {"stored_bytes", r.stored}};
   j["routing"] = {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small}, {"overflow", r.overflow},
-                  {"redone", r.redone}};
+                  {"not_serving", r.not_serving}, {"redone", r.redone}};
   j["classes"] = nlohmann::json::array();
   for (const auto& k : r.classes)
     j["classes"].push_back({{"source", k.source}, {"records", k.records}, {"holes", k.holes},
@@ -146,7 +147,7 @@ nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vecto
     if (!r.backends.empty()) {
       auto& jr = j["results"].back();
       jr["routing"] = {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small},
-                       {"overflow", r.overflow}, {"redone", r.redone}};
+                       {"overflow", r.overflow}, {"not_serving", r.not_serving}, {"redone", r.redone}};
       jr["process_cpu_s"] = r.process_cpu_s;
       jr["backends"] = nlohmann::json::array();
       for (const auto& b : r.backends)

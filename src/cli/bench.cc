@@ -246,6 +246,7 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
       r.to_cpu = ss.to_cpu;
       r.small = ss.small;
       r.overflow = ss.overflow;
+      r.not_serving = ss.not_serving;
       r.redone = ss.redone;
     }
     r.gathers = gathers;

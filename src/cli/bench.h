@@ -50,7 +50,7 @@ struct codec_result {
     double busy_s = 0;
   };
   std::vector<backend_report> backends;
-  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, redone = 0;
+  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
   double process_cpu_s = 0;  // CPU seconds of the whole process over the compress phase
 };
 

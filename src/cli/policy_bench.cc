@@ -115,6 +115,7 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
   rep.to_cpu = ss.to_cpu;
   rep.small = ss.small;
   rep.overflow = ss.overflow;
+  rep.not_serving = ss.not_serving;
   rep.redone = ss.redone;
   return rep;
 }

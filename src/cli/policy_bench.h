@@ -26,7 +26,7 @@ struct policy_report {
   std::uint64_t logical = 0, stored = 0;
   std::vector<policy_class_report> classes;
   std::vector<codec_result::backend_report> backends;
-  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, redone = 0;
+  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
 };
 
 /// Throws std::invalid_argument for an unknown policy or --accel.

@@ -34,8 +34,10 @@ void scheduler::submit(job& j, completion& c) {
   j.done = &c;
   j.redone = false;
   j.on_finish = nullptr;
-  if (accel_ != nullptr && j.kind == op::compress && j.spec.format == codec::payload_format::gzip &&
-      accel_->serving()) {
+  const bool for_accel = accel_ != nullptr && j.kind == op::compress && j.spec.format == codec::payload_format::gzip;
+  if (for_accel && !accel_->serving()) {
+    not_serving_.fetch_add(1, std::memory_order_relaxed);
+  } else if (for_accel) {
     if (!accel_->accepts(j)) {
       small_.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -60,7 +62,7 @@ void scheduler::run(std::span<job> batch) {
 }
 
 scheduler_stats scheduler::stats() const noexcept {
-  return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), redone_.load()};
+  return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), not_serving_.load(), redone_.load()};
 }
 
 }  // namespace qzfs::offload

@@ -144,6 +144,8 @@ TEST_P(faults, no_job_is_lost_and_the_device_comes_back) {
   auto a = accel.stats();
   auto c = cpu.stats();
   EXPECT_EQ(s.to_accel + s.to_cpu, total);
+  EXPECT_EQ(s.to_cpu, s.small + s.overflow + s.not_serving) << "every record sent to the CPU has a reason";
+  EXPECT_GT(s.not_serving, 0u) << "while the device was down";
   EXPECT_EQ(a.submitted, s.to_accel);
   EXPECT_EQ(a.submitted, a.completed + a.failed) << "accelerator jobs unaccounted for";
   EXPECT_EQ(s.redone, a.failed) << "every accelerator failure is redone on the CPU";

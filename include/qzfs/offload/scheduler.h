@@ -29,6 +29,7 @@ struct scheduler_stats {
   std::uint64_t to_cpu = 0;     // jobs sent straight to the CPU
   std::uint64_t small = 0;      // ... of which: outside the accelerator's size window
   std::uint64_t overflow = 0;   // ... of which: accelerator saturated or refusing
+  std::uint64_t not_serving = 0; // ... of which: accelerator down or unavailable
   std::uint64_t redone = 0;     // accelerator failures redone on the CPU
 };
 
@@ -58,7 +59,7 @@ class scheduler {
   std::size_t overflow_depth_;
   double accel_bias_;
   [[nodiscard]] bool accel_is_worth_it() const noexcept;
-  std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, redone_{0};
+  std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, not_serving_{0}, redone_{0};
 };
 
 }  // namespace qzfs::offload
