@@ -187,9 +187,10 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   bench->add_option("--max-bytes", max_bytes, "Read at most this much from each PATH")->default_val("1G");
   bench->add_flag("--scaling", bo.scaling, "Also compress on one thread and print the speed-up of --threads (1 and N threads alternate, best of 3 each)");
   bench->add_option("--accel", bo.accel,
-                    "Compress through the offload scheduler: cpu | qat | auto | fault:SPEC (a failing "
-                    "accelerator to rehearse, e.g. fault:error=0.1,timeout=0.01; keys error, timeout, garbage, "
-                    "badcrc, slow, delay, every, init, seed). Prints each backend's health and counters");
+                    "Compress through the offload scheduler: cpu | qat | auto | fault:SPEC | fault-qat:SPEC (a "
+                    "failing accelerator to rehearse, over a software device or over QAT, e.g. "
+                    "fault:error=0.1,timeout=0.01; keys error, timeout, garbage, badcrc, slow, delay, every, init, "
+                    "seed). Prints each backend's health and counters");
   bench->add_option("--accel-verify", bo.accel_verify,
                     "How accelerator output is checked before it is trusted: full (decode and compare) or crc "
                     "(CRC-32 and size of the input)")->default_val("full");

@@ -118,8 +118,11 @@ std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec
   } else if (spec.rfind("fault:", 0) == 0) {
     dev = std::make_unique<offload::fault_device>(offload::make_software_device(max_record),
                                                   offload::parse_fault_spec(spec.substr(6)));
+  } else if (spec.rfind("fault-qat:", 0) == 0) {  // faults injected in front of the real QAT path
+    dev = std::make_unique<offload::fault_device>(offload::make_qat_device({.library = qatzip_lib}),
+                                                  offload::parse_fault_spec(spec.substr(10)));
   } else if (spec != "cpu") {
-    throw std::invalid_argument("--accel must be cpu, qat, auto or fault:SPEC, not '" + spec + "'");
+    throw std::invalid_argument("--accel must be cpu, qat, auto, fault:SPEC or fault-qat:SPEC, not '" + spec + "'");
   }
   if (!dev) return nullptr;
   offload::accel_backend::options ao;
@@ -169,8 +172,9 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
 
   if (!o.accel.empty()) {  // refuse a bad --accel before any work is done
     if (o.accel.rfind("fault:", 0) == 0) (void)offload::parse_fault_spec(o.accel.substr(6));
+    else if (o.accel.rfind("fault-qat:", 0) == 0) (void)offload::parse_fault_spec(o.accel.substr(10));
     else if (o.accel != "cpu" && o.accel != "qat" && o.accel != "auto")
-      throw std::invalid_argument("--accel must be cpu, qat, auto or fault:SPEC, not '" + o.accel + "'");
+      throw std::invalid_argument("--accel must be cpu, qat, auto, fault:SPEC or fault-qat:SPEC, not '" + o.accel + "'");
   }
   const std::size_t nrec = c.records.size();
   const unsigned scatter = std::max(1u, o.scatter);

@@ -140,6 +140,18 @@ TEST_F(bench_cli, policy_reports_what_the_engine_decided_per_class) {
   EXPECT_NE(r.err.find("unknown policy 'brotli'"), std::string::npos) << r.err;
 }
 
+TEST_F(bench_cli, faults_can_be_injected_in_front_of_the_qat_path) {
+  auto r = run_qzfs({"bench", "--json", "--min-time", "0", "--codecs", "gzip-1", "--baseline", "", "--accel",
+                     "fault-qat:error=1", "--qatzip-lib", QZFS_STANDIN_LIB, dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const auto& res = j["results"][0];
+  EXPECT_TRUE(res["verified"].get<bool>());
+  EXPECT_EQ(res["backends"][1]["name"], "fault(qat)");
+  EXPECT_GE(res["backends"][1]["failed"].get<int>(), 1);
+  EXPECT_EQ(res["routing"]["redone"], res["backends"][1]["failed"]);
+}
+
 TEST_F(bench_cli, table_names_its_baseline) {
   auto r = run_qzfs({"bench", "--min-time", "0", "--codecs", "gzip-6", dir_.string()});
   ASSERT_EQ(r.code, 0) << r.err;
