@@ -5,11 +5,13 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "corpus.h"
 #include "qzfs/codec/codec.h"
+#include "qzfs/offload/accel_backend.h"
 
 namespace qzfs::cli {
 
@@ -59,6 +61,13 @@ using progress_fn = std::function<void(const std::string&)>;
 /// Runs the benchmark. Throws std::invalid_argument for an unknown codec, std::runtime_error
 /// when a decoded record differs from its input (a codec bug: never reported as a figure).
 std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, const progress_fn& progress);
+
+/// CPU seconds of the whole process so far (all threads).
+double process_cpu_seconds();
+
+/// The accelerator of --accel (null for "cpu"); throws std::invalid_argument for a bad spec.
+std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
+                                                         std::size_t max_record, const std::string& verify);
 
 /// The default codec list: every family at its useful levels, against the baseline.
 std::vector<std::string> default_bench_codecs();

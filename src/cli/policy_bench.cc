@@ -12,10 +12,6 @@
 
 namespace qzfs::cli {
 
-double process_cpu_seconds();  // bench.cc
-std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
-                                                         std::size_t max_record, const std::string& verify);  // bench.cc
-
 policy_report run_policy_bench(const corpus& c, const bench_options& o, const std::string& policy_name) {
   auto pol = engine::parse_policy(policy_name);
   if (!pol) throw std::invalid_argument("unknown policy '" + policy_name + "' (off, lz4, gzip[-N], zstd[-N], auto)");
