@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "qzfs/codec/codec.h"
+#include "qzfs/engine/checker.h"
 
 namespace {
 
@@ -175,6 +176,22 @@ void decode(benchmark::State& st, const std::string& name, bool direct) {
   ZSTD_freeDCtx(zd);
 }
 
+// The engine's checker: what it costs to look at a record before any codec runs.
+void checker(benchmark::State& st, bool zeros_only) {
+  std::vector<std::byte> zeros(record_size);
+  for (auto _ : st) {
+    for (std::size_t i = 0; i < g.records; ++i) {
+      iovec v{zeros_only ? zeros.data() : const_cast<std::byte*>(rec(i)), record_size};
+      if (zeros_only) {
+        benchmark::DoNotOptimize(qzfs::engine::is_zero({&v, 1}));
+      } else {
+        benchmark::DoNotOptimize(qzfs::engine::sample({&v, 1}));
+      }
+    }
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations() * g.records * record_size));
+}
+
 struct family {
   const char* name;
   int level;
@@ -210,6 +227,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("decompress/" + name + "/direct").c_str(), [=](benchmark::State& s) { decode(s, name, true); });
     benchmark::RegisterBenchmark(("decompress/" + name + "/adapter").c_str(), [=](benchmark::State& s) { decode(s, name, false); });
   }
+  benchmark::RegisterBenchmark("checker/sample", [](benchmark::State& s) { checker(s, false); });
+  benchmark::RegisterBenchmark("checker/is_zero", [](benchmark::State& s) { checker(s, true); });
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
