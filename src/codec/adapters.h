@@ -32,7 +32,7 @@ inline const std::byte* contiguous(std::span<const iovec> in, std::size_t total,
   return scratch;
 }
 
-/// Owning page-aligned scratch memory made once per context.
+/// Owning scratch memory, made (and zeroed) once per context.
 struct scratch_buffer {
   std::unique_ptr<std::byte[]> data;
   // Zeroed: libraries may read a working area before writing it.
