@@ -33,6 +33,27 @@ std::size_t parse_size(const std::string& s) {
 
 std::string fmt_mbs(double v) { return v > 0 ? fmt::format("{:.1f}", v) : "-"; }
 
+void print_backends(std::FILE* out, const std::vector<backend_report>& bs) {
+  for (const auto& b : bs)
+    fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
+               b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
+               b.reason.empty() ? "" : " (" + b.reason + ")");
+}
+
+nlohmann::json backends_json(const std::vector<backend_report>& bs) {
+  auto j = nlohmann::json::array();
+  for (const auto& b : bs)
+    j.push_back({{"name", b.name}, {"health", b.health}, {"reason", b.reason}, {"submitted", b.submitted},
+                 {"completed", b.completed}, {"failed", b.failed}, {"probes", b.probes}, {"teardowns", b.teardowns},
+                 {"busy_s", b.busy_s}});
+  return j;
+}
+
+nlohmann::json routing_json(const offload::scheduler_stats& r) {
+  return {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small}, {"overflow", r.overflow},
+          {"not_serving", r.not_serving}, {"redone", r.redone}};
+}
+
 void print_table(std::FILE* out, const corpus& c, const bench_options& o, const std::vector<codec_result>& rs) {
   fmt::print(out, "corpus: {} files, {:.1f} MiB, {} records of {} KiB; {} thread(s), {} iovec(s) per record, "
                   "a record must save {:.0f}%\n",
@@ -61,11 +82,9 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
     if (r.backends.empty()) continue;
     fmt::print(out, "{}: {} records to the accelerator, {} to the CPU ({} too small, {} overflowed, {} while it was "
                     "down), {} redone on the CPU; process CPU {:.2f} s\n",
-               r.name, r.to_accel, r.to_cpu, r.small, r.overflow, r.not_serving, r.redone, r.process_cpu_s);
-    for (const auto& b : r.backends)
-      fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
-                 b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
-                 b.reason.empty() ? "" : " (" + b.reason + ")");
+               r.name, r.routing.to_accel, r.routing.to_cpu, r.routing.small, r.routing.overflow,
+               r.routing.not_serving, r.routing.redone, r.process_cpu_s);
+    print_backends(out, r.backends);
   }
 }
 
@@ -91,18 +110,14 @@ void print_policy(std::FILE* out, const policy_report& r) {
   }
   fmt::print(out, "routing: {} to the accelerator, {} to the CPU ({} too small, {} overflowed, {} while it was down), "
                   "{} redone on the CPU\n",
-             r.to_accel, r.to_cpu, r.small, r.overflow, r.not_serving, r.redone);
-  for (const auto& b : r.backends)
-    fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
-               b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
-               b.reason.empty() ? "" : " (" + b.reason + ")");
+             r.routing.to_accel, r.routing.to_cpu, r.routing.small, r.routing.overflow, r.routing.not_serving, r.routing.redone);
+  print_backends(out, r.backends);
 }
 
 nlohmann::json policy_json(const policy_report& r) {
   nlohmann::json j = {{"policy", r.policy}, {"accel", r.accel}, {"workers", r.workers}, {"wall_s", r.wall_s},
                       {"process_cpu_s", r.process_cpu_s}, {"logical_bytes", r.logical}, {"stored_bytes", r.stored}};
-  j["routing"] = {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small}, {"overflow", r.overflow},
-                  {"not_serving", r.not_serving}, {"redone", r.redone}};
+  j["routing"] = routing_json(r.routing);
   j["classes"] = nlohmann::json::array();
   for (const auto& k : r.classes)
     j["classes"].push_back({{"source", k.source}, {"records", k.records}, {"holes", k.holes},
@@ -110,11 +125,7 @@ nlohmann::json policy_json(const policy_report& r) {
                             {"raw_policy", k.raw_policy}, {"raw_error", k.raw_error}, {"compressed", k.compressed},
                             {"logical_bytes", k.logical}, {"stored_bytes", k.stored}, {"codecs", k.codecs},
                             {"backends", k.backends}});
-  j["backends"] = nlohmann::json::array();
-  for (const auto& b : r.backends)
-    j["backends"].push_back({{"name", b.name}, {"health", b.health}, {"reason", b.reason}, {"submitted", b.submitted},
-                             {"completed", b.completed}, {"failed", b.failed}, {"probes", b.probes},
-                             {"teardowns", b.teardowns}, {"busy_s", b.busy_s}});
+  j["backends"] = backends_json(r.backends);
   return j;
 }
 
@@ -146,14 +157,9 @@ nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vecto
                             {"verified", r.verified}});
     if (!r.backends.empty()) {
       auto& jr = j["results"].back();
-      jr["routing"] = {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small},
-                       {"overflow", r.overflow}, {"not_serving", r.not_serving}, {"redone", r.redone}};
+      jr["routing"] = routing_json(r.routing);
       jr["process_cpu_s"] = r.process_cpu_s;
-      jr["backends"] = nlohmann::json::array();
-      for (const auto& b : r.backends)
-        jr["backends"].push_back({{"name", b.name}, {"health", b.health}, {"reason", b.reason},
-                                  {"submitted", b.submitted}, {"completed", b.completed}, {"failed", b.failed},
-                                  {"probes", b.probes}, {"teardowns", b.teardowns}, {"busy_s", b.busy_s}});
+      jr["backends"] = backends_json(r.backends);
     }
   }
   return j;

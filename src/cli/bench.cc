@@ -103,6 +103,12 @@ phase_result run_phase(std::size_t nrec, unsigned threads, double min_time, Setu
 
 }  // namespace
 
+backend_report report_of(const offload::backend& b) {
+  auto st = b.stats();
+  return {std::string(b.name()), std::string(offload::to_string(b.state())), b.reason(), st.submitted, st.completed,
+          st.failed, st.probes, st.teardowns, static_cast<double>(st.busy_ns) * 1e-9};
+}
+
 double process_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -237,21 +243,9 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
       cph.cpu = process_cpu_seconds() - cpu0;
       r.process_cpu_s = cph.cpu;
       for (std::size_t i = 0; i < nrec; ++i) res[i] = {jobs[i].st, jobs[i].out_size};
-      auto report = [&](const offload::backend& b) {
-        auto st = b.stats();
-        r.backends.push_back({std::string(b.name()), std::string(offload::to_string(b.state())), b.reason(),
-                              st.submitted, st.completed, st.failed, st.probes, st.teardowns,
-                              static_cast<double>(st.busy_ns) * 1e-9});
-      };
-      report(*off.cpu);
-      if (off.accel) report(*off.accel);
-      auto ss = off.sched->stats();
-      r.to_accel = ss.to_accel;
-      r.to_cpu = ss.to_cpu;
-      r.small = ss.small;
-      r.overflow = ss.overflow;
-      r.not_serving = ss.not_serving;
-      r.redone = ss.redone;
+      r.backends.push_back(report_of(*off.cpu));
+      if (off.accel) r.backends.push_back(report_of(*off.accel));
+      r.routing = off.sched->stats();
     }
     r.gathers = gathers;
     std::size_t compressed_logical = 0;

@@ -11,7 +11,7 @@
 
 #include "corpus.h"
 #include "qzfs/codec/codec.h"
-#include "qzfs/offload/accel_backend.h"
+#include "qzfs/offload/scheduler.h"
 
 namespace qzfs::cli {
 
@@ -32,6 +32,14 @@ struct bench_options {
   std::string qatzip_lib;       // library for qat/auto ("" = $QZFS_QATZIP_LIB or libqatzip.so.3)
 };
 
+/// A backend's health and counters at the end of a run.
+struct backend_report {
+  std::string name, health, reason;
+  std::uint64_t submitted = 0, completed = 0, failed = 0, probes = 0, teardowns = 0;
+  double busy_s = 0;
+};
+backend_report report_of(const offload::backend& b);
+
 struct codec_result {
   std::string name;
   codec::spec spec;
@@ -46,13 +54,8 @@ struct codec_result {
   unsigned compress_passes = 0, decompress_passes = 0;
   bool verified = false;
   // With bench_options::accel: where the records went, and each backend's state and counters.
-  struct backend_report {
-    std::string name, health, reason;
-    std::uint64_t submitted = 0, completed = 0, failed = 0, probes = 0, teardowns = 0;
-    double busy_s = 0;
-  };
   std::vector<backend_report> backends;
-  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
+  offload::scheduler_stats routing{};
   double process_cpu_s = 0;  // CPU seconds of the whole process over the compress phase
 };
 

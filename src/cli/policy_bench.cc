@@ -98,21 +98,9 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
     rep.logical += k.logical;
     rep.stored += k.stored;
   }
-  auto report = [&](const offload::backend& b) {
-    auto st = b.stats();
-    rep.backends.push_back({std::string(b.name()), std::string(offload::to_string(b.state())), b.reason(),
-                            st.submitted, st.completed, st.failed, st.probes, st.teardowns,
-                            static_cast<double>(st.busy_ns) * 1e-9});
-  };
-  report(cpu);
-  if (accel) report(*accel);
-  auto ss = sched.stats();
-  rep.to_accel = ss.to_accel;
-  rep.to_cpu = ss.to_cpu;
-  rep.small = ss.small;
-  rep.overflow = ss.overflow;
-  rep.not_serving = ss.not_serving;
-  rep.redone = ss.redone;
+  rep.backends.push_back(report_of(cpu));
+  if (accel) rep.backends.push_back(report_of(*accel));
+  rep.routing = sched.stats();
   return rep;
 }
 

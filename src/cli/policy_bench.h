@@ -25,8 +25,8 @@ struct policy_report {
   double wall_s = 0, process_cpu_s = 0;
   std::uint64_t logical = 0, stored = 0;
   std::vector<policy_class_report> classes;
-  std::vector<codec_result::backend_report> backends;
-  std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
+  std::vector<backend_report> backends;
+  offload::scheduler_stats routing{};
 };
 
 /// Throws std::invalid_argument for an unknown policy or --accel.
