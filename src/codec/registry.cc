@@ -6,7 +6,8 @@
 namespace qzfs::codec {
 
 std::unique_ptr<context> make_context(const codec::spec& s, std::size_t max_input) {
-  if (!parse_spec(to_string(s)).has_value() || *parse_spec(to_string(s)) != s)
+  // Valid exactly when its name parses back to it (levels in range, engine matches format).
+  if (parse_spec(to_string(s)) != s)
     throw std::invalid_argument("invalid codec spec: " + to_string(s));
   switch (s.producer) {
     case engine::none: return detail::make_none(s, max_input);

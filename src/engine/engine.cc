@@ -38,9 +38,13 @@ namespace {
 
 codec::spec spec_of(const char* name) { return *codec::parse_spec(name); }
 
+// The specs `auto` and the probe use, parsed once rather than per record.
+const codec::spec lz4_spec = spec_of("lz4"), gzip1_spec = spec_of("gzip-1"), zstd1_spec = spec_of("zstd-1"),
+                  zstd3_spec = spec_of("zstd-3");
+
 codec::spec fixed_spec(const policy& p) {
   switch (p.kind) {
-    case policy_kind::lz4: return spec_of("lz4");
+    case policy_kind::lz4: return lz4_spec;
     // gzip without a level: level 1, the level QZFS runs on QAT, ISA-L's on the CPU.
     case policy_kind::gzip: return *codec::parse_spec("gzip-" + std::to_string(p.level == 0 ? 1 : p.level));
     case policy_kind::zstd:
@@ -63,14 +67,14 @@ codec::spec engine::choose(compressibility c) const noexcept {
   if (o_.pol.kind != policy_kind::automatic) return fixed_;
   auto* accel = sched_.accel();
   // An accelerator that is up takes gzip at level 1, as QZFS runs it.
-  if (accel != nullptr && accel->serving()) return spec_of("gzip-1");
-  if (c == compressibility::weak) return spec_of("lz4");
+  if (accel != nullptr && accel->serving()) return gzip1_spec;
+  if (c == compressibility::weak) return lz4_spec;
   // The best ratio that keeps up: the CPU pool's backlog says how far behind it is.
   auto& cpu = sched_.cpu();
   const double backlog = static_cast<double>(cpu.queue_depth()) / static_cast<double>(cpu.capacity());
-  if (backlog < 0.25) return spec_of("zstd-3");
-  if (backlog < 0.75) return spec_of("zstd-1");
-  return spec_of("lz4");
+  if (backlog < 0.25) return zstd3_spec;
+  if (backlog < 0.75) return zstd1_spec;
+  return lz4_spec;
 }
 
 void engine::compress(std::span<record> batch, file_learning* fl) {
@@ -114,7 +118,7 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
     // first (it gives up at memory speed); the expensive codec only runs when lz4 fits.
     if (fl && s.producer != codec::engine::lz4 && fl->streak.load(std::memory_order_relaxed) >= file_learning::probe_after) {
       fl->probes.fetch_add(1, std::memory_order_relaxed);
-      auto pr = probe_workspace().compress(spec_of("lz4"), r.in, r.payload.first(std::min(cap, r.payload.size())));
+      auto pr = probe_workspace().compress(lz4_spec, r.in, r.payload.first(std::min(cap, r.payload.size())));
       if (pr.st != codec::status::ok) {
         r.reason = record::why::probe;
         raw_.fetch_add(1, std::memory_order_relaxed);

@@ -10,11 +10,15 @@ class software_session final : public device_session {
  public:
   explicit software_session(std::size_t max_record) : ws_(max_record) {}
   codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
-    auto s = codec::parse_spec("gzip-" + std::to_string(level));
-    if (!s) return {codec::status::error, 0};
+    // The spec of a level is looked up once per change of level, not per record.
+    if (level != spec_.level) {
+      auto s = codec::parse_spec("gzip-" + std::to_string(level));
+      if (!s) return {codec::status::error, 0};
+      spec_ = *s;
+    }
     iovec v{const_cast<std::byte*>(in.data()), in.size()};
     try {
-      return ws_.compress(*s, {&v, 1}, out);
+      return ws_.compress(spec_, {&v, 1}, out);
     } catch (...) {
       return {codec::status::error, 0};
     }
@@ -22,6 +26,7 @@ class software_session final : public device_session {
 
  private:
   codec::workspace ws_;
+  codec::spec spec_{};  // level 0: none looked up yet
 };
 
 class software_device final : public device {

@@ -39,6 +39,15 @@ class qat : public ::testing::Test {
     return o;
   }
   static std::unique_ptr<device> standin() { return make_qat_device({.library = QZFS_STANDIN_LIB}); }
+  // A CPU pool, the stand-in QAT backend and a scheduler that sends the device all it takes:
+  // failure handling, not routing, is what these tests look at.
+  struct rig {
+    cpu_backend cpu;
+    accel_backend accel;
+    scheduler sched;
+    explicit rig(accel_backend::options o, unsigned workers = 1, std::unique_ptr<device> dev = standin())
+        : cpu({.workers = workers}), accel(std::move(dev), o), sched(cpu, &accel, {.accel_bias = 1e9}) {}
+  };
   static void wait_up(accel_backend& a) {
     for (int i = 0; i < 200 && !a.serving(); ++i) std::this_thread::sleep_for(5ms);
   }
@@ -59,12 +68,11 @@ class qat : public ::testing::Test {
 };
 
 TEST_F(qat, missing_library_says_why_and_the_cpu_does_the_work) {
-  cpu_backend cpu({.workers = 1});
-  accel_backend accel(make_qat_device({.library = "/nonexistent/libqatzip.so.3"}), opts());
+  rig r(opts(), 1, make_qat_device({.library = "/nonexistent/libqatzip.so.3"}));
+  auto& [cpu, accel, sched] = r;
   EXPECT_EQ(accel.state(), health::unavailable);
   EXPECT_NE(accel.reason().find("unavailable: cannot load /nonexistent/libqatzip.so.3"), std::string::npos)
       << accel.reason();
-  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   batch b(10, 32 * 1024);
   sched.run(b.jobs);
   b.check_all_round_trip();
@@ -72,7 +80,6 @@ TEST_F(qat, missing_library_says_why_and_the_cpu_does_the_work) {
 }
 
 TEST_F(qat, library_without_the_api_is_unavailable) {
-  cpu_backend cpu({.workers = 1});
   accel_backend accel(make_qat_device({.library = "libz.so.1"}), opts());
   EXPECT_EQ(accel.state(), health::unavailable);
   EXPECT_NE(accel.reason().find("lacks the QATzip API"), std::string::npos) << accel.reason();
@@ -86,10 +93,9 @@ TEST_F(qat, no_hardware_is_unavailable_with_qatzips_code) {
 }
 
 TEST_F(qat, healthy_device_compresses_verified_gzip_records) {
-  cpu_backend cpu({.workers = 1});
-  accel_backend accel(standin(), opts());
+  rig r(opts());
+  auto& [cpu, accel, sched] = r;
   ASSERT_EQ(accel.state(), health::up) << accel.reason();
-  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
   batch b(60, 64 * 1024, "gzip-1");
   sched.run(b.jobs);
   b.check_all_round_trip();
@@ -108,9 +114,8 @@ TEST_F(qat, healthy_device_compresses_verified_gzip_records) {
 }
 
 TEST_F(qat, an_error_tears_it_down_the_job_is_redone_and_it_comes_back) {
-  cpu_backend cpu({.workers = 1});
-  accel_backend accel(standin(), opts());
-  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
+  rig r(opts(), 1);
+  auto& [cpu, accel, sched] = r;
   control_("error_at=3");
   batch b(30, 32 * 1024);
   sched.run(b.jobs);
@@ -130,9 +135,8 @@ TEST_F(qat, an_error_tears_it_down_the_job_is_redone_and_it_comes_back) {
 }
 
 TEST_F(qat, garbage_output_is_never_trusted) {
-  cpu_backend cpu({.workers = 1});
-  accel_backend accel(standin(), opts());
-  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
+  rig r(opts(), 1);
+  auto& [cpu, accel, sched] = r;
   control_("garbage=1");
   batch b(30, 32 * 1024);
   sched.run(b.jobs);
@@ -144,11 +148,10 @@ TEST_F(qat, garbage_output_is_never_trusted) {
 
 TEST_F(qat, a_wrong_footer_checksum_is_caught_in_either_verify_mode) {
   for (auto mode : {accel_backend::verify_mode::full, accel_backend::verify_mode::crc}) {
-    cpu_backend cpu({.workers = 1});
     auto o = opts();
     o.verify = mode;
-    accel_backend accel(standin(), o);
-    scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
+    rig r(o);
+    auto& [cpu, accel, sched] = r;
     control_("badcrc=1");
     batch b(20, 32 * 1024);
     sched.run(b.jobs);
@@ -160,11 +163,10 @@ TEST_F(qat, a_wrong_footer_checksum_is_caught_in_either_verify_mode) {
 }
 
 TEST_F(qat, a_hang_times_out_the_cpu_redoes_the_jobs_and_late_answers_are_dropped) {
-  cpu_backend cpu({.workers = 2});
   auto o = opts();
   o.timeout = 150ms;
-  accel_backend accel(standin(), o);
-  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
+  rig r(o, 2);
+  auto& [cpu, accel, sched] = r;
   control_("hang=1");
   batch b(20, 32 * 1024);
   sched.run(b.jobs);  // returns: the watchdog hands the stuck jobs back
@@ -182,9 +184,8 @@ TEST_F(qat, a_hang_times_out_the_cpu_redoes_the_jobs_and_late_answers_are_droppe
 }
 
 TEST_F(qat, an_overflow_is_does_not_fit_and_its_partial_output_is_ignored) {
-  cpu_backend cpu({.workers = 1});
-  accel_backend accel(standin(), opts());
-  scheduler sched(cpu, &accel, {.accel_bias = 1e9});  // failure handling, not routing, is tested here
+  rig r(opts(), 1);
+  auto& [cpu, accel, sched] = r;
   control_("dirty_overflow=1");
   batch b(28, 32 * 1024);  // every 7th record is random: it overflows the 90% capacity
   sched.run(b.jobs);
