@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "le.h"
+
 namespace qzfs::format {
 namespace {
 
@@ -18,22 +20,6 @@ namespace {
 //   7  1  flags (none defined; a reader rejects bits it does not know)
 constexpr std::byte magic0{'Q'}, magic1{'R'};
 
-void put32(std::byte* p, std::uint32_t v) noexcept {
-  for (int i = 0; i < 4; ++i) p[i] = std::byte(v >> (8 * i));
-}
-void put64(std::byte* p, std::uint64_t v) noexcept {
-  for (int i = 0; i < 8; ++i) p[i] = std::byte(v >> (8 * i));
-}
-std::uint32_t get32(const std::byte* p) noexcept {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= std::uint32_t(p[i]) << (8 * i);
-  return v;
-}
-std::uint64_t get64(const std::byte* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= std::uint64_t(p[i]) << (8 * i);
-  return v;
-}
 std::uint32_t header_check(const std::byte* p, std::size_t header_len) noexcept {
   return static_cast<std::uint32_t>(XXH3_64bits(p, header_len - 4));
 }

@@ -83,6 +83,8 @@ class engine {
   [[nodiscard]] codec::spec choose(compressibility c) const noexcept;
   [[nodiscard]] engine_stats stats() const noexcept;
   [[nodiscard]] const engine_options& options() const noexcept { return o_; }
+  /// CPU workers behind this engine (callers size their batches by it).
+  [[nodiscard]] unsigned workers() const noexcept { return sched_.cpu().workers(); }
 
  private:
   offload::scheduler& sched_;

@@ -1,0 +1,92 @@
+#pragma once
+// format/: the container of one file's records (docs/FORMAT.md, "Container").
+//
+//   [ slot 0 (64 B) | slot 1 (64 B) | frames and map copies, anywhere after byte 128 ]
+//
+// A slot names one committed state: generation, record size, logical size, and where the two
+// copies of its record map lie. Commits alternate between the slots, so a torn slot write
+// leaves the other (previous) state intact. The record map is a list of 24-byte entries (where
+// a record's frame lies, its size, codec and payload hash) cut into 4 KiB chunks, each with its
+// own XXH3-64 seeded with the generation and the chunk's index: a stale or damaged chunk is
+// found, and only the records it describes are lost when both copies of it are damaged.
+//
+// Contract: every parser treats its input as untrusted; a value that passes is within limits.
+// Thread-safety: pure functions.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "qzfs/codec/ids.h"
+
+namespace qzfs::format {
+
+inline constexpr std::size_t slot_size = 64;
+inline constexpr std::size_t container_header_size = 2 * slot_size;
+inline constexpr std::uint8_t container_version = 1;
+inline constexpr unsigned min_record_shift = 12, max_record_shift = 20;  // 4 KiB .. 1 MiB
+/// Largest logical size a container describes (2^56 bytes; the kernel's limit is 2^63).
+inline constexpr std::uint64_t max_container_size = std::uint64_t{1} << 56;
+
+struct container_slot {
+  std::uint64_t generation = 0;
+  std::uint8_t record_shift = 17;
+  std::uint64_t logical_size = 0;
+  std::uint64_t map_offset[2] = {0, 0};  // both 0 when the map is empty
+  std::uint32_t map_records = 0;         // entries in the map
+  friend bool operator==(const container_slot&, const container_slot&) = default;
+};
+
+enum class container_error : std::uint8_t { ok = 0, not_container, bad_version, bad_header, bad_values };
+[[nodiscard]] std::string_view to_string(container_error e) noexcept;
+
+/// True when `slot` begins with the container magic (a file starting so is never taken as plain).
+[[nodiscard]] bool has_container_magic(std::span<const std::byte> slot) noexcept;
+void encode_slot(const container_slot& s, std::span<std::byte, slot_size> out) noexcept;
+[[nodiscard]] container_error parse_slot(std::span<const std::byte> in, container_slot& out) noexcept;
+
+/// One record's place. offset 0 (everything else 0) is a hole; offset 1 (everything else 0) is a
+/// record known to be lost (its map chunk was damaged when the map was last read): it reads as
+/// an error, never as zeros, in every later generation.
+struct map_entry {
+  std::uint64_t offset = 0;
+  std::uint32_t length = 0;  // frame bytes (header + payload)
+  codec::payload_format format = codec::payload_format::none;
+  codec::engine producer = codec::engine::none;
+  std::uint64_t payload_hash = 0;  // the frame's payload XXH3-64: binds the map to that exact frame
+  [[nodiscard]] bool hole() const noexcept { return offset == 0; }
+  [[nodiscard]] bool lost() const noexcept { return offset == 1; }
+  [[nodiscard]] bool frame() const noexcept { return offset > 1; }
+  friend bool operator==(const map_entry&, const map_entry&) = default;
+};
+
+inline constexpr std::size_t map_entry_size = 24;
+inline constexpr std::size_t map_chunk_size = 4096;
+inline constexpr std::size_t map_trailer_size = 16;
+inline constexpr std::size_t map_chunk_entries = (map_chunk_size - map_trailer_size) / map_entry_size;  // 170
+/// Largest frame a map entry may name (a 16 MiB record stored raw, plus its header).
+inline constexpr std::uint32_t max_frame_size = (16u << 20) + 64;
+
+[[nodiscard]] constexpr std::size_t map_chunks(std::size_t records) noexcept {
+  return (records + map_chunk_entries - 1) / map_chunk_entries;
+}
+[[nodiscard]] constexpr std::size_t map_bytes(std::size_t records) noexcept {
+  return records * map_entry_size + map_chunks(records) * map_trailer_size;
+}
+/// Byte range of chunk `k` inside a map of `records` entries.
+[[nodiscard]] constexpr std::size_t map_chunk_offset(std::size_t k) noexcept { return k * map_chunk_size; }
+[[nodiscard]] constexpr std::size_t map_chunk_length(std::size_t records, std::size_t k) noexcept {
+  const std::size_t first = k * map_chunk_entries;
+  const std::size_t n = records - first < map_chunk_entries ? records - first : map_chunk_entries;
+  return n * map_entry_size + map_trailer_size;
+}
+
+/// Encodes every entry; out.size() must be map_bytes(entries.size()).
+void encode_map(std::span<const map_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept;
+/// Decodes chunk `k` (its bytes only) of a map of generation `generation`; false when the chunk
+/// is damaged, stale or holds an invalid entry. `out` receives map_chunk_length's entry count.
+[[nodiscard]] bool decode_map_chunk(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
+                                    std::span<map_entry> out) noexcept;
+
+}  // namespace qzfs::format

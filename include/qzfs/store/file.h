@@ -1,0 +1,217 @@
+#pragma once
+// store/: the data of one file on the backing file system (docs/FORMAT.md "Container",
+// docs/STORE.md).
+//
+// A backing file is either a container (records compressed through the engine, placed
+// copy-on-write, described by a record map that a commit makes durable atomically) or a plain
+// file (anything else: read and written as it is, never reinterpreted). open() tells them apart
+// by the container magic; a plain file becomes a container only when it is truncated to zero
+// (and options::convert_plain), or by pack_file().
+//
+// Contract
+// - pread/pwrite/truncate/punch_hole/zero_range behave like their POSIX namesakes on the
+//   logical bytes. Errors are errno values: EIO for damaged records (never wrong bytes; the rest
+//   of the file stays readable) and after a failed commit (the file refuses changes until it is
+//   reopened, which finds the last committed state); ENOSPC and others from the backing file.
+// - Writes land in per-record buffers (a partial record is merged in memory, not rewritten per
+//   write) and go through the engine in batches: when `batch_records` records are complete, when
+//   more than `max_dirty_records` are buffered, on flush(), and on sync(). Only sync() (and
+//   close()) makes them durable: it writes the frames, then the map (two copies), syncs, then the
+//   slot of the next generation, and syncs again.
+// - Crash safety: a live frame or map is never overwritten; space freed by generation G is
+//   reused only once generation G is durable. Opening reads two slots and the map: its cost
+//   grows with the map, never with the file's history.
+// - Space: after every commit, the container's length is at most 2 x its live bytes + 1 MiB
+//   (compaction rewrites it when not; docs/STORE.md); freed extents are punched.
+//
+// Thread-safety: every member may be called from any thread. Reads and writes of different
+// records run in parallel; truncate, punch_hole, zero_range and compaction are exclusive.
+// Lock order: commit_m_ -> layout_ -> flush_m_ -> record stripes (ascending) -> m_ -> cache_m_.
+
+#include <sys/uio.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "qzfs/engine/engine.h"
+#include "qzfs/format/container.h"
+#include "qzfs/store/io.h"
+#include "qzfs/store/space.h"
+
+namespace qzfs::store {
+
+struct options {
+  engine::engine* eng = nullptr;          // required to write a container (the policy lives there)
+  std::uint32_t record_size = 128 << 10;  // for new containers: a power of two, 4 KiB .. 1 MiB
+  std::size_t batch_records = 0;          // records per engine batch; 0: 2 per CPU worker, at least 4
+  std::size_t max_dirty_records = 64;     // buffered records per file before write-back is forced
+  std::size_t cache_records = 4;          // decoded records kept per file for small reads
+  bool convert_plain = true;              // a plain file truncated to 0 becomes a container
+  bool compact = true;                    // keep the space bound (tests turn it off to see why)
+  std::uint64_t compact_slack = 1 << 20;  // bytes over 2 x live allowed before compaction runs
+  std::string name;                       // for log lines
+  std::function<void(std::string_view)> log;  // damage and failures; default: stderr
+};
+
+struct file_stats {
+  std::uint64_t logical_size = 0;
+  std::uint64_t container_size = 0;    // length of the backing file the store needs
+  std::uint64_t live_bytes = 0;        // frames and maps the last state references
+  std::uint64_t records = 0, holes = 0, raw = 0, damaged = 0, dirty = 0;
+  std::array<std::uint64_t, codec::payload_format_count> per_format{};  // compressed records by format
+  std::uint64_t commits = 0, compactions = 0, flushes = 0, rmw_reads = 0, cache_hits = 0, damaged_reads = 0;
+};
+
+struct damage {
+  std::uint64_t record = 0;
+  std::string what;
+};
+
+class file {
+ public:
+  /// Makes `backing` (empty) a new container.
+  [[nodiscard]] static std::error_code create(std::unique_ptr<io> backing, const options& o, std::unique_ptr<file>& out);
+  /// Opens a container (recovering its last committed state) or a plain file.
+  [[nodiscard]] static std::error_code open(std::unique_ptr<io> backing, const options& o, std::unique_ptr<file>& out);
+  ~file();
+  file(const file&) = delete;
+  file& operator=(const file&) = delete;
+
+  [[nodiscard]] bool is_container() const noexcept { return container_; }
+  [[nodiscard]] std::uint32_t record_size() const noexcept { return rs_; }
+
+  /// Reads up to out.size() bytes at `off` (fewer only at the end of the file).
+  [[nodiscard]] std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got);
+  [[nodiscard]] std::error_code pwrite(std::span<const iovec> in, std::uint64_t off);
+  [[nodiscard]] std::error_code pwrite(std::span<const std::byte> in, std::uint64_t off) {
+    iovec v{const_cast<std::byte*>(in.data()), in.size()};
+    return pwrite(std::span<const iovec>(&v, 1), off);
+  }
+  [[nodiscard]] std::error_code truncate(std::uint64_t size);
+  /// Deallocates [off, off+len): reads zeros, size unchanged.
+  [[nodiscard]] std::error_code punch_hole(std::uint64_t off, std::uint64_t len);
+  /// Zeros [off, off+len); grows the file unless keep_size.
+  [[nodiscard]] std::error_code zero_range(std::uint64_t off, std::uint64_t len, bool keep_size);
+  /// fallocate mode 0: the range reads as before (zeros where new); grows the file unless keep_size.
+  [[nodiscard]] std::error_code allocate(std::uint64_t off, std::uint64_t len, bool keep_size);
+  /// SEEK_DATA / SEEK_HOLE at record granularity; ENXIO like lseek.
+  [[nodiscard]] std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out);
+
+  /// Writes every buffered record (not yet durable).
+  [[nodiscard]] std::error_code flush();
+  /// flush() and commit: everything written before the call is durable when it returns.
+  [[nodiscard]] std::error_code sync();
+
+  [[nodiscard]] std::uint64_t size() const noexcept;
+  /// Bytes the backing file system has allocated for the container (or the plain file).
+  [[nodiscard]] std::uint64_t physical_size() const noexcept;
+  [[nodiscard]] file_stats stats() const;
+  /// Reads and verifies every record; returns the damaged ones (empty: all good).
+  [[nodiscard]] std::error_code check(std::vector<damage>& found);
+
+  /// For tests and tools: the backing io.
+  [[nodiscard]] io& backing() noexcept { return *io_; }
+
+ private:
+  struct entry {
+    format::map_entry e;
+    std::uint64_t alloc_gen = 0;  // generation being built when its extent was allocated
+  };
+  struct dirty {
+    std::unique_ptr<std::byte[]> buf;  // record_size bytes; what the record holds now
+    std::uint32_t lo = 0, hi = 0;      // bytes written contiguously since it became dirty
+    bool whole = false;                // every byte of the record has been set
+  };
+  struct cached {
+    std::uint64_t index = ~std::uint64_t{0};
+    std::uint32_t len = 0;
+    std::unique_ptr<std::byte[]> buf;
+    std::uint64_t used = 0;
+  };
+  struct deferred_free {
+    std::uint64_t off, len, gen_needed;
+  };
+
+  file(std::unique_ptr<io> backing, const options& o, bool container);
+  [[nodiscard]] std::error_code load(std::span<const std::byte> header, std::uint64_t backing_len);
+  [[nodiscard]] std::error_code init_empty();          // an empty container, header not yet written
+  [[nodiscard]] std::error_code materialize_locked();  // m_: writes the header of an empty one
+  [[nodiscard]] std::shared_mutex& stripe(std::uint64_t index) noexcept { return stripes_[index % stripes_.size()]; }
+  [[nodiscard]] std::uint32_t record_len_locked(std::uint64_t index) const noexcept;
+
+  // Containers only; callers hold what each names.
+  [[nodiscard]] std::error_code read_record(std::uint64_t index, const entry& en, std::span<std::byte> out,
+                                            std::uint32_t& len, std::string* why = nullptr);  // stripe(index) shared
+  [[nodiscard]] std::error_code write_into(std::uint64_t index, std::uint32_t at, std::span<const iovec> in,
+                                           std::size_t skip, std::size_t n);  // stripe(index) exclusive
+  [[nodiscard]] std::error_code make_dirty(std::uint64_t index, dirty*& d, bool need_old);  // stripe exclusive
+  [[nodiscard]] std::error_code flush_some(bool all);                                      // layout_ shared
+  [[nodiscard]] std::error_code write_batch(std::span<const std::uint64_t> indices);       // flush_m_, stripes
+  [[nodiscard]] std::error_code commit();                                                   // commit_m_
+  [[nodiscard]] std::error_code commit_locked();  // commit_m_, layout_ exclusive or shared
+  [[nodiscard]] std::error_code compact();        // commit_m_ + layout_ exclusive
+  [[nodiscard]] std::error_code zero_records(std::uint64_t off, std::uint64_t len);  // layout_ exclusive
+  void free_extent_locked(const entry& en);  // m_
+  void set_entry_locked(std::uint64_t index, const format::map_entry& e, std::uint64_t alloc_gen);  // m_
+  void release_locked(std::uint64_t off, std::uint64_t len);  // m_: back to the allocator, punched
+  void drop_cache(std::uint64_t index);
+  void report(std::string_view what);
+  [[nodiscard]] std::unique_ptr<std::byte[]> take_buffer();  // m_
+  void give_buffer(std::unique_ptr<std::byte[]> b);           // m_
+
+  std::unique_ptr<io> io_;
+  options o_;
+  std::atomic<bool> container_;
+  bool materialized_ = true;  // false: an empty container whose header is not on disk yet
+  std::uint32_t rs_ = 0;
+  unsigned shift_ = 0;
+  std::size_t batch_ = 4;
+
+  std::mutex commit_m_;
+  std::shared_mutex layout_;
+  std::mutex flush_m_;
+  std::array<std::shared_mutex, 64> stripes_;
+  mutable std::mutex m_;
+  std::mutex cache_m_;
+
+  // --- guarded by m_
+  std::uint64_t size_ = 0;
+  std::vector<entry> map_;
+  std::unordered_map<std::uint64_t, dirty> dirty_;
+  std::vector<std::unique_ptr<std::byte[]>> pool_;
+  space_map space_{format::container_header_size};
+  std::vector<deferred_free> deferred_;
+  std::uint64_t durable_gen_ = 0, cur_gen_ = 1;
+  std::uint64_t map_off_[2] = {0, 0}, map_len_ = 0, map_alloc_gen_ = 0;
+  std::uint64_t live_frames_ = 0;  // bytes of frames in map_
+  std::uint64_t change_seq_ = 0, committed_seq_ = 0;  // map_ or size_ changes; the last one committed
+  std::size_t whole_dirty_ = 0;    // dirty records with every byte set (ready for write-back)
+  std::error_code failed_;         // a commit failed: refuse changes
+  std::uint64_t backing_len_ = 0;  // length of the backing file as last set
+  // --- guarded by flush_m_
+  std::vector<std::unique_ptr<std::byte[]>> frame_bufs_;
+  engine::file_learning learning_;
+  // --- guarded by cache_m_
+  std::vector<cached> cache_;
+  std::uint64_t cache_clock_ = 0;
+  // --- counters
+  std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
+};
+
+/// Rewrites the plain file `name` (relative to `dirfd`) as a container, atomically: a new file
+/// beside it, synced, renamed over it. Mode, owner and times are kept. Files with more than one
+/// link are left alone (EMLINK), containers too (EEXIST).
+[[nodiscard]] std::error_code pack_file(int dirfd, const char* name, const options& o);
+
+}  // namespace qzfs::store

@@ -1,0 +1,74 @@
+#pragma once
+// store/: the backing file, as the store sees it. Every byte the store keeps goes through this
+// interface, so tests can put a layer under the store that stops at the k-th write or sync,
+// tears that write, or forgets what was never synced (tests/unit/crash_io.h).
+//
+// Contract: pwritev writes everything or fails; pread returns fewer bytes only at the end of
+// the file. Errors are errno values (std::generic_category).
+// Thread-safety: every call may come from any thread at once (pread/pwrite on one fd are).
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <system_error>
+
+namespace qzfs::store {
+
+class io {
+ public:
+  virtual ~io() = default;
+  [[nodiscard]] virtual std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept = 0;
+  [[nodiscard]] virtual std::error_code pwritev(std::span<const iovec> in, std::uint64_t off) noexcept = 0;
+  /// Makes every completed write durable (fdatasync: data and the size needed to reach it).
+  [[nodiscard]] virtual std::error_code sync() noexcept = 0;
+  [[nodiscard]] virtual std::error_code truncate(std::uint64_t size) noexcept = 0;
+  /// Gives [off, off+len) back to the file system (reads zeros afterwards); a file system
+  /// without hole punching answers std::errc::operation_not_supported and the store goes on.
+  [[nodiscard]] virtual std::error_code punch(std::uint64_t off, std::uint64_t len) noexcept = 0;
+  /// Reserves [off, off+len) (fallocate mode 0; plain files only).
+  [[nodiscard]] virtual std::error_code allocate(std::uint64_t off, std::uint64_t len, bool keep_size) noexcept = 0;
+  [[nodiscard]] virtual std::error_code size(std::uint64_t& out) noexcept = 0;
+  /// Bytes the file system allocated for the file (st_blocks x 512).
+  [[nodiscard]] virtual std::error_code allocated(std::uint64_t& out) noexcept = 0;
+  /// lseek SEEK_DATA / SEEK_HOLE (plain files only); ENXIO past the end.
+  [[nodiscard]] virtual std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept = 0;
+
+  [[nodiscard]] std::error_code pwrite(std::span<const std::byte> in, std::uint64_t off) noexcept {
+    iovec v{const_cast<std::byte*>(in.data()), in.size()};
+    return pwritev({&v, 1}, off);
+  }
+  /// Reads exactly out.size() bytes or fails (EIO for a short read: the store knows the sizes).
+  [[nodiscard]] std::error_code pread_exact(std::span<std::byte> out, std::uint64_t off) noexcept;
+};
+
+/// The real thing: a file descriptor (owned: closed with the io).
+class fd_io final : public io {
+ public:
+  explicit fd_io(int fd) noexcept : fd_(fd) {}
+  ~fd_io() override;
+  fd_io(const fd_io&) = delete;
+  fd_io& operator=(const fd_io&) = delete;
+
+  std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override;
+  std::error_code pwritev(std::span<const iovec> in, std::uint64_t off) noexcept override;
+  std::error_code sync() noexcept override;
+  std::error_code truncate(std::uint64_t size) noexcept override;
+  std::error_code punch(std::uint64_t off, std::uint64_t len) noexcept override;
+  std::error_code allocate(std::uint64_t off, std::uint64_t len, bool keep_size) noexcept override;
+  std::error_code size(std::uint64_t& out) noexcept override;
+  std::error_code allocated(std::uint64_t& out) noexcept override;
+  std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept override;
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
+/// Opens `path` relative to `dirfd` (O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra flags).
+[[nodiscard]] std::error_code open_fd_io(int dirfd, const char* path, int extra_flags, unsigned mode,
+                                         std::unique_ptr<io>& out) noexcept;
+
+}  // namespace qzfs::store

@@ -1,0 +1,149 @@
+#include "qzfs/format/container.h"
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "le.h"
+#include "qzfs/format/frame.h"
+
+namespace qzfs::format {
+namespace {
+
+// Slot layout (little-endian):
+//   0  4  magic "QZCT"          16  8  logical size          44 16  reserved, zero
+//   4  1  version (1)           24  8  map copy 0 offset     60  4  low 32 bits of XXH3-64
+//   5  1  slot length (64)      32  8  map copy 1 offset            of bytes [0, 60)
+//   6  1  record shift (12-20)  40  4  map entries
+//   7  1  flags (none defined)
+//   8  8  generation (>= 1)
+constexpr std::byte magic[4] = {std::byte{'Q'}, std::byte{'Z'}, std::byte{'C'}, std::byte{'T'}};
+
+std::uint32_t slot_check(const std::byte* p) noexcept { return static_cast<std::uint32_t>(XXH3_64bits(p, slot_size - 4)); }
+
+// A chunk's hash is seeded with its generation and index: a chunk of an older map, or one
+// written at another position, does not verify.
+std::uint64_t chunk_seed(std::uint64_t generation, std::size_t k) noexcept {
+  return generation * 0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(k) + 1);
+}
+
+}  // namespace
+
+std::string_view to_string(container_error e) noexcept {
+  switch (e) {
+    case container_error::ok: return "ok";
+    case container_error::not_container: return "not a container slot";
+    case container_error::bad_version: return "unsupported container version";
+    case container_error::bad_header: return "damaged container slot";
+    case container_error::bad_values: return "container slot values out of range";
+  }
+  return "unknown container error";
+}
+
+bool has_container_magic(std::span<const std::byte> slot) noexcept {
+  return slot.size() >= 4 && std::memcmp(slot.data(), magic, 4) == 0;
+}
+
+void encode_slot(const container_slot& s, std::span<std::byte, slot_size> out) noexcept {
+  std::byte* p = out.data();
+  std::memset(p, 0, slot_size);
+  std::memcpy(p, magic, 4);
+  p[4] = std::byte{container_version};
+  p[5] = std::byte{slot_size};
+  p[6] = std::byte{s.record_shift};
+  put64(p + 8, s.generation);
+  put64(p + 16, s.logical_size);
+  put64(p + 24, s.map_offset[0]);
+  put64(p + 32, s.map_offset[1]);
+  put32(p + 40, s.map_records);
+  put32(p + 60, slot_check(p));
+}
+
+container_error parse_slot(std::span<const std::byte> in, container_slot& out) noexcept {
+  if (in.size() < slot_size || !has_container_magic(in)) return container_error::not_container;
+  const std::byte* p = in.data();
+  if (p[4] != std::byte{container_version}) return container_error::bad_version;
+  if (p[5] != std::byte{slot_size} || get32(p + 60) != slot_check(p) || p[7] != std::byte{0}) {
+    return container_error::bad_header;
+  }
+  for (std::size_t i = 44; i < 60; ++i) {
+    if (p[i] != std::byte{0}) return container_error::bad_header;
+  }
+  container_slot s;
+  s.record_shift = static_cast<std::uint8_t>(p[6]);
+  s.generation = get64(p + 8);
+  s.logical_size = get64(p + 16);
+  s.map_offset[0] = get64(p + 24);
+  s.map_offset[1] = get64(p + 32);
+  s.map_records = get32(p + 40);
+  if (s.generation == 0 || s.record_shift < min_record_shift || s.record_shift > max_record_shift ||
+      s.logical_size > max_container_size) {
+    return container_error::bad_values;
+  }
+  const std::uint64_t records_in_size = (s.logical_size + (std::uint64_t{1} << s.record_shift) - 1) >> s.record_shift;
+  if (s.map_records > records_in_size) return container_error::bad_values;
+  for (auto off : s.map_offset) {
+    if (s.map_records == 0 ? off != 0 : off < container_header_size || off > max_container_size) {
+      return container_error::bad_values;
+    }
+  }
+  out = s;
+  return container_error::ok;
+}
+
+void encode_map(std::span<const map_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept {
+  const std::size_t chunks = map_chunks(entries.size());
+  for (std::size_t k = 0; k < chunks; ++k) {
+    std::byte* c = out.data() + map_chunk_offset(k);
+    const std::size_t first = k * map_chunk_entries;
+    const std::size_t len = map_chunk_length(entries.size(), k);
+    const std::size_t n = (len - map_trailer_size) / map_entry_size;
+    for (std::size_t i = 0; i < n; ++i) {
+      const map_entry& e = entries[first + i];
+      std::byte* p = c + i * map_entry_size;
+      put64(p, e.offset);
+      put32(p + 8, e.length);
+      p[12] = std::byte(e.format);
+      p[13] = std::byte(e.producer);
+      put16(p + 14, 0);
+      put64(p + 16, e.payload_hash);
+    }
+    std::byte* t = c + n * map_entry_size;
+    put64(t, generation);
+    put64(t + 8, XXH3_64bits_withSeed(c, n * map_entry_size + 8, chunk_seed(generation, k)));
+  }
+}
+
+bool decode_map_chunk(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
+                      std::span<map_entry> out) noexcept {
+  if (chunk.size() < map_trailer_size || (chunk.size() - map_trailer_size) % map_entry_size != 0) return false;
+  const std::size_t n = (chunk.size() - map_trailer_size) / map_entry_size;
+  if (n != out.size() || n > map_chunk_entries) return false;
+  const std::byte* c = chunk.data();
+  const std::byte* t = c + n * map_entry_size;
+  if (get64(t) != generation) return false;
+  if (get64(t + 8) != XXH3_64bits_withSeed(c, n * map_entry_size + 8, chunk_seed(generation, k))) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::byte* p = c + i * map_entry_size;
+    map_entry e;
+    e.offset = get64(p);
+    e.length = get32(p + 8);
+    const auto fmt = static_cast<std::uint8_t>(p[12]);
+    const auto prod = static_cast<std::uint8_t>(p[13]);
+    e.payload_hash = get64(p + 16);
+    if (get16(p + 14) != 0 || fmt >= codec::payload_format_count || prod >= codec::engine_count) return false;
+    e.format = static_cast<codec::payload_format>(fmt);
+    e.producer = static_cast<codec::engine>(prod);
+    if (e.offset <= 1) {
+      if (e.length != 0 || fmt != 0 || prod != 0 || e.payload_hash != 0) return false;
+    } else if (e.offset < container_header_size || e.offset > max_container_size || e.length <= frame_header_size ||
+               e.length > max_frame_size) {
+      return false;
+    }
+    out[i] = e;
+  }
+  return true;
+}
+
+}  // namespace qzfs::format

@@ -1,0 +1,1039 @@
+#include "qzfs/store/file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "qzfs/codec/workspace.h"
+#include "qzfs/engine/checker.h"
+#include "qzfs/format/frame.h"
+
+namespace qzfs::store {
+namespace {
+
+using format::container_header_size;
+using format::frame_header_size;
+using format::slot_size;
+
+constexpr std::uint64_t block = 4096;  // punch granularity
+
+std::error_code eio() { return std::make_error_code(std::errc::io_error); }
+
+// Per-thread scratch for reading frames and decoding partial records: allocated once per thread
+// at its largest use, never per call.
+struct scratch {
+  std::vector<std::byte> frame, record;
+  codec::workspace ws;
+};
+scratch& thread_scratch() {
+  thread_local scratch s;
+  return s;
+}
+
+}  // namespace
+
+file::file(std::unique_ptr<io> backing, const options& o, bool container)
+    : io_(std::move(backing)), o_(o), container_(container) {
+  if (!o_.log) o_.log = [](std::string_view m) { std::fprintf(stderr, "qzfs: %.*s\n", int(m.size()), m.data()); };
+  const std::size_t workers = o_.eng != nullptr ? o_.eng->workers() : 1;
+  batch_ = o_.batch_records != 0 ? o_.batch_records : std::max<std::size_t>(4, 2 * workers);
+}
+
+file::~file() {
+  if (container_) {
+    if (auto ec = sync()) report("closing: " + ec.message());
+  }
+}
+
+void file::report(std::string_view what) {
+  std::string line = o_.name.empty() ? std::string("container") : o_.name;
+  line += ": ";
+  line += what;
+  o_.log(line);
+}
+
+std::error_code file::create(std::unique_ptr<io> backing, const options& o, std::unique_ptr<file>& out) {
+  std::unique_ptr<file> f(new file(std::move(backing), o, true));
+  if (auto ec = f->io_->truncate(0)) return ec;
+  if (auto ec = f->init_empty()) return ec;
+  std::lock_guard lk(f->m_);
+  if (auto ec = f->materialize_locked()) return ec;
+  out = std::move(f);
+  return {};
+}
+
+std::error_code file::init_empty() {
+  const std::uint32_t rs = o_.record_size;
+  if (rs < (1u << format::min_record_shift) || rs > (1u << format::max_record_shift) || (rs & (rs - 1)) != 0) {
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  std::lock_guard lk(m_);
+  container_ = true;
+  materialized_ = false;
+  rs_ = rs;
+  shift_ = static_cast<unsigned>(__builtin_ctz(rs));
+  durable_gen_ = 1;
+  cur_gen_ = 2;
+  return {};
+}
+
+std::error_code file::materialize_locked() {
+  if (materialized_) return {};
+  // Generation 1 (empty) in slot 0, before any frame is written: from this write on the file is
+  // a container. The whole header in one write; a torn one leaves a file open() takes for an
+  // empty container (see open()).
+  format::container_slot s;
+  s.generation = 1;
+  s.record_shift = static_cast<std::uint8_t>(shift_);
+  std::array<std::byte, container_header_size> hdr{};
+  format::encode_slot(s, std::span(hdr).first<slot_size>());
+  if (auto ec = io_->pwrite(hdr, 0)) return ec;
+  materialized_ = true;
+  backing_len_ = std::max<std::uint64_t>(backing_len_, container_header_size);
+  return {};
+}
+
+std::error_code file::open(std::unique_ptr<io> backing, const options& o, std::unique_ptr<file>& out) {
+  std::uint64_t len = 0;
+  if (auto ec = backing->size(len)) return ec;
+  std::array<std::byte, container_header_size> hdr{};
+  std::size_t got = 0;
+  if (len > 0) {
+    if (auto ec = backing->pread(std::span(hdr).first(std::min<std::uint64_t>(len, hdr.size())), 0, got)) return ec;
+  }
+  // Generation 1 is in slot 0, every later even one in slot 1: a container has the magic at 0
+  // or 64. A file shorter than the magic that is a prefix of it is a torn first header write.
+  static constexpr char magic_text[] = "QZCT";
+  const bool magic = format::has_container_magic(std::span(hdr).first(got)) ||
+                     (got > slot_size && format::has_container_magic(std::span(hdr).subspan(slot_size, got - slot_size)));
+  const bool torn_start = got > 0 && got < 4 && std::memcmp(hdr.data(), magic_text, got) == 0;
+  std::unique_ptr<file> f(new file(std::move(backing), o, magic));
+  if (magic) {
+    if (auto ec = f->load(std::span(hdr).first(got), len)) return ec;
+  } else if (torn_start || (len == 0 && o.convert_plain)) {
+    // Empty: a container from its first write on (its header is written with the first frame).
+    if (auto ec = f->init_empty()) return ec;
+  }
+  out = std::move(f);
+  return {};
+}
+
+std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
+  const std::size_t got = hdr.size();
+  format::container_slot best;
+  bool found = false;
+  for (int i = 0; i < 2; ++i) {
+    format::container_slot s;
+    if (got < (i + 1) * slot_size) continue;
+    if (format::parse_slot(hdr.subspan(i * slot_size, slot_size), s) != format::container_error::ok) continue;
+    if ((s.generation + 1) % 2 != static_cast<std::uint64_t>(i)) continue;  // odd generations in slot 0
+    if (!found || s.generation > best.generation) best = s, found = true;
+  }
+  if (!found) {
+    // Creation is the only write that can leave no valid slot behind (a torn first write).
+    if (len <= container_header_size) return init_empty();
+    report("no valid slot: the container's header is damaged");
+    return eio();
+  }
+  std::lock_guard lk(m_);
+  materialized_ = true;
+  rs_ = 1u << best.record_shift;
+  shift_ = best.record_shift;
+
+  // The map: copy 0 in one read, each damaged chunk from copy 1, else its records are lost.
+  const std::size_t n = best.map_records;
+  std::vector<format::map_entry> entries(n);
+  std::vector<bool> lost(n, false);
+  if (n > 0) {
+    const std::size_t bytes = format::map_bytes(n);
+    std::vector<std::byte> copy(bytes);
+    std::size_t got0 = 0;
+    if (auto ec = io_->pread(copy, best.map_offset[0], got0)) return ec;
+    std::vector<std::byte> chunk;
+    for (std::size_t k = 0; k < format::map_chunks(n); ++k) {
+      const std::size_t at = format::map_chunk_offset(k), clen = format::map_chunk_length(n, k);
+      const std::size_t first = k * format::map_chunk_entries;
+      auto dst = std::span(entries).subspan(first, (clen - format::map_trailer_size) / format::map_entry_size);
+      if (got0 >= at + clen && format::decode_map_chunk(std::span(copy).subspan(at, clen), k, best.generation, dst)) continue;
+      chunk.resize(clen);
+      std::size_t got1 = 0;
+      if (!io_->pread(chunk, best.map_offset[1] + at, got1) && got1 == clen &&
+          format::decode_map_chunk(chunk, k, best.generation, dst)) {
+        report("map chunk " + std::to_string(k) + " damaged in copy 0, read from copy 1");
+        continue;
+      }
+      report("map chunk " + std::to_string(k) + " damaged in both copies: records " + std::to_string(first) + ".." +
+             std::to_string(first + dst.size() - 1) + " are lost");
+      for (std::size_t i = 0; i < dst.size(); ++i) lost[first + i] = true, dst[i] = format::map_entry{};
+    }
+  }
+
+  // Every extent in use: frames and both map copies. Overlaps cannot come from this code; a map
+  // that has them (crafted, or a bug) loses the overlapping records rather than sharing bytes.
+  struct ext {
+    std::uint64_t off, len;
+    std::size_t index;  // n for a map copy
+  };
+  std::vector<ext> used;
+  used.reserve(n + 2);
+  const std::uint64_t mlen = n > 0 ? format::map_bytes(n) : 0;
+  if (n > 0) used.push_back({best.map_offset[0], mlen, n}), used.push_back({best.map_offset[1], mlen, n});
+  for (std::size_t i = 0; i < n; ++i) {
+    if (entries[i].frame()) used.push_back({entries[i].offset, entries[i].length, i});
+  }
+  std::sort(used.begin(), used.end(), [](const ext& a, const ext& b) { return a.off < b.off; });
+  std::uint64_t reach = container_header_size;
+  map_.assign(n, entry{});
+  for (const auto& u : used) {
+    if (u.off < reach) {
+      if (u.index == n) {
+        report("map copies overlap other extents");
+        return eio();
+      }
+      report("record " + std::to_string(u.index) + " overlaps another extent: lost");
+      lost[u.index] = true;
+      entries[u.index] = format::map_entry{};
+      continue;
+    }
+    space_.take(u.off, u.len);
+    reach = u.off + u.len;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    map_[i].e = lost[i] ? format::map_entry{1, 0, {}, {}, 0} : entries[i];
+    map_[i].alloc_gen = best.generation;
+    if (map_[i].e.frame()) live_frames_ += map_[i].e.length;
+  }
+  size_ = best.logical_size;
+  durable_gen_ = best.generation;
+  cur_gen_ = best.generation + 1;
+  map_off_[0] = best.map_offset[0];
+  map_off_[1] = best.map_offset[1];
+  map_len_ = mlen;
+  backing_len_ = len;
+  return {};
+}
+
+std::uint32_t file::record_len_locked(std::uint64_t index) const noexcept {
+  const std::uint64_t start = index << shift_;
+  if (start >= size_) return 0;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(rs_, size_ - start));
+}
+
+std::unique_ptr<std::byte[]> file::take_buffer() {
+  if (!pool_.empty()) {
+    auto b = std::move(pool_.back());
+    pool_.pop_back();
+    return b;
+  }
+  return std::unique_ptr<std::byte[]>(new std::byte[rs_]);
+}
+
+void file::give_buffer(std::unique_ptr<std::byte[]> b) {
+  if (pool_.size() < 2 * batch_) pool_.push_back(std::move(b));
+}
+
+void file::drop_cache(std::uint64_t index) {
+  std::lock_guard lk(cache_m_);
+  for (auto& c : cache_) {
+    if (c.index == index) c.index = ~std::uint64_t{0};
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+std::error_code file::read_record(std::uint64_t index, const entry& en, std::span<std::byte> out, std::uint32_t& len,
+                                  std::string* why) {
+  auto bad = [&](std::string_view what) {
+    damaged_reads_.fetch_add(1, std::memory_order_relaxed);
+    std::string line = "record " + std::to_string(index) + " (bytes " + std::to_string(index << shift_) + ".." +
+                       std::to_string(((index + 1) << shift_) - 1) + "): " + std::string(what);
+    report(line);
+    if (why != nullptr) *why = std::move(line);
+    return eio();
+  };
+  if (en.e.lost()) return bad("lost: its map chunk was damaged");
+  auto& s = thread_scratch();
+  if (s.frame.size() < en.e.length) s.frame.resize(en.e.length);
+  auto frame = std::span(s.frame).first(en.e.length);
+  if (auto ec = io_->pread_exact(frame, en.e.offset)) {
+    if (ec == std::errc::io_error) return bad("frame cut short at byte " + std::to_string(en.e.offset));
+    return ec;
+  }
+  format::frame_view v;
+  if (auto fe = format::parse_frame(frame, v); fe != format::frame_error::ok) return bad(format::to_string(fe));
+  if (v.frame_size != en.e.length || v.header.format != en.e.format || v.header.payload_hash != en.e.payload_hash ||
+      v.header.logical_size > rs_ || v.header.logical_size > out.size()) {
+    return bad("frame does not match the record map");
+  }
+  auto logical = out.first(v.header.logical_size);
+  if (v.header.format == codec::payload_format::none) {
+    std::memcpy(logical.data(), v.payload.data(), logical.size());
+  } else if (auto st = s.ws.decompress(v.header.format, v.payload, logical); st != codec::status::ok) {
+    return bad("payload does not decode");
+  }
+  if (auto fe = format::verify_logical(v.header, logical); fe != format::frame_error::ok) return bad(format::to_string(fe));
+  len = v.header.logical_size;
+  return {};
+}
+
+std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) {
+  got = 0;
+  if (!container_) return io_->pread(out, off, got);
+  std::shared_lock layout(layout_);
+  std::uint64_t sz;
+  {
+    std::lock_guard lk(m_);
+    sz = size_;
+  }
+  if (off >= sz || out.empty()) return {};
+  const std::uint64_t n = std::min<std::uint64_t>(out.size(), sz - off);
+  const std::uint64_t end = off + n;
+  for (std::uint64_t i = off >> shift_; (i << shift_) < end; ++i) {
+    const std::uint64_t start = i << shift_;
+    const auto a = static_cast<std::uint32_t>(std::max(off, start) - start);
+    const auto b = static_cast<std::uint32_t>(std::min<std::uint64_t>(end, start + rs_) - start);
+    auto dst = out.subspan(start + a - off, b - a);
+    std::shared_lock rec(stripe(i));
+    const std::byte* dirty_buf = nullptr;
+    entry en;
+    {
+      std::lock_guard lk(m_);
+      if (auto it = dirty_.find(i); it != dirty_.end()) {
+        dirty_buf = it->second.buf.get();
+      } else if (i < map_.size()) {
+        en = map_[i];
+      }
+    }
+    if (dirty_buf != nullptr) {
+      std::memcpy(dst.data(), dirty_buf + a, dst.size());
+    } else if (en.e.hole()) {
+      std::memset(dst.data(), 0, dst.size());
+    } else {
+      bool hit = false;
+      {
+        std::lock_guard lk(cache_m_);
+        for (auto& c : cache_) {
+          if (c.index != i) continue;
+          const std::uint32_t have = std::min(c.len, b);
+          if (have > a) std::memcpy(dst.data(), c.buf.get() + a, have - a);
+          if (b > std::max(have, a)) std::memset(dst.data() + (std::max(have, a) - a), 0, b - std::max(have, a));
+          c.used = ++cache_clock_;
+          hit = true;
+          break;
+        }
+      }
+      if (hit) {
+        cache_hits_.fetch_add(1, std::memory_order_relaxed);
+      } else if (a == 0 && b == rs_) {
+        // The whole record is wanted: decode straight into the caller's buffer.
+        std::uint32_t len = 0;
+        if (auto ec = read_record(i, en, dst, len)) return ec;
+        std::memset(dst.data() + len, 0, dst.size() - len);
+      } else {
+        auto& s = thread_scratch();
+        if (s.record.size() < rs_) s.record.resize(rs_);
+        std::uint32_t len = 0;
+        if (auto ec = read_record(i, en, std::span(s.record).first(rs_), len)) return ec;
+        std::memset(s.record.data() + len, 0, rs_ - len);
+        std::memcpy(dst.data(), s.record.data() + a, dst.size());
+        if (o_.cache_records > 0) {
+          std::lock_guard lk(cache_m_);
+          if (cache_.size() < o_.cache_records) cache_.push_back(cached{});
+          auto victim = std::min_element(cache_.begin(), cache_.end(),
+                                         [](const cached& x, const cached& y) { return x.used < y.used; });
+          if (!victim->buf) victim->buf.reset(new std::byte[rs_]);
+          std::memcpy(victim->buf.get(), s.record.data(), len);
+          victim->index = i;
+          victim->len = len;
+          victim->used = ++cache_clock_;
+        }
+      }
+    }
+    got += dst.size();
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old) {
+  entry en;
+  std::unique_ptr<std::byte[]> buf;
+  {
+    std::lock_guard lk(m_);
+    if (auto it = dirty_.find(index); it != dirty_.end()) {
+      d = &it->second;
+      return {};
+    }
+    if (index < map_.size()) en = map_[index];
+    buf = take_buffer();
+  }
+  std::uint32_t len = 0;
+  if (need_old && !en.e.hole()) {
+    rmw_reads_.fetch_add(1, std::memory_order_relaxed);
+    if (auto ec = read_record(index, en, std::span(buf.get(), rs_), len)) {
+      std::lock_guard lk(m_);
+      give_buffer(std::move(buf));
+      return ec;
+    }
+  }
+  std::memset(buf.get() + len, 0, rs_ - len);
+  std::lock_guard lk(m_);
+  auto [it, _] = dirty_.emplace(index, dirty{std::move(buf), 0, 0, false});
+  d = &it->second;
+  return {};
+}
+
+std::error_code file::write_into(std::uint64_t index, std::uint32_t at, std::span<const iovec> in, std::size_t skip,
+                                 std::size_t n) {
+  std::uint32_t cur_len;
+  {
+    std::lock_guard lk(m_);
+    cur_len = record_len_locked(index);
+  }
+  dirty* d = nullptr;
+  const bool covers = at == 0 && n >= cur_len;
+  if (auto ec = make_dirty(index, d, !covers)) return ec;
+  // Gather the caller's bytes [skip, skip + n) into the record at `at`.
+  std::byte* dst = d->buf.get() + at;
+  std::size_t left = n;
+  for (const auto& v : in) {
+    if (left == 0) break;
+    if (skip >= v.iov_len) {
+      skip -= v.iov_len;
+      continue;
+    }
+    const std::size_t take = std::min(v.iov_len - skip, left);
+    std::memcpy(dst, static_cast<const std::byte*>(v.iov_base) + skip, take);
+    dst += take;
+    left -= take;
+    skip = 0;
+  }
+  const auto end = static_cast<std::uint32_t>(at + n);
+  std::lock_guard lk(m_);
+  const bool was_whole = d->whole;
+  if (covers || d->hi == d->lo) {
+    d->lo = at, d->hi = end;
+  } else if (at <= d->hi && end >= d->lo) {
+    d->lo = std::min(d->lo, at), d->hi = std::max(d->hi, end);
+  }
+  d->whole = d->whole || (d->lo == 0 && d->hi == rs_);
+  if (d->whole && !was_whole) ++whole_dirty_;
+  size_ = std::max(size_, (index << shift_) + end);
+  ++change_seq_;
+  return {};
+}
+
+std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
+  const std::size_t total = codec::total_size(in);
+  if (!container_) return io_->pwritev(in, off);
+  if (total == 0) return {};
+  if (off > format::max_container_size || total > format::max_container_size - off) {
+    return std::make_error_code(std::errc::file_too_large);
+  }
+  bool write_back = false;
+  {
+    std::shared_lock layout(layout_);
+    {
+      std::lock_guard lk(m_);
+      if (failed_) return eio();
+    }
+    const std::uint64_t end = off + total;
+    std::size_t done = 0;
+    for (std::uint64_t i = off >> shift_; (i << shift_) < end; ++i) {
+      const std::uint64_t start = i << shift_;
+      const auto a = static_cast<std::uint32_t>(std::max(off, start) - start);
+      const auto b = static_cast<std::uint32_t>(std::min<std::uint64_t>(end, start + rs_) - start);
+      {
+        std::unique_lock rec(stripe(i));
+        if (auto ec = write_into(i, a, in, done, b - a)) return ec;
+        drop_cache(i);
+      }
+      done += b - a;
+    }
+    std::lock_guard lk(m_);
+    write_back = whole_dirty_ >= batch_ || dirty_.size() > o_.max_dirty_records;
+  }
+  if (write_back) {
+    std::shared_lock layout(layout_);
+    return flush_some(false);
+  }
+  return {};
+}
+
+std::error_code file::flush_some(bool all) {
+  std::lock_guard fl(flush_m_);
+  for (;;) {
+    std::vector<std::uint64_t> pick;
+    {
+      std::lock_guard lk(m_);
+      if (failed_) return eio();
+      const bool over = dirty_.size() > o_.max_dirty_records;
+      if (!all && !over && whole_dirty_ < batch_) return {};
+      for (auto& [i, d] : dirty_) {
+        if (all || over || d.whole) pick.push_back(i);
+      }
+      if (pick.empty()) return {};
+      std::sort(pick.begin(), pick.end());
+      if (pick.size() > batch_) pick.resize(batch_);
+    }
+    if (auto ec = write_batch(pick)) return ec;
+  }
+}
+
+std::error_code file::write_batch(std::span<const std::uint64_t> indices) {
+  const std::size_t n = indices.size();
+  // Stripes, in ascending stripe order, each once (two records of a batch may share one).
+  std::vector<std::size_t> stripes;
+  for (auto i : indices) stripes.push_back(i % stripes_.size());
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  for (auto s : stripes) stripes_[s].lock();
+  struct unlock_all {
+    file* f;
+    std::vector<std::size_t>& s;
+    ~unlock_all() {
+      for (auto it = s.rbegin(); it != s.rend(); ++it) f->stripes_[*it].unlock();
+    }
+  } unlocker{this, stripes};
+
+  while (frame_bufs_.size() < n) frame_bufs_.emplace_back(new std::byte[frame_header_size + rs_]);
+  std::vector<engine::record> recs(n);
+  std::vector<iovec> in(n);
+  std::vector<std::byte*> bufs(n);
+  {
+    std::lock_guard lk(m_);
+    for (std::size_t k = 0; k < n; ++k) {
+      auto it = dirty_.find(indices[k]);
+      bufs[k] = it->second.buf.get();
+      in[k] = iovec{bufs[k], record_len_locked(indices[k])};
+    }
+  }
+  for (std::size_t k = 0; k < n; ++k) {
+    recs[k].in = std::span(&in[k], 1);
+    recs[k].payload = std::span(frame_bufs_[k].get() + frame_header_size, rs_);
+  }
+  if (o_.eng != nullptr) {
+    o_.eng->compress(recs, &learning_);
+  } else {
+    for (auto& r : recs) r.result = engine::is_zero(r.in) ? engine::outcome::hole : engine::outcome::raw;
+  }
+
+  // Frames: header in front of the payload, or in front of the record's own bytes when raw.
+  std::vector<format::map_entry> fresh(n);
+  std::vector<std::array<iovec, 2>> parts(n);
+  std::vector<int> nparts(n, 0);
+  for (std::size_t k = 0; k < n; ++k) {
+    auto& r = recs[k];
+    if (r.result == engine::outcome::hole || in[k].iov_len == 0) continue;
+    std::byte* fb = frame_bufs_[k].get();
+    format::frame_header h;
+    h.logical_size = static_cast<std::uint32_t>(in[k].iov_len);
+    h.logical_hash = format::hash(std::span(static_cast<const std::byte*>(in[k].iov_base), in[k].iov_len));
+    if (r.result == engine::outcome::compressed) {
+      h.format = r.spec.format;
+      h.producer = r.producer;
+      h.level = static_cast<std::int8_t>(r.spec.level);
+      h.physical_size = static_cast<std::uint32_t>(r.payload_size);
+      format::seal_frame(h, std::span(fb, frame_header_size + r.payload_size));
+      parts[k][0] = iovec{fb, frame_header_size + r.payload_size};
+      nparts[k] = 1;
+    } else {
+      h.physical_size = h.logical_size;
+      format::seal_frame(h, std::span(fb, frame_header_size));
+      parts[k][0] = iovec{fb, frame_header_size};
+      parts[k][1] = in[k];
+      nparts[k] = 2;
+    }
+    fresh[k].length = static_cast<std::uint32_t>(frame_header_size + h.physical_size);
+    fresh[k].format = h.format;
+    fresh[k].producer = h.producer;
+    fresh[k].payload_hash = h.format == codec::payload_format::none ? h.logical_hash
+                                                                    : format::hash(std::span(fb + frame_header_size, h.physical_size));
+  }
+  std::uint64_t alloc_gen;
+  {
+    std::lock_guard lk(m_);
+    if (auto ec = materialize_locked()) return ec;
+    alloc_gen = cur_gen_;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (nparts[k] != 0) fresh[k].offset = space_.allocate(fresh[k].length);
+    }
+  }
+  // One pwritev per run of adjacent extents (a batch appended at the end is one write).
+  std::vector<std::size_t> order;
+  for (std::size_t k = 0; k < n; ++k) {
+    if (nparts[k] != 0) order.push_back(k);
+  }
+  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return fresh[x].offset < fresh[y].offset; });
+  std::error_code ec;
+  std::vector<iovec> run;
+  std::uint64_t run_off = 0, run_end = 0, high = 0;
+  auto issue = [&] {
+    if (run.empty() || ec) return;
+    ec = io_->pwritev(run, run_off);
+    run.clear();
+  };
+  for (auto k : order) {
+    if (run.empty() || fresh[k].offset != run_end || run.size() + 2 > 512) {
+      issue();
+      run_off = fresh[k].offset;
+    }
+    for (int p = 0; p < nparts[k]; ++p) run.push_back(parts[k][p]);
+    run_end = fresh[k].offset + fresh[k].length;
+    high = std::max(high, run_end);
+  }
+  issue();
+
+  std::lock_guard lk(m_);
+  if (ec) {
+    for (auto k : order) release_locked(fresh[k].offset, fresh[k].length);
+    report("writing records: " + ec.message());
+    return ec;
+  }
+  backing_len_ = std::max(backing_len_, high);
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::uint64_t i = indices[k];
+    set_entry_locked(i, fresh[k], alloc_gen);
+    auto it = dirty_.find(i);
+    if (it->second.whole) --whole_dirty_;
+    give_buffer(std::move(it->second.buf));
+    dirty_.erase(it);
+  }
+  ++change_seq_;
+  flushes_.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+void file::release_locked(std::uint64_t off, std::uint64_t len) {
+  const auto [foff, flen] = space_.release(off, len);
+  if (foff >= space_.end()) return;  // the free tail: cut off at the next commit
+  // Give the whole blocks inside the free extent back to the file system, before anyone can
+  // allocate them again (a punch after reuse would destroy new data).
+  const std::uint64_t a = (foff + block - 1) / block * block, b = (foff + flen) / block * block;
+  if (b > a) (void)io_->punch(a, b - a);
+}
+
+void file::free_extent_locked(const entry& en) {
+  if (!en.e.frame()) return;
+  live_frames_ -= en.e.length;
+  // Allocated since the last snapshot: no committed or committing map names it.
+  if (en.alloc_gen == cur_gen_) {
+    release_locked(en.e.offset, en.e.length);
+  } else {
+    deferred_.push_back({en.e.offset, en.e.length, cur_gen_});
+  }
+}
+
+void file::set_entry_locked(std::uint64_t index, const format::map_entry& e, std::uint64_t alloc_gen) {
+  if (index >= map_.size()) {
+    if (e.hole()) return;
+    map_.resize(index + 1);
+  }
+  free_extent_locked(map_[index]);
+  map_[index] = entry{e, alloc_gen};
+  if (e.frame()) live_frames_ += e.length;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size and holes
+
+std::error_code file::truncate(std::uint64_t size) {
+  if (!container_) {
+    if (size == 0 && o_.convert_plain) {
+      if (auto ec = io_->truncate(0)) return ec;
+      return init_empty();
+    }
+    return io_->truncate(size);
+  }
+  if (size > format::max_container_size) return std::make_error_code(std::errc::file_too_large);
+  std::unique_lock layout(layout_);
+  std::uint64_t old;
+  {
+    std::lock_guard lk(m_);
+    if (failed_) return eio();
+    old = size_;
+  }
+  if (size < old) {
+    // The record that now ends the file keeps no bytes past the new end: they would come back
+    // as old data when the file grows again.
+    const std::uint64_t b = size >> shift_;
+    const auto cut = static_cast<std::uint32_t>(size & (rs_ - 1));
+    if (cut != 0) {
+      dirty* d = nullptr;
+      if (auto ec = make_dirty(b, d, true); ec && ec != std::errc::io_error) return ec;
+      if (d != nullptr) std::memset(d->buf.get() + cut, 0, rs_ - cut);
+    }
+    std::lock_guard lk(m_);
+    const std::uint64_t keep = (size + rs_ - 1) >> shift_;
+    for (auto it = dirty_.begin(); it != dirty_.end();) {
+      if (it->first >= keep) {
+        if (it->second.whole) --whole_dirty_;
+        give_buffer(std::move(it->second.buf));
+        it = dirty_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (cut != 0) {
+      if (auto it = dirty_.find(b); it != dirty_.end() && it->second.whole) it->second.whole = false, --whole_dirty_;
+    }
+    for (std::uint64_t i = keep; i < map_.size(); ++i) free_extent_locked(map_[i]);
+    if (map_.size() > keep) map_.resize(keep);
+    size_ = size;
+    ++change_seq_;
+  } else if (size > old) {
+    std::lock_guard lk(m_);
+    size_ = size;
+    ++change_seq_;
+  }
+  std::lock_guard lk(cache_m_);
+  for (auto& c : cache_) {
+    if (c.index != ~std::uint64_t{0} && c.index >= (size >> shift_)) c.index = ~std::uint64_t{0};
+  }
+  return {};
+}
+
+std::error_code file::zero_records(std::uint64_t off, std::uint64_t len) {
+  const std::uint64_t end = off + len;
+  for (std::uint64_t i = off >> shift_; (i << shift_) < end; ++i) {
+    const std::uint64_t start = i << shift_;
+    const auto a = static_cast<std::uint32_t>(std::max(off, start) - start);
+    const auto b = static_cast<std::uint32_t>(std::min<std::uint64_t>(end, start + rs_) - start);
+    std::uint32_t cur;
+    {
+      std::lock_guard lk(m_);
+      cur = record_len_locked(i);
+    }
+    drop_cache(i);
+    if (a == 0 && b >= cur) {
+      std::lock_guard lk(m_);
+      if (auto it = dirty_.find(i); it != dirty_.end()) {
+        if (it->second.whole) --whole_dirty_;
+        give_buffer(std::move(it->second.buf));
+        dirty_.erase(it);
+      }
+      if (i < map_.size()) set_entry_locked(i, format::map_entry{}, cur_gen_);
+      ++change_seq_;
+      continue;
+    }
+    dirty* d = nullptr;
+    if (auto ec = make_dirty(i, d, true)) return ec;
+    std::memset(d->buf.get() + a, 0, b - a);
+    std::lock_guard lk(m_);
+    ++change_seq_;
+  }
+  return {};
+}
+
+std::error_code file::punch_hole(std::uint64_t off, std::uint64_t len) {
+  if (!container_) return io_->punch(off, len);
+  std::unique_lock layout(layout_);
+  std::uint64_t sz;
+  {
+    std::lock_guard lk(m_);
+    if (failed_) return eio();
+    sz = size_;
+  }
+  if (off >= sz || len == 0) return {};
+  return zero_records(off, std::min(len, sz - off));
+}
+
+std::error_code file::zero_range(std::uint64_t off, std::uint64_t len, bool keep_size) {
+  if (off > format::max_container_size || len > format::max_container_size - off) {
+    return std::make_error_code(std::errc::file_too_large);
+  }
+  if (!container_) {
+    if (auto ec = io_->punch(off, len)) return ec;
+    std::uint64_t sz = 0;
+    if (auto ec = io_->size(sz)) return ec;
+    return !keep_size && off + len > sz ? io_->truncate(off + len) : std::error_code{};
+  }
+  std::unique_lock layout(layout_);
+  std::uint64_t sz;
+  {
+    std::lock_guard lk(m_);
+    if (failed_) return eio();
+    sz = size_;
+  }
+  if (off < sz) {
+    if (auto ec = zero_records(off, std::min(len, sz - off))) return ec;
+  }
+  if (!keep_size && off + len > sz) {
+    std::lock_guard lk(m_);
+    size_ = off + len;
+    ++change_seq_;
+  }
+  return {};
+}
+
+std::error_code file::allocate(std::uint64_t off, std::uint64_t len, bool keep_size) {
+  if (!container_) return io_->allocate(off, len, keep_size);
+  if (off > format::max_container_size || len > format::max_container_size - off) {
+    return std::make_error_code(std::errc::file_too_large);
+  }
+  // Compressed sizes are unknown until the data is written: the range is not reserved on the
+  // backing file system, and compression stays on for it (docs/STORE.md).
+  std::unique_lock layout(layout_);
+  std::lock_guard lk(m_);
+  if (failed_) return eio();
+  if (!keep_size && off + len > size_) size_ = off + len, ++change_seq_;
+  return {};
+}
+
+std::error_code file::seek(std::uint64_t off, int whence, std::uint64_t& out) {
+  if (!container_) return io_->seek(off, whence, out);
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return std::make_error_code(std::errc::invalid_argument);
+  std::shared_lock layout(layout_);
+  std::lock_guard lk(m_);
+  if (off >= size_) return std::make_error_code(std::errc::no_such_device_or_address);
+  const std::uint64_t last = (size_ - 1) >> shift_;
+  for (std::uint64_t i = off >> shift_; i <= last; ++i) {
+    const bool data = dirty_.count(i) != 0 || (i < map_.size() && !map_[i].e.hole());
+    if (data == (whence == SEEK_DATA)) {
+      out = std::max(off, i << shift_);
+      return {};
+    }
+    // Past the map there is nothing but holes.
+    if (whence == SEEK_DATA && i >= map_.size()) {
+      bool any = false;
+      for (auto& [j, d] : dirty_) any = any || j >= i;
+      if (!any) break;
+    }
+  }
+  if (whence == SEEK_HOLE) {
+    out = size_;
+    return {};
+  }
+  return std::make_error_code(std::errc::no_such_device_or_address);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durability
+
+std::error_code file::flush() {
+  if (!container_) return {};
+  std::shared_lock layout(layout_);
+  return flush_some(true);
+}
+
+std::error_code file::sync() {
+  if (!container_) return io_->sync();
+  std::lock_guard cm(commit_m_);
+  bool over = false;
+  {
+    std::shared_lock layout(layout_);
+    if (auto ec = flush_some(true)) return ec;
+    if (auto ec = commit_locked()) return ec;
+    std::lock_guard lk(m_);
+    std::uint64_t pending = 0;
+    for (auto& d : deferred_) pending += d.len;
+    over = o_.compact && space_.end() > 2 * (live_frames_ + 2 * map_len_ + pending) + container_header_size + o_.compact_slack;
+  }
+  if (over) {
+    std::unique_lock layout(layout_);
+    return compact();
+  }
+  return {};
+}
+
+std::error_code file::commit_locked() {
+  std::vector<format::map_entry> snap;
+  format::container_slot slot;
+  std::uint64_t seq, new_off[2] = {0, 0}, mlen = 0;
+  {
+    std::lock_guard lk(m_);
+    if (failed_) return eio();
+    if (change_seq_ == committed_seq_) return {};
+    if (auto ec = materialize_locked()) return ec;
+    seq = change_seq_;
+    slot.generation = cur_gen_++;
+    slot.record_shift = static_cast<std::uint8_t>(shift_);
+    slot.logical_size = size_;
+    std::size_t n = map_.size();
+    while (n > 0 && map_[n - 1].e.hole()) --n;
+    // Lost records stay lost in every later generation: they must never come back as zeros.
+    snap.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) snap.push_back(map_[i].e);
+    slot.map_records = static_cast<std::uint32_t>(n);
+    if (n > 0) {
+      mlen = format::map_bytes(n);
+      new_off[0] = space_.allocate(mlen);
+      new_off[1] = space_.allocate(mlen);
+    }
+    slot.map_offset[0] = new_off[0];
+    slot.map_offset[1] = new_off[1];
+  }
+  auto fail = [&](std::error_code ec) {
+    std::lock_guard lk(m_);
+    // Whether the slot reached the disk is unknown: nothing may be reused or written any more.
+    failed_ = ec;
+    report("commit of generation " + std::to_string(slot.generation) + " failed (" + ec.message() +
+           "); the file refuses changes until it is reopened");
+    return eio();
+  };
+  if (mlen > 0) {
+    std::vector<std::byte> buf(mlen);
+    format::encode_map(snap, slot.generation, buf);
+    iovec v{buf.data(), buf.size()};
+    if (auto ec = io_->pwritev({&v, 1}, new_off[0])) return fail(ec);
+    if (auto ec = io_->pwritev({&v, 1}, new_off[1])) return fail(ec);
+  }
+  // Frames and map first, then the slot that names them.
+  if (auto ec = io_->sync()) return fail(ec);
+  std::array<std::byte, slot_size> sb{};
+  format::encode_slot(slot, sb);
+  if (auto ec = io_->pwrite(sb, ((slot.generation + 1) % 2) * slot_size)) return fail(ec);
+  if (auto ec = io_->sync()) return fail(ec);
+
+  std::lock_guard lk(m_);
+  durable_gen_ = slot.generation;
+  committed_seq_ = seq;
+  backing_len_ = std::max({backing_len_, new_off[0] + mlen, new_off[1] + mlen});
+  // The previous map and every extent the new generation no longer names are free now.
+  if (map_len_ > 0) {
+    release_locked(map_off_[0], map_len_);
+    release_locked(map_off_[1], map_len_);
+  }
+  map_off_[0] = new_off[0];
+  map_off_[1] = new_off[1];
+  map_len_ = mlen;
+  auto keep = std::partition(deferred_.begin(), deferred_.end(), [&](const deferred_free& d) { return d.gen_needed > durable_gen_; });
+  for (auto it = keep; it != deferred_.end(); ++it) release_locked(it->off, it->len);
+  deferred_.erase(keep, deferred_.end());
+  if (space_.end() < backing_len_) {
+    if (!io_->truncate(space_.end())) backing_len_ = space_.end();
+  }
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+std::error_code file::compact() {
+  // Two moves, each committed: every live frame to fresh space past the end (so the old
+  // places can be freed without ever overwriting a committed frame), then back down into the
+  // now empty front of the file. Costs two copies of the live data; runs only when the file has
+  // grown past twice its live bytes.
+  for (int phase = 0; phase < 2; ++phase) {
+    std::vector<std::pair<std::uint64_t, format::map_entry>> frames;
+    {
+      std::lock_guard lk(m_);
+      if (failed_) return eio();
+      for (std::uint64_t i = 0; i < map_.size(); ++i) {
+        if (map_[i].e.frame()) frames.emplace_back(i, map_[i].e);
+      }
+    }
+    std::sort(frames.begin(), frames.end(), [](auto& x, auto& y) { return x.second.offset < y.second.offset; });
+    std::vector<std::byte> buf;
+    for (auto& [i, e] : frames) {
+      buf.resize(e.length);
+      if (auto ec = io_->pread_exact(buf, e.offset)) return ec;
+      std::uint64_t to, gen;
+      {
+        std::lock_guard lk(m_);
+        to = phase == 0 ? space_.allocate_at_end(e.length) : space_.allocate(e.length);
+        gen = cur_gen_;
+      }
+      if (auto ec = io_->pwrite(buf, to)) {
+        std::lock_guard lk(m_);
+        release_locked(to, e.length);
+        return ec;
+      }
+      std::lock_guard lk(m_);
+      backing_len_ = std::max(backing_len_, to + e.length);
+      auto moved = e;
+      moved.offset = to;
+      set_entry_locked(i, moved, gen);
+      ++change_seq_;
+    }
+    if (auto ec = commit_locked()) return ec;
+  }
+  compactions_.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Information
+
+std::uint64_t file::size() const noexcept {
+  if (!container_) {
+    std::uint64_t s = 0;
+    return io_->size(s) ? 0 : s;
+  }
+  std::lock_guard lk(m_);
+  return size_;
+}
+
+std::uint64_t file::physical_size() const noexcept {
+  std::uint64_t s = 0;
+  return io_->allocated(s) ? 0 : s;
+}
+
+file_stats file::stats() const {
+  file_stats st;
+  st.commits = commits_.load();
+  st.compactions = compactions_.load();
+  st.flushes = flushes_.load();
+  st.rmw_reads = rmw_reads_.load();
+  st.cache_hits = cache_hits_.load();
+  st.damaged_reads = damaged_reads_.load();
+  if (!container_) {
+    st.logical_size = size();
+    (void)io_->size(st.container_size);
+    st.live_bytes = st.container_size;
+    return st;
+  }
+  std::lock_guard lk(m_);
+  st.logical_size = size_;
+  st.container_size = space_.end();
+  st.live_bytes = live_frames_ + 2 * map_len_ + container_header_size;
+  st.dirty = dirty_.size();
+  const std::uint64_t records = (size_ + rs_ - 1) >> shift_;
+  st.records = records;
+  for (std::uint64_t i = 0; i < records; ++i) {
+    if (i >= map_.size() || map_[i].e.hole()) {
+      ++st.holes;
+      continue;
+    }
+    if (map_[i].e.lost()) {
+      ++st.damaged;
+    } else if (map_[i].e.format == codec::payload_format::none) {
+      ++st.raw;
+    } else {
+      ++st.per_format[static_cast<std::size_t>(map_[i].e.format)];
+    }
+  }
+  return st;
+}
+
+std::error_code file::check(std::vector<damage>& found) {
+  found.clear();
+  if (!container_) return {};
+  std::shared_lock layout(layout_);
+  std::vector<std::byte> rec(rs_);
+  std::size_t n;
+  {
+    std::lock_guard lk(m_);
+    n = map_.size();
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::shared_lock s(stripe(i));
+    entry en;
+    {
+      std::lock_guard lk(m_);
+      if (i >= map_.size()) break;
+      en = map_[i];
+    }
+    if (en.e.hole()) continue;
+    std::string what;
+    std::uint32_t len = 0;
+    if (auto ec = read_record(i, en, rec, len, &what)) found.push_back({i, what.empty() ? ec.message() : what});
+  }
+  return {};
+}
+
+}  // namespace qzfs::store

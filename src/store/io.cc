@@ -1,0 +1,123 @@
+#include "qzfs/store/io.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+
+namespace qzfs::store {
+namespace {
+std::error_code last_error() noexcept { return {errno, std::generic_category()}; }
+}  // namespace
+
+std::error_code io::pread_exact(std::span<std::byte> out, std::uint64_t off) noexcept {
+  std::size_t got = 0;
+  if (auto ec = pread(out, off, got)) return ec;
+  return got == out.size() ? std::error_code{} : std::make_error_code(std::errc::io_error);
+}
+
+fd_io::~fd_io() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::error_code fd_io::pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept {
+  got = 0;
+  while (got < out.size()) {
+    const ssize_t n = ::pread(fd_, out.data() + got, out.size() - got, static_cast<off_t>(off + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return last_error();
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+std::error_code fd_io::pwritev(std::span<const iovec> in, std::uint64_t off) noexcept {
+  // Short writes are possible (signals, a full disk): continue from where the last one ended.
+  std::size_t first = 0, skip = 0;
+  while (first < in.size()) {
+    iovec local[64];
+    int n = 0;
+    for (std::size_t i = first; i < in.size() && n < 64; ++i, ++n) {
+      local[n] = in[i];
+      if (i == first) {
+        local[n].iov_base = static_cast<char*>(local[n].iov_base) + skip;
+        local[n].iov_len -= skip;
+      }
+    }
+    const ssize_t w = ::pwritev(fd_, local, n, static_cast<off_t>(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return last_error();
+    }
+    if (w == 0) return std::make_error_code(std::errc::no_space_on_device);
+    off += static_cast<std::uint64_t>(w);
+    auto left = static_cast<std::size_t>(w);
+    while (first < in.size() && left >= in[first].iov_len - skip) {
+      left -= in[first].iov_len - skip;
+      skip = 0;
+      ++first;
+    }
+    skip += left;
+  }
+  return {};
+}
+
+std::error_code fd_io::sync() noexcept { return ::fdatasync(fd_) == 0 ? std::error_code{} : last_error(); }
+
+std::error_code fd_io::truncate(std::uint64_t size) noexcept {
+  return ::ftruncate(fd_, static_cast<off_t>(size)) == 0 ? std::error_code{} : last_error();
+}
+
+std::error_code fd_io::punch(std::uint64_t off, std::uint64_t len) noexcept {
+  if (len == 0) return {};
+  return ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) == 0
+             ? std::error_code{}
+             : last_error();
+}
+
+std::error_code fd_io::allocate(std::uint64_t off, std::uint64_t len, bool keep_size) noexcept {
+  return ::fallocate(fd_, keep_size ? FALLOC_FL_KEEP_SIZE : 0, static_cast<off_t>(off), static_cast<off_t>(len)) == 0
+             ? std::error_code{}
+             : last_error();
+}
+
+std::error_code fd_io::size(std::uint64_t& out) noexcept {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return last_error();
+  out = static_cast<std::uint64_t>(st.st_size);
+  return {};
+}
+
+std::error_code fd_io::allocated(std::uint64_t& out) noexcept {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return last_error();
+  out = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  return {};
+}
+
+std::error_code fd_io::seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept {
+  const off_t r = ::lseek(fd_, static_cast<off_t>(off), whence);
+  if (r < 0) return last_error();
+  out = static_cast<std::uint64_t>(r);
+  return {};
+}
+
+std::error_code open_fd_io(int dirfd, const char* path, int extra_flags, unsigned mode, std::unique_ptr<io>& out) noexcept {
+  const int fd = ::openat(dirfd, path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra_flags, mode);
+  if (fd < 0) return last_error();
+  try {
+    out = std::make_unique<fd_io>(fd);
+  } catch (...) {
+    ::close(fd);
+    return std::make_error_code(std::errc::not_enough_memory);
+  }
+  return {};
+}
+
+}  // namespace qzfs::store

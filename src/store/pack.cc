@@ -1,0 +1,97 @@
+// pack_file: a plain file rewritten as a container, atomically (new file, sync, rename).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "qzfs/format/container.h"
+#include "qzfs/store/file.h"
+
+namespace qzfs::store {
+namespace {
+
+std::error_code last_error() { return {errno, std::generic_category()}; }
+
+// Extended attributes go with the data (user.*, and trusted.*/security.* where permitted).
+void copy_xattrs(int from, int to) {
+  std::vector<char> names(65536);
+  const ssize_t n = ::flistxattr(from, names.data(), names.size());
+  if (n <= 0) return;
+  std::vector<char> value(65536);
+  for (ssize_t at = 0; at < n;) {
+    const char* name = names.data() + at;
+    at += static_cast<ssize_t>(std::char_traits<char>::length(name)) + 1;
+    const ssize_t v = ::fgetxattr(from, name, value.data(), value.size());
+    if (v >= 0) (void)::fsetxattr(to, name, value.data(), static_cast<std::size_t>(v), 0);
+  }
+}
+
+}  // namespace
+
+std::error_code pack_file(int dirfd, const char* name, const options& o) {
+  struct stat st {};
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
+  if (!S_ISREG(st.st_mode)) return std::make_error_code(std::errc::invalid_argument);
+  if (st.st_nlink > 1) return std::make_error_code(std::errc::too_many_links);
+  const int src = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (src < 0) return last_error();
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } src_closer{src};
+  std::byte head[format::container_header_size];
+  const ssize_t h = ::pread(src, head, sizeof head, 0);
+  if (h < 0) return last_error();
+  if (format::has_container_magic(std::span(head, static_cast<std::size_t>(h))) ||
+      (h > static_cast<ssize_t>(format::slot_size) &&
+       format::has_container_magic(std::span(head + format::slot_size, static_cast<std::size_t>(h) - format::slot_size)))) {
+    return std::make_error_code(std::errc::file_exists);
+  }
+
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp = ".qzfs-pack." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  const int dst = ::openat(dirfd, tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (dst < 0) return last_error();
+  auto fail = [&](std::error_code ec) {
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+    return ec;
+  };
+  std::unique_ptr<file> f;
+  if (auto ec = file::create(std::make_unique<fd_io>(dst), o, f)) return fail(ec);  // the io owns dst now
+  std::vector<std::byte> buf(std::size_t{f->record_size()} * 8);
+  for (std::uint64_t off = 0;;) {
+    const ssize_t n = ::pread(src, buf.data(), buf.size(), static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(last_error());
+    }
+    if (n == 0) break;
+    if (auto ec = f->pwrite(std::span(buf).first(static_cast<std::size_t>(n)), off)) return fail(ec);
+    off += static_cast<std::uint64_t>(n);
+  }
+  if (f->size() != static_cast<std::uint64_t>(st.st_size)) return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
+  if (auto ec = f->sync()) return fail(ec);
+  copy_xattrs(src, dst);
+  if (::fchown(dst, st.st_uid, st.st_gid) != 0 && errno != EPERM) return fail(last_error());
+  if (::fchmod(dst, st.st_mode & 07777) != 0) return fail(last_error());
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::futimens(dst, times) != 0) return fail(last_error());
+  if (::fsync(dst) != 0) return fail(last_error());
+  // The file changed while it was packed: keep the original.
+  struct stat now {};
+  if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
+      now.st_size != st.st_size) {
+    return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
+  }
+  f.reset();
+  if (::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) return fail(last_error());
+  (void)::fsync(dirfd);
+  return {};
+}
+
+}  // namespace qzfs::store

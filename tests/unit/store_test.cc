@@ -1,0 +1,561 @@
+// The record store: containers through the real engine and codecs, on a memory disk that can
+// crash and on real files. A model (a plain byte vector) is the reference for every byte read.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "mem_io.h"
+#include "qzfs/engine/engine.h"
+#include "qzfs/format/container.h"
+#include "qzfs/format/frame.h"
+#include "qzfs/store/file.h"
+#include "test_data.h"
+
+namespace qzfs::store {
+namespace {
+
+using test::crash_plan;
+using test::mem_disk;
+using test::mem_io;
+
+constexpr std::uint32_t KiB = 1024;
+
+// One CPU pool for every test; an engine per policy over it.
+struct rig {
+  offload::cpu_backend cpu{{.workers = 2}};
+  offload::scheduler sched{cpu, nullptr};
+  std::vector<std::unique_ptr<engine::engine>> engines;
+  engine::engine& get(const std::string& pol) {
+    engines.push_back(std::make_unique<engine::engine>(sched, engine::engine_options{.pol = *engine::parse_policy(pol)}));
+    return *engines.back();
+  }
+};
+rig& the_rig() {
+  static rig r;
+  return r;
+}
+
+struct log_sink {
+  std::shared_ptr<std::vector<std::string>> lines = std::make_shared<std::vector<std::string>>();
+  std::mutex* m = new std::mutex;  // leaked on purpose: outlives every file that logs to it
+  std::function<void(std::string_view)> fn() {
+    auto l = lines;
+    auto mu = m;
+    return [l, mu](std::string_view s) {
+      std::lock_guard lk(*mu);
+      l->emplace_back(s);
+    };
+  }
+};
+
+options opts(const std::string& pol, std::uint32_t rs, log_sink* sink = nullptr) {
+  options o;
+  o.eng = &the_rig().get(pol);
+  o.record_size = rs;
+  o.name = "test";
+  if (sink != nullptr) o.log = sink->fn();
+  return o;
+}
+
+std::unique_ptr<file> open_mem(std::shared_ptr<mem_disk> d, const options& o, std::shared_ptr<crash_plan> plan = nullptr) {
+  std::unique_ptr<file> f;
+  auto ec = file::open(std::make_unique<mem_io>(std::move(d), std::move(plan)), o, f);
+  EXPECT_FALSE(ec) << ec.message();
+  return f;
+}
+
+std::vector<std::byte> read_all(file& f, std::error_code* err = nullptr) {
+  std::vector<std::byte> out(f.size());
+  std::size_t got = 0;
+  auto ec = f.pread(out, 0, got);
+  if (err != nullptr) {
+    *err = ec;
+  } else {
+    EXPECT_FALSE(ec) << ec.message();
+  }
+  if (!ec) {
+    EXPECT_EQ(got, out.size());
+  }
+  return out;
+}
+
+// Data of a random kind: text, zeros, random bytes, or text with runs of zeros.
+std::vector<std::byte> some_data(std::mt19937_64& rng, std::size_t n) {
+  const auto& text = test::text_source();
+  std::vector<std::byte> v(n);
+  switch (rng() % 4) {
+    case 0: {
+      const std::size_t at = rng() % text.size();
+      for (std::size_t i = 0; i < n; ++i) v[i] = text[(at + i) % text.size()];
+      break;
+    }
+    case 1: break;  // zeros
+    case 2:
+      for (auto& b : v) b = std::byte(rng());
+      break;
+    default: {
+      const std::size_t at = rng() % text.size();
+      for (std::size_t i = 0; i < n; ++i) v[i] = (i / 512) % 3 == 1 ? std::byte{0} : text[(at + i) % text.size()];
+    }
+  }
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Basics, per policy
+
+class store_policy : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(store_policy, round_trip_through_reopen) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts(GetParam(), 16 * KiB);
+  std::vector<std::byte> model;
+  {
+    auto f = open_mem(disk, o);
+    ASSERT_TRUE(f->is_container());
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < 40; ++i) {
+      const std::uint64_t off = rng() % (300 * KiB);
+      auto d = some_data(rng, 1 + rng() % (40 * KiB));
+      ASSERT_FALSE(f->pwrite(d, off));
+      if (model.size() < off + d.size()) model.resize(off + d.size());
+      std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+    }
+    EXPECT_EQ(read_all(*f), model);
+    ASSERT_FALSE(f->sync());
+    EXPECT_EQ(read_all(*f), model);
+  }
+  auto f = open_mem(disk, o);
+  ASSERT_TRUE(f->is_container());
+  EXPECT_EQ(f->size(), model.size());
+  EXPECT_EQ(read_all(*f), model);
+  std::vector<damage> bad;
+  ASSERT_FALSE(f->check(bad));
+  EXPECT_TRUE(bad.empty());
+  const auto st = f->stats();
+  EXPECT_EQ(st.records, (model.size() + 16 * KiB - 1) / (16 * KiB));
+  EXPECT_GT(st.holes + st.raw, 0u);  // zeros and random data were written
+  std::uint64_t compressed = 0;
+  for (auto n : st.per_format) compressed += n;
+  if (GetParam() == "off") {
+    EXPECT_EQ(compressed, 0u);
+  } else {
+    EXPECT_GT(compressed, 0u);
+  }
+}
+
+TEST_P(store_policy, gzip_records_are_standard_members) {
+  if (GetParam().rfind("gzip", 0) != 0) GTEST_SKIP() << "gzip policies only";
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, opts(GetParam(), 64 * KiB));
+  auto text = test::make_data(test::data_class::text, 64 * KiB);
+  ASSERT_FALSE(f->pwrite(text, 0));
+  ASSERT_FALSE(f->sync());
+  // Find the frame after the header and hand its payload to gzip(1).
+  format::frame_view v;
+  bool found = false;
+  for (std::size_t at = format::container_header_size; at + 40 < disk->bytes.size() && !found; ++at) {
+    found = format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok;
+  }
+  ASSERT_TRUE(found);
+  ASSERT_EQ(v.header.format, codec::payload_format::gzip);
+  const auto dir = std::filesystem::temp_directory_path() / ("qzfs-gz-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    FILE* out = std::fopen((dir / "r.gz").c_str(), "wb");
+    std::fwrite(v.payload.data(), 1, v.payload.size(), out);
+    std::fclose(out);
+  }
+  ASSERT_EQ(std::system(("gzip -dc " + (dir / "r.gz").string() + " > " + (dir / "r").string()).c_str()), 0);
+  EXPECT_EQ(test::read_file(dir / "r"), text);
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(policies, store_policy, ::testing::Values("off", "lz4", "gzip-1", "gzip-6", "zstd-3", "auto"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (auto& c : n) c = c == '-' ? '_' : c;
+                           return n;
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// Layout and the bugs other compressing file systems shipped
+
+TEST(store, small_file_costs_a_small_header_not_a_record) {
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, opts("gzip-1", 128 * KiB));
+  auto d = test::make_data(test::data_class::text, 300);
+  ASSERT_FALSE(f->pwrite(d, 0));
+  ASSERT_FALSE(f->sync());
+  // header 128 + one frame (40 + payload) + two map copies of one entry (2 x 40).
+  EXPECT_LE(disk->bytes.size(), 300u + 128 + 40 + 80) << "container of a 300-byte file";
+  EXPECT_EQ(read_all(*f), d);
+}
+
+TEST(store, empty_file_writes_nothing_until_it_has_data) {
+  auto disk = std::make_shared<mem_disk>();
+  {
+    auto f = open_mem(disk, opts("gzip-1", 128 * KiB));
+    EXPECT_TRUE(f->is_container());
+    ASSERT_FALSE(f->sync());
+  }
+  EXPECT_EQ(disk->bytes.size(), 0u);
+}
+
+TEST(store, sequential_page_writes_merge_in_memory) {
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, opts("gzip-1", 128 * KiB));
+  auto d = test::make_data(test::data_class::text, 4 << 20);
+  for (std::size_t off = 0; off < d.size(); off += 4096) {
+    ASSERT_FALSE(f->pwrite(std::span(d).subspan(off, 4096), off));
+  }
+  ASSERT_FALSE(f->sync());
+  const auto st = f->stats();
+  EXPECT_EQ(st.rmw_reads, 0u) << "a page-sized write re-read its record";
+  EXPECT_EQ(st.per_format[1], 32u);
+  EXPECT_LE(disk->writes, 32u / 4 + 8) << "records are written in batches";
+  EXPECT_EQ(read_all(*f), d);
+}
+
+TEST(store, shorter_overwrite_after_truncate_leaves_no_old_tail) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts("gzip-1", 64 * KiB);
+  auto f = open_mem(disk, o);
+  auto big = test::make_data(test::data_class::text, 200 * KiB);
+  ASSERT_FALSE(f->pwrite(big, 0));
+  ASSERT_FALSE(f->sync());
+  ASSERT_FALSE(f->truncate(0));
+  auto small = test::make_data(test::data_class::random, 70 * KiB + 13);
+  ASSERT_FALSE(f->pwrite(small, 0));
+  EXPECT_EQ(read_all(*f), small);
+  // Growing again shows zeros, not the old bytes, before and after a commit and a reopen.
+  ASSERT_FALSE(f->truncate(150 * KiB));
+  auto expect = small;
+  expect.resize(150 * KiB);
+  EXPECT_EQ(read_all(*f), expect);
+  ASSERT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  EXPECT_EQ(read_all(*f), expect);
+  // Shrinking into a committed record, then growing, zeros its tail too.
+  ASSERT_FALSE(f->truncate(10 * KiB + 1));
+  ASSERT_FALSE(f->sync());
+  ASSERT_FALSE(f->truncate(100 * KiB));
+  expect.resize(10 * KiB + 1);
+  expect.resize(100 * KiB);
+  EXPECT_EQ(read_all(*f), expect);
+}
+
+TEST(store, sizes_keep_no_padding) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts("zstd-3", 16 * KiB);
+  {
+    auto f = open_mem(disk, o);
+    auto d = test::make_data(test::data_class::text, 5000);
+    ASSERT_FALSE(f->pwrite(d, 0));
+    ASSERT_FALSE(f->pwrite(d, 12345));
+  }
+  auto f = open_mem(disk, o);
+  EXPECT_EQ(f->size(), 12345u + 5000);
+}
+
+TEST(store, zeros_are_holes_and_seek_finds_data) {
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, opts("gzip-1", 64 * KiB));
+  auto text = test::make_data(test::data_class::text, 64 * KiB);
+  auto zeros = std::vector<std::byte>(64 * KiB);
+  ASSERT_FALSE(f->pwrite(zeros, 0));
+  ASSERT_FALSE(f->pwrite(text, 128 * KiB));
+  ASSERT_FALSE(f->truncate(1 << 20));  // sparse tail
+  ASSERT_FALSE(f->sync());
+  const auto st = f->stats();
+  EXPECT_EQ(st.records, 16u);
+  EXPECT_EQ(st.holes, 15u);
+  EXPECT_LT(disk->bytes.size(), 64u * KiB) << "zeros took space";
+  std::uint64_t at = 0;
+  ASSERT_FALSE(f->seek(0, SEEK_DATA, at));
+  EXPECT_EQ(at, 128u * KiB);
+  ASSERT_FALSE(f->seek(128 * KiB + 5, SEEK_HOLE, at));
+  EXPECT_EQ(at, 192u * KiB);
+  ASSERT_FALSE(f->seek(5, SEEK_HOLE, at));
+  EXPECT_EQ(at, 5u);
+  EXPECT_EQ(f->seek(200 * KiB, SEEK_DATA, at), std::errc::no_such_device_or_address);
+  EXPECT_EQ(f->seek(1 << 20, SEEK_HOLE, at), std::errc::no_such_device_or_address);
+  // Punching the data record makes it a hole and gives its space back.
+  ASSERT_FALSE(f->punch_hole(128 * KiB, 64 * KiB));
+  ASSERT_FALSE(f->sync());
+  EXPECT_EQ(f->stats().holes, 16u);
+  EXPECT_EQ(f->size(), 1u << 20);
+  EXPECT_EQ(read_all(*f), std::vector<std::byte>(1 << 20));
+}
+
+TEST(store, record_sizes_from_4k_to_1m) {
+  for (std::uint32_t rs = 4 * KiB; rs <= 1024 * KiB; rs *= 4) {
+    auto disk = std::make_shared<mem_disk>();
+    const auto o = opts("auto", rs);
+    auto d = test::make_data(test::data_class::binary, 3 * rs + 77);
+    {
+      auto f = open_mem(disk, o);
+      ASSERT_FALSE(f->pwrite(d, 1));
+    }
+    auto other = opts("auto", 8 * KiB);  // the record size is the file's, not the opener's
+    auto f = open_mem(disk, other);
+    EXPECT_EQ(f->record_size(), rs);
+    auto back = read_all(*f);
+    ASSERT_EQ(back.size(), d.size() + 1) << rs;
+    EXPECT_TRUE(std::equal(d.begin(), d.end(), back.begin() + 1)) << rs;
+  }
+  auto bad = opts("auto", 3000);
+  std::unique_ptr<file> f;
+  EXPECT_EQ(file::create(std::make_unique<mem_io>(std::make_shared<mem_disk>()), bad, f), std::errc::invalid_argument);
+}
+
+TEST(store, opening_reads_only_the_header_and_the_map) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts("lz4", 4 * KiB);
+  {
+    auto f = open_mem(disk, o);
+    std::mt19937_64 rng(3);
+    // A long history: 300 commits of overwrites.
+    for (int i = 0; i < 300; ++i) {
+      auto d = some_data(rng, 4 * KiB);
+      ASSERT_FALSE(f->pwrite(d, (rng() % 64) * 4 * KiB));
+      ASSERT_FALSE(f->sync());
+    }
+  }
+  disk->bytes_read = 0;
+  auto f = open_mem(disk, o);
+  EXPECT_LE(disk->bytes_read, format::container_header_size + format::map_bytes(64));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain files in the backing directory
+
+struct temp_dir {
+  std::filesystem::path path;
+  int fd = -1;
+  temp_dir() {
+    char tmpl[] = "/tmp/qzfs-store-XXXXXX";
+    path = mkdtemp(tmpl);
+    fd = ::open(path.c_str(), O_DIRECTORY | O_RDONLY);
+  }
+  ~temp_dir() {
+    ::close(fd);
+    std::filesystem::remove_all(path);
+  }
+  void put(const char* name, const std::vector<std::byte>& d) const {
+    FILE* f = std::fopen((path / name).c_str(), "wb");
+    std::fwrite(d.data(), 1, d.size(), f);
+    std::fclose(f);
+  }
+  std::unique_ptr<file> open(const char* name, const options& o) const {
+    std::unique_ptr<io> backing;
+    EXPECT_FALSE(open_fd_io(fd, name, O_CREAT, 0644, backing));
+    std::unique_ptr<file> f;
+    EXPECT_FALSE(file::open(std::move(backing), o, f));
+    return f;
+  }
+};
+
+TEST(store_plain, existing_files_stay_as_they_are) {
+  temp_dir dir;
+  auto d = test::make_data(test::data_class::text, 100 * KiB);
+  dir.put("plain", d);
+  const auto o = opts("gzip-1", 64 * KiB);
+  {
+    auto f = dir.open("plain", o);
+    ASSERT_FALSE(f->is_container());
+    EXPECT_EQ(read_all(*f), d);
+    auto patch = test::make_data(test::data_class::random, 5000);
+    ASSERT_FALSE(f->pwrite(patch, 70000));
+    std::copy(patch.begin(), patch.end(), d.begin() + 70000);
+    ASSERT_FALSE(f->sync());
+  }
+  // Still a plain file, byte for byte what was written.
+  EXPECT_EQ(test::read_file(dir.path / "plain"), d);
+  {
+    auto f = dir.open("plain", o);
+    ASSERT_FALSE(f->truncate(0));  // O_TRUNC: rewritten from scratch, as a container
+    EXPECT_TRUE(f->is_container());
+    ASSERT_FALSE(f->pwrite(d, 0));
+  }
+  auto on_disk = test::read_file(dir.path / "plain");
+  EXPECT_TRUE(format::has_container_magic(on_disk));
+  EXPECT_LT(on_disk.size(), d.size() / 2);
+  EXPECT_EQ(read_all(*dir.open("plain", o)), d);
+}
+
+TEST(store_plain, pack_converts_atomically_and_keeps_metadata) {
+  temp_dir dir;
+  auto d = test::make_data(test::data_class::text, 300 * KiB);
+  dir.put("data", d);
+  ASSERT_EQ(::chmod((dir.path / "data").c_str(), 0640), 0);
+  struct timespec times[2] = {{1000000, 5}, {2000000, 7}};
+  ASSERT_EQ(::utimensat(dir.fd, "data", times, 0), 0);
+  const auto o = opts("gzip-1", 128 * KiB);
+  ASSERT_FALSE(pack_file(dir.fd, "data", o));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir.path / "data").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 2000000);
+  EXPECT_LT(static_cast<std::size_t>(st.st_size), d.size() / 2);
+  EXPECT_EQ(read_all(*dir.open("data", o)), d);
+  EXPECT_EQ(pack_file(dir.fd, "data", o), std::errc::file_exists);
+  // Nothing left beside it, and hard-linked files are refused.
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path), std::filesystem::directory_iterator()), 1);
+  dir.put("linked", d);
+  ASSERT_EQ(::link((dir.path / "linked").c_str(), (dir.path / "link2").c_str()), 0);
+  EXPECT_EQ(pack_file(dir.fd, "linked", o), std::errc::too_many_links);
+  EXPECT_EQ(test::read_file(dir.path / "linked"), d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model-based: random operations against a byte vector
+
+struct model_run {
+  std::string policy;
+  std::uint64_t seed;
+};
+
+void run_model(const std::string& policy, std::uint64_t seed, std::size_t ops) {
+  std::mt19937_64 rng(seed);
+  const std::uint32_t rs = 4 * KiB << (seed % 4);  // 4, 8, 16, 32 KiB
+  const std::uint64_t max_size = 24 * rs;
+  auto disk = std::make_shared<mem_disk>();
+  auto o = opts(policy, rs);
+  o.max_dirty_records = 1 + seed % 12;
+  o.batch_records = 1 + seed % 5;
+  o.compact_slack = seed % 2 == 0 ? 0 : 1 << 20;
+  auto f = open_mem(disk, o);
+  std::vector<std::byte> model;
+  auto len_of = [&] {
+    switch (rng() % 4) {
+      case 0: return 1 + rng() % 64;
+      case 1: return 1 + rng() % rs;
+      case 2: return std::uint64_t{rs};
+      default: return 1 + rng() % (3 * rs);
+    }
+  };
+  auto off_of = [&] {
+    std::uint64_t o2 = rng() % (model.size() + 2 * rs + 1);
+    if (rng() % 3 == 0) o2 = o2 / rs * rs;  // record-aligned
+    return std::min(o2, max_size);
+  };
+  for (std::size_t n = 0; n < ops; ++n) {
+    const auto p = rng() % 100;
+    SCOPED_TRACE("op " + std::to_string(n) + " kind " + std::to_string(p) + " size " + std::to_string(model.size()));
+    if (p < 35) {
+      const auto off = off_of();
+      auto d = some_data(rng, std::min(len_of(), max_size + rs - off));
+      ASSERT_FALSE(f->pwrite(d, off));
+      if (model.size() < off + d.size()) model.resize(off + d.size());
+      std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+    } else if (p < 60) {
+      const auto off = off_of();
+      std::vector<std::byte> got(len_of());
+      std::size_t n_got = 0;
+      ASSERT_FALSE(f->pread(got, off, n_got));
+      const std::uint64_t want = off >= model.size() ? 0 : std::min<std::uint64_t>(got.size(), model.size() - off);
+      ASSERT_EQ(n_got, want);
+      ASSERT_TRUE(std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(want),
+                             model.begin() + static_cast<std::ptrdiff_t>(std::min<std::uint64_t>(off, model.size()))));
+    } else if (p < 66) {
+      const auto sz = rng() % 3 == 0 ? rng() % (model.size() + 1) : rng() % max_size;
+      ASSERT_FALSE(f->truncate(sz));
+      model.resize(sz);
+    } else if (p < 72) {
+      const auto off = off_of();
+      const auto len = len_of();
+      ASSERT_FALSE(f->punch_hole(off, len));
+      for (std::uint64_t i = off; i < std::min<std::uint64_t>(off + len, model.size()); ++i) model[i] = std::byte{0};
+    } else if (p < 76) {
+      const auto off = off_of();
+      const auto len = len_of();
+      const bool keep = rng() % 2 == 0;
+      ASSERT_FALSE(f->zero_range(off, len, keep));
+      if (!keep && model.size() < off + len) model.resize(off + len);
+      for (std::uint64_t i = off; i < std::min<std::uint64_t>(off + len, model.size()); ++i) model[i] = std::byte{0};
+    } else if (p < 81) {
+      ASSERT_FALSE(f->sync());
+    } else if (p < 84) {
+      ASSERT_FALSE(f->flush());
+    } else if (p < 87) {
+      f.reset();  // close: commits
+      f = open_mem(disk, o);
+    } else if (p < 95) {
+      const auto off = off_of();
+      const int whence = rng() % 2 == 0 ? SEEK_DATA : SEEK_HOLE;
+      std::uint64_t at = 0;
+      auto ec = f->seek(off, whence, at);
+      if (off >= model.size()) {
+        ASSERT_EQ(ec, std::errc::no_such_device_or_address);
+        continue;
+      }
+      if (whence == SEEK_DATA) {
+        // Everything skipped is zero; ENXIO only when the rest is zero.
+        const std::uint64_t end = ec ? model.size() : at;
+        ASSERT_GE(end, off);
+        for (std::uint64_t i = off; i < end; ++i) ASSERT_EQ(model[i], std::byte{0}) << "SEEK_DATA skipped data at " << i;
+      } else {
+        ASSERT_FALSE(ec);
+        ASSERT_GE(at, off);
+        ASSERT_LE(at, model.size());
+        // A hole reads as zeros up to its record's end (or the end of the file).
+        for (std::uint64_t i = at; i < std::min<std::uint64_t>(model.size(), (at / rs + 1) * rs); ++i) {
+          ASSERT_EQ(model[i], std::byte{0}) << "SEEK_HOLE at " << at << " has data at " << i;
+        }
+      }
+    } else {
+      const auto off = off_of();
+      const auto len = len_of();
+      const bool keep = rng() % 2 == 0;
+      ASSERT_FALSE(f->allocate(off, len, keep));
+      if (!keep && model.size() < off + len) model.resize(off + len);
+    }
+    ASSERT_EQ(f->size(), model.size());
+  }
+  ASSERT_EQ(read_all(*f), model);
+  ASSERT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  ASSERT_EQ(read_all(*f), model);
+  std::vector<damage> bad;
+  ASSERT_FALSE(f->check(bad));
+  ASSERT_TRUE(bad.empty()) << bad.front().what;
+  // The space bound holds after the last commit.
+  const auto st = f->stats();
+  if (o.compact_slack == 0) {
+    EXPECT_LE(st.container_size, 2 * st.live_bytes + 128);
+  }
+}
+
+class store_model : public ::testing::TestWithParam<model_run> {};
+
+TEST_P(store_model, random_operations_match_a_byte_vector) {
+  const char* env = std::getenv("QZFS_MODEL_OPS");
+  const std::size_t ops = env != nullptr ? std::strtoull(env, nullptr, 10) : 25000;
+  run_model(GetParam().policy, GetParam().seed, ops);
+}
+
+std::vector<model_run> model_runs() {
+  std::vector<model_run> v;
+  for (const char* p : {"off", "lz4", "gzip-1", "gzip-6", "zstd-3", "auto"}) {
+    for (std::uint64_t s = 1; s <= 8; ++s) v.push_back({p, s * 1000 + std::hash<std::string>{}(p) % 1000});
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(runs, store_model, ::testing::ValuesIn(model_runs()), [](const auto& info) {
+  std::string n = info.param.policy + "_" + std::to_string(info.param.seed);
+  for (auto& c : n) c = c == '-' ? '_' : c;
+  return n;
+});
+
+}  // namespace
+}  // namespace qzfs::store
