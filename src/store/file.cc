@@ -863,8 +863,8 @@ std::error_code file::commit_locked() {
     slot.map_records = static_cast<std::uint32_t>(n);
     if (n > 0) {
       mlen = format::map_bytes(n);
-      new_off[0] = space_.allocate(mlen);
-      new_off[1] = space_.allocate(mlen);
+      new_off[0] = low_first_ ? space_.allocate_low(mlen) : space_.allocate(mlen);
+      new_off[1] = low_first_ ? space_.allocate_low(mlen) : space_.allocate(mlen);
     }
     slot.map_offset[0] = new_off[0];
     slot.map_offset[1] = new_off[1];
@@ -935,7 +935,7 @@ std::error_code file::compact() {
       std::uint64_t to, gen;
       {
         std::lock_guard lk(m_);
-        to = phase == 0 ? space_.allocate_at_end(e.length) : space_.allocate(e.length);
+        to = phase == 0 ? space_.allocate_at_end(e.length) : space_.allocate_low(e.length);
         gen = cur_gen_;
       }
       if (auto ec = io_->pwrite(buf, to)) {
@@ -950,7 +950,14 @@ std::error_code file::compact() {
       set_entry_locked(i, moved, gen);
       ++change_seq_;
     }
-    if (auto ec = commit_locked()) return ec;
+    {
+      std::lock_guard lk(m_);
+      low_first_ = phase == 1;  // the second commit's maps go to the front too
+    }
+    auto ec = commit_locked();
+    std::lock_guard lk(m_);
+    low_first_ = false;
+    if (ec) return ec;
   }
   compactions_.fetch_add(1, std::memory_order_relaxed);
   return {};

@@ -32,6 +32,17 @@ std::uint64_t space_map::allocate(std::uint64_t len) {
   return off;
 }
 
+std::uint64_t space_map::allocate_low(std::uint64_t len) {
+  for (auto it = by_offset_.begin(); it != by_offset_.end(); ++it) {
+    if (it->second < len) continue;
+    const auto [off, flen] = *it;
+    erase(it);
+    if (flen > len) insert(off + len, flen - len);
+    return off;
+  }
+  return allocate_at_end(len);
+}
+
 std::uint64_t space_map::allocate_at_end(std::uint64_t len) {
   const std::uint64_t off = end_;
   end_ += len;

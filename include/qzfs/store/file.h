@@ -199,6 +199,7 @@ class file {
   std::size_t whole_dirty_ = 0;    // dirty records with every byte set (ready for write-back)
   std::error_code failed_;         // a commit failed: refuse changes
   std::uint64_t backing_len_ = 0;  // length of the backing file as last set
+  bool low_first_ = false;         // compaction: place maps at the lowest offset that fits
   // --- guarded by flush_m_
   std::vector<std::unique_ptr<std::byte[]>> frame_bufs_;
   engine::file_learning learning_;

@@ -19,6 +19,8 @@ class space_map {
 
   /// Offset of `len` free bytes (best fit, else at the end).
   [[nodiscard]] std::uint64_t allocate(std::uint64_t len);
+  /// Offset of `len` free bytes, the lowest that fits (compaction's second move: pack the front).
+  [[nodiscard]] std::uint64_t allocate_low(std::uint64_t len);
   /// Offset of `len` bytes at the end, never inside a gap (compaction's first move).
   [[nodiscard]] std::uint64_t allocate_at_end(std::uint64_t len);
   /// Marks [off, off + len) in use; used when rebuilding from a map (must be free or past the end).

@@ -1,0 +1,465 @@
+// The store under failure: a crash at every write and sync of a workload (with torn writes),
+// flipped bits anywhere in a container, random overwrites against the space bound, failed
+// commits, and readers and writers of one file at once.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "qzfs/format/container.h"
+#include "qzfs/format/frame.h"
+#include "store_rig.h"
+
+namespace qzfs::store {
+namespace {
+
+using namespace test_rig;
+
+// ---------------------------------------------------------------------------------------------
+// Crashes
+
+struct crash_outcome {
+  std::vector<std::vector<std::byte>> snaps;  // what each sync() call was asked to make durable
+  int last_ok = -1;                           // last sync that returned success
+  int in_flight = -1;                         // the sync during which the machine died
+};
+
+// A workload of partial and whole-record writes, truncates, punches and syncs over 4 KiB records,
+// with compaction on at every commit (slack 0), so the crash points cover compaction too.
+void workload(file& f, crash_plan* plan, std::uint64_t seed, crash_outcome& out) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::byte> model;
+  for (int op = 0; op < 48; ++op) {
+    const auto p = rng() % 10;
+    if (p < 5) {
+      const std::uint64_t off = rng() % (12 * 4096);
+      const std::size_t len = rng() % 2 == 0 ? 1 + rng() % 6000 : 4096;
+      auto d = some_data(rng, len);
+      (void)f.pwrite(d, off);
+      if (model.size() < off + len) model.resize(off + len);
+      std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+    } else if (p == 5) {
+      const std::uint64_t sz = rng() % (12 * 4096);
+      (void)f.truncate(sz);
+      model.resize(sz);
+    } else if (p == 6) {
+      const std::uint64_t off = rng() % (12 * 4096), len = rng() % 10000;
+      (void)f.punch_hole(off, len);
+      for (std::uint64_t i = off; i < std::min<std::uint64_t>(off + len, model.size()); ++i) model[i] = std::byte{0};
+    } else {
+      out.snaps.push_back(model);
+      const bool dead_before = plan != nullptr && plan->dead;
+      if (!f.sync()) {
+        out.last_ok = static_cast<int>(out.snaps.size()) - 1;
+      } else if (out.in_flight < 0 && !dead_before) {
+        out.in_flight = static_cast<int>(out.snaps.size()) - 1;
+      }
+    }
+  }
+  out.snaps.push_back(model);
+  const bool dead_before = plan != nullptr && plan->dead;
+  if (!f.sync()) {
+    out.last_ok = static_cast<int>(out.snaps.size()) - 1;
+  } else if (out.in_flight < 0 && !dead_before) {
+    out.in_flight = static_cast<int>(out.snaps.size()) - 1;
+  }
+}
+
+class store_crash : public ::testing::TestWithParam<std::uint64_t> {};
+
+TEST_P(store_crash, every_write_and_sync_of_a_workload) {
+  const std::uint64_t seed = GetParam();
+  log_sink sink;
+  auto o = opts(seed % 2 == 0 ? "gzip-1" : "auto", 4096, &sink);
+  o.compact_slack = 0;
+  o.batch_records = 2;
+  o.max_dirty_records = 3;
+  // The reference run counts the workload's mutating calls.
+  std::uint64_t total = 0;
+  {
+    auto disk = std::make_shared<mem_disk>();
+    auto plan = std::make_shared<crash_plan>();
+    crash_outcome ref;
+    {
+      auto f = open_mem(disk, o, plan);
+      workload(*f, plan.get(), seed, ref);
+      ASSERT_EQ(ref.last_ok, static_cast<int>(ref.snaps.size()) - 1);
+    }
+    total = plan->calls;
+    auto f = open_mem(disk, o);
+    ASSERT_EQ(read_all(*f), ref.snaps.back());
+  }
+  ASSERT_GT(total, 60u);
+  std::uint64_t recovered_new = 0;
+  for (std::uint64_t k = 1; k <= total; ++k) {
+    for (double tear : {0.0, 0.5, 0.97}) {
+      SCOPED_TRACE("crash at call " + std::to_string(k) + " of " + std::to_string(total) + ", tear " + std::to_string(tear));
+      auto disk = std::make_shared<mem_disk>();
+      auto plan = std::make_shared<crash_plan>();
+      plan->stop_at = k;
+      plan->tear = tear;
+      crash_outcome out;
+      {
+        auto f = open_mem(disk, o, plan);
+        workload(*f, plan.get(), seed, out);
+      }
+      ASSERT_TRUE(plan->dead);
+      // Reopen what the crash left: the last completed sync, or the one in flight, exactly.
+      std::unique_ptr<file> f;
+      ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, f));
+      const auto got = read_all(*f);
+      const auto empty = std::vector<std::byte>{};
+      const auto& last = out.last_ok >= 0 ? out.snaps[static_cast<std::size_t>(out.last_ok)] : empty;
+      const bool is_last = got == last;
+      const bool is_next = out.in_flight >= 0 && got == out.snaps[static_cast<std::size_t>(out.in_flight)];
+      ASSERT_TRUE(is_last || is_next) << "recovered " << got.size() << " bytes; last synced state has " << last.size();
+      recovered_new += is_next && !is_last;
+      std::vector<damage> bad;
+      ASSERT_FALSE(f->check(bad));
+      ASSERT_TRUE(bad.empty()) << bad.front().what;
+      // The recovered container takes new work: its free space is really free.
+      auto more = test::make_data(test::data_class::text, 3 * 4096 + 5);
+      ASSERT_FALSE(f->pwrite(more, 4096));
+      ASSERT_FALSE(f->sync());
+      auto expect = got;
+      if (expect.size() < 4096 + more.size()) expect.resize(4096 + more.size());
+      std::copy(more.begin(), more.end(), expect.begin() + 4096);
+      f.reset();
+      ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, f));
+      ASSERT_EQ(read_all(*f), expect);
+    }
+  }
+  // Some crashes came after the slot of the commit in flight reached the disk.
+  EXPECT_GT(recovered_new, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(seeds, store_crash, ::testing::Values(11, 12, 13, 14));
+
+TEST(store_failure, failed_commit_refuses_changes_and_reopen_finds_the_last_state) {
+  log_sink sink;
+  const auto o = opts("gzip-1", 4096, &sink);
+  auto disk = std::make_shared<mem_disk>();
+  auto plan = std::make_shared<crash_plan>();
+  auto a = test::make_data(test::data_class::text, 10000);
+  auto f = open_mem(disk, o, plan);
+  ASSERT_FALSE(f->pwrite(a, 0));
+  ASSERT_FALSE(f->sync());
+  // The next commit's first sync fails (a disk error, not a crash: the io works again after).
+  auto b = test::make_data(test::data_class::binary, 9000);
+  ASSERT_FALSE(f->pwrite(b, 0));
+  ASSERT_FALSE(f->flush());
+  plan->stop_at = plan->calls + 3;  // two map copies, then the sync
+  EXPECT_TRUE(f->sync());
+  plan->dead = false;
+  plan->stop_at = 0;
+  EXPECT_EQ(f->pwrite(a, 0), std::errc::io_error);
+  EXPECT_EQ(f->truncate(0), std::errc::io_error);
+  EXPECT_FALSE(sink.lines->empty());
+  f.reset();
+  f = open_mem(disk, o);
+  EXPECT_EQ(read_all(*f), a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad bytes
+
+// The extents a container's current map names, read with the format layer alone.
+struct layout {
+  format::container_slot slot;
+  std::vector<format::map_entry> entries;
+};
+layout read_layout(const std::vector<std::byte>& disk) {
+  layout l;
+  for (int i = 0; i < 2; ++i) {
+    format::container_slot s;
+    if (format::parse_slot(std::span(disk).subspan(i * 64, 64), s) == format::container_error::ok &&
+        s.generation > l.slot.generation) {
+      l.slot = s;
+    }
+  }
+  l.entries.resize(l.slot.map_records);
+  for (std::size_t k = 0; k < format::map_chunks(l.entries.size()); ++k) {
+    const auto len = format::map_chunk_length(l.entries.size(), k);
+    auto dst = std::span(l.entries).subspan(k * format::map_chunk_entries, (len - 16) / 24);
+    EXPECT_TRUE(format::decode_map_chunk(std::span(disk).subspan(l.slot.map_offset[0] + format::map_chunk_offset(k), len), k,
+                                         l.slot.generation, dst));
+  }
+  return l;
+}
+
+TEST(store_damage, every_flipped_byte_is_found_or_harmless) {
+  log_sink sink;
+  const auto o = opts("gzip-1", 4096, &sink);
+  auto disk = std::make_shared<mem_disk>();
+  std::vector<std::byte> prev, cur;
+  {
+    auto f = open_mem(disk, o);
+    auto text = test::make_data(test::data_class::text, 3 * 4096);
+    auto rnd = test::make_data(test::data_class::random, 4096, 5);
+    ASSERT_FALSE(f->pwrite(text, 0));
+    ASSERT_FALSE(f->pwrite(rnd, 3 * 4096));
+    ASSERT_FALSE(f->truncate(5 * 4096 + 1000));        // record 4: a hole
+    ASSERT_FALSE(f->pwrite(std::span(text).first(1000), 5 * 4096));  // record 5: partial
+    ASSERT_FALSE(f->sync());
+    prev = read_all(*f);
+    auto other = test::make_data(test::data_class::binary, 4096);
+    ASSERT_FALSE(f->pwrite(other, 0));
+    ASSERT_FALSE(f->sync());
+    cur = read_all(*f);
+  }
+  const auto clean = disk->bytes;
+  const auto l = read_layout(clean);
+  ASSERT_EQ(l.entries.size(), 6u);
+  auto owner = [&](std::size_t pos) -> int {  // the record whose live frame holds byte `pos`
+    for (std::size_t i = 0; i < l.entries.size(); ++i) {
+      const auto& e = l.entries[i];
+      if (e.frame() && pos >= e.offset && pos < e.offset + e.length) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  std::mt19937_64 rng(9);
+  std::size_t detected = 0, live_flips = 0;
+  for (std::size_t pos = 0; pos < clean.size(); ++pos) {
+    disk->bytes = clean;
+    disk->bytes[pos] ^= std::byte(1u << (rng() % 8));
+    sink.lines->clear();
+    std::unique_ptr<file> f;
+    ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, f)) << "byte " << pos;
+    const int hit = owner(pos);
+    live_flips += hit >= 0;
+    bool any_error = false;
+    for (std::uint64_t r = 0; r * 4096 < cur.size(); ++r) {
+      std::vector<std::byte> got(4096);
+      std::size_t n = 0;
+      auto ec = f->pread(got, r * 4096, n);
+      if (ec) {
+        ASSERT_EQ(ec, std::errc::io_error);
+        ASSERT_FALSE(sink.lines->empty()) << "an error without a log line";
+        any_error = true;
+        continue;
+      }
+      got.resize(n);
+      auto slice = [&](const std::vector<std::byte>& v) {
+        if (r * 4096 >= v.size()) return std::vector<std::byte>{};
+        return std::vector<std::byte>(v.begin() + static_cast<std::ptrdiff_t>(r * 4096),
+                                      v.begin() + static_cast<std::ptrdiff_t>(std::min<std::uint64_t>(v.size(), (r + 1) * 4096)));
+      };
+      // A damaged slot falls back to the previous generation: old data, never other data.
+      const bool ok = got == slice(cur) || (pos < format::container_header_size && got == slice(prev));
+      ASSERT_TRUE(ok) << "wrong bytes from record " << r << " after flipping byte " << pos;
+      ASSERT_FALSE(hit == static_cast<int>(r)) << "damage in record " << r << "'s frame went unnoticed (byte " << pos << ")";
+    }
+    detected += any_error;
+  }
+  EXPECT_GT(live_flips, 4000u);
+  EXPECT_GE(detected, live_flips);
+}
+
+TEST(store_damage, one_map_copy_is_enough_and_both_lose_only_their_records) {
+  log_sink sink;
+  const auto o = opts("lz4", 4096, &sink);
+  auto disk = std::make_shared<mem_disk>();
+  const std::size_t records = 2 * format::map_chunk_entries + 10;  // three map chunks
+  auto data = test::make_data(test::data_class::text, records * 4096);
+  {
+    auto f = open_mem(disk, o);
+    ASSERT_FALSE(f->pwrite(data, 0));
+  }
+  const auto l = read_layout(disk->bytes);
+  ASSERT_EQ(l.entries.size(), records);
+  // Copy 0 of chunk 1 damaged: read from copy 1, every record intact.
+  const auto clean = disk->bytes;
+  disk->bytes[l.slot.map_offset[0] + format::map_chunk_offset(1) + 100] ^= std::byte{4};
+  {
+    auto f = open_mem(disk, o);
+    EXPECT_EQ(read_all(*f), data);
+    EXPECT_FALSE(sink.lines->empty());
+  }
+  // Both copies of chunk 1 damaged: its 170 records are lost, the others read, and stay so.
+  disk->bytes = clean;
+  disk->bytes[l.slot.map_offset[0] + format::map_chunk_offset(1) + 100] ^= std::byte{4};
+  disk->bytes[l.slot.map_offset[1] + format::map_chunk_offset(1) + 7] ^= std::byte{1};
+  sink.lines->clear();
+  auto f = open_mem(disk, o);
+  auto check_reads = [&](file& g) {
+    for (std::size_t r = 0; r < records; ++r) {
+      std::vector<std::byte> got(4096);
+      std::size_t n = 0;
+      auto ec = g.pread(got, r * 4096, n);
+      const bool lost = r >= format::map_chunk_entries && r < 2 * format::map_chunk_entries;
+      if (lost) {
+        ASSERT_EQ(ec, std::errc::io_error) << r;
+      } else {
+        ASSERT_FALSE(ec) << r;
+        ASSERT_TRUE(std::equal(got.begin(), got.end(), data.begin() + static_cast<std::ptrdiff_t>(r * 4096))) << r;
+      }
+    }
+  };
+  check_reads(*f);
+  EXPECT_FALSE(sink.lines->empty());
+  std::vector<damage> bad;
+  ASSERT_FALSE(f->check(bad));
+  EXPECT_EQ(bad.size(), format::map_chunk_entries);
+  EXPECT_EQ(f->stats().damaged, format::map_chunk_entries);
+  // Commits write the lost records as lost: never as holes that would read as zeros.
+  auto extra = test::make_data(test::data_class::binary, 4096);
+  ASSERT_FALSE(f->pwrite(extra, 0));
+  std::copy(extra.begin(), extra.end(), data.begin());
+  ASSERT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  check_reads(*f);
+  // A whole-record write replaces a lost record.
+  const std::size_t r = format::map_chunk_entries + 3;
+  ASSERT_FALSE(f->pwrite(std::span(data).subspan(r * 4096, 4096), r * 4096));
+  std::vector<std::byte> got(4096);
+  std::size_t n = 0;
+  ASSERT_FALSE(f->pread(got, r * 4096, n));
+  // A partial write into a lost record cannot merge: an error, not zeros around new bytes.
+  EXPECT_EQ(f->pwrite(std::span(data).first(10), (r + 1) * 4096 + 5), std::errc::io_error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Space
+
+// Every overwrite is a little less compressible than any frame before it, so no freed extent
+// fits the next frame: without compaction every write lands at the end of the container.
+struct growing_overwrites {
+  std::mt19937_64 rng{17};
+  int round = 0;
+  std::vector<std::byte> next() {
+    auto d = test::make_data(test::data_class::text, 16384);
+    ++round;
+    for (int i = 0; i < round; ++i) d[rng() % d.size()] = std::byte(rng());
+    return d;
+  }
+};
+
+std::uint64_t worst_excess(bool compact, std::uint64_t& container_end, std::uint64_t& live) {
+  auto o = opts("lz4", 16384);
+  o.compact = compact;
+  o.compact_slack = 64 * 1024;
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, o);
+  const std::size_t records = 64;
+  growing_overwrites gen;
+  std::uint64_t worst = 0;
+  for (int round = 0; round < 1500; ++round) {
+    const std::size_t r = gen.rng() % records;
+    auto d = gen.next();
+    EXPECT_FALSE(f->pwrite(d, r * 16384));
+    if (round % 10 == 9) {
+      EXPECT_FALSE(f->sync());
+      const auto st = f->stats();
+      container_end = st.container_size;
+      live = st.live_bytes;
+      const std::uint64_t bound = 2 * st.live_bytes + o.compact_slack;
+      worst = std::max(worst, st.container_size > bound ? st.container_size - bound : 0);
+      EXPECT_EQ(disk->bytes.size(), st.container_size);
+      EXPECT_LE(disk->allocated(), st.container_size + 4096);
+    }
+  }
+  return worst;
+}
+
+TEST(store_space, random_overwrites_stay_within_twice_the_live_bytes) {
+  std::uint64_t end = 0, live = 0;
+  EXPECT_EQ(worst_excess(true, end, live), 0u) << "container " << end << " bytes for " << live << " live";
+}
+
+// Best fit with merging keeps most workloads inside the bound by itself; what it cannot undo is
+// live data stranded at the end of a container whose front was freed. Compaction can.
+TEST(store_space, compaction_moves_stranded_records_down) {
+  for (bool compact : {false, true}) {
+    auto o = opts("lz4", 16384);
+    o.compact = compact;
+    o.compact_slack = 0;
+    auto disk = std::make_shared<mem_disk>();
+    auto f = open_mem(disk, o);
+    auto d = test::make_data(test::data_class::text, 64 * 16384);
+    ASSERT_FALSE(f->pwrite(d, 0));
+    ASSERT_FALSE(f->sync());
+    ASSERT_FALSE(f->punch_hole(0, 63 * 16384));
+    ASSERT_FALSE(f->sync());
+    const auto st = f->stats();
+    if (compact) {
+      EXPECT_LE(st.container_size, 2 * st.live_bytes) << "live " << st.live_bytes;
+      EXPECT_GE(st.compactions, 1u);
+    } else {
+      EXPECT_GT(st.container_size, 10 * st.live_bytes) << "live " << st.live_bytes;
+    }
+    EXPECT_EQ(disk->bytes.size(), st.container_size);
+    f.reset();
+    f = open_mem(disk, o);
+    auto all = read_all(*f);
+    EXPECT_TRUE(std::equal(all.begin() + 63 * 16384, all.end(), d.begin() + 63 * 16384));
+    EXPECT_EQ(std::count(all.begin(), all.begin() + 63 * 16384, std::byte{0}), 63 * 16384);
+  }
+}
+
+TEST(store_space, freed_blocks_are_punched) {
+  auto o = opts("gzip-1", 64 * 1024);
+  o.compact = false;
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, o);
+  auto rnd = test::make_data(test::data_class::random, 1 << 20, 3);
+  ASSERT_FALSE(f->pwrite(rnd, 0));
+  ASSERT_FALSE(f->sync());
+  const auto before = disk->allocated();
+  ASSERT_FALSE(f->punch_hole(0, 1 << 20));
+  ASSERT_FALSE(f->pwrite(std::span(rnd).first(10), (1 << 20) - 10));  // keeps the size and the last record
+  ASSERT_FALSE(f->sync());
+  ASSERT_FALSE(f->sync());
+  EXPECT_LT(disk->allocated(), before / 8) << "freed extents still allocated";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+TEST(store_concurrency, readers_and_writers_of_different_records) {
+  auto o = opts("gzip-1", 16384);
+  o.batch_records = 3;
+  auto disk = std::make_shared<mem_disk>();
+  auto f = open_mem(disk, o);
+  constexpr int threads = 4, per = 8;
+  const std::size_t rs = 16384;
+  std::vector<std::vector<std::byte>> models(threads * per, std::vector<std::byte>(rs));
+  ASSERT_FALSE(f->truncate(threads * per * rs));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 100);
+      for (int i = 0; i < 300; ++i) {
+        const std::size_t r = static_cast<std::size_t>(t + threads * static_cast<int>(rng() % per));
+        const std::size_t at = rng() % rs, len = std::min<std::size_t>(1 + rng() % rs, rs - at);
+        if (rng() % 2 == 0) {
+          auto d = some_data(rng, len);
+          if (f->pwrite(d, r * rs + at)) ++failures;
+          std::copy(d.begin(), d.end(), models[r].begin() + static_cast<std::ptrdiff_t>(at));
+        } else {
+          std::vector<std::byte> got(len);
+          std::size_t n = 0;
+          if (f->pread(got, r * rs + at, n) || n != len ||
+              !std::equal(got.begin(), got.end(), models[r].begin() + static_cast<std::ptrdiff_t>(at))) {
+            ++failures;
+          }
+        }
+        if (t == 0 && i % 50 == 0 && f->sync()) ++failures;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  auto all = read_all(*f);
+  for (std::size_t r = 0; r < models.size(); ++r) {
+    EXPECT_TRUE(std::equal(models[r].begin(), models[r].end(), all.begin() + static_cast<std::ptrdiff_t>(r * rs))) << r;
+  }
+}
+
+}  // namespace
+}  // namespace qzfs::store
