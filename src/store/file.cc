@@ -82,15 +82,17 @@ std::error_code file::init_empty() {
 
 std::error_code file::materialize_locked() {
   if (materialized_) return {};
-  // Generation 1 (empty) in slot 0, before any frame is written: from this write on the file is
-  // a container. The whole header in one write; a torn one leaves a file open() takes for an
-  // empty container (see open()).
+  // Generation 1 (empty) in slot 0, durable before any frame is written: a frame must never
+  // reach the disk ahead of the magic that makes the file a container (it would read as a
+  // plain file of compressed bytes after a crash). One sync per new container; a torn header
+  // write leaves a file open() takes for an empty container.
   format::container_slot s;
   s.generation = 1;
   s.record_shift = static_cast<std::uint8_t>(shift_);
   std::array<std::byte, container_header_size> hdr{};
   format::encode_slot(s, std::span(hdr).first<slot_size>());
   if (auto ec = io_->pwrite(hdr, 0)) return ec;
+  if (auto ec = io_->sync()) return ec;
   materialized_ = true;
   backing_len_ = std::max<std::uint64_t>(backing_len_, container_header_size);
   return {};
@@ -109,7 +111,7 @@ std::error_code file::open(std::unique_ptr<io> backing, const options& o, std::u
   static constexpr char magic_text[] = "QZCT";
   const bool magic = format::has_container_magic(std::span(hdr).first(got)) ||
                      (got > slot_size && format::has_container_magic(std::span(hdr).subspan(slot_size, got - slot_size)));
-  const bool torn_start = got > 0 && got < 4 && std::memcmp(hdr.data(), magic_text, got) == 0;
+  const bool torn_start = (got > 0 && got < 4 && std::memcmp(hdr.data(), magic_text, got) == 0);
   std::unique_ptr<file> f(new file(std::move(backing), o, magic));
   if (magic) {
     if (auto ec = f->load(std::span(hdr).first(got), len)) return ec;
@@ -145,6 +147,11 @@ std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
 
   // The map: copy 0 in one read, each damaged chunk from copy 1, else its records are lost.
   const std::size_t n = best.map_records;
+  if (n > 0 && (format::map_bytes(n) > len || best.map_offset[0] > len - format::map_bytes(n) ||
+                best.map_offset[1] > len - format::map_bytes(n))) {
+    report("the record map lies past the end of the container");
+    return eio();
+  }
   std::vector<format::map_entry> entries(n);
   std::vector<bool> lost(n, false);
   if (n > 0) {
@@ -1001,11 +1008,10 @@ file_stats file::stats() const {
   st.dirty = dirty_.size();
   const std::uint64_t records = (size_ + rs_ - 1) >> shift_;
   st.records = records;
-  for (std::uint64_t i = 0; i < records; ++i) {
-    if (i >= map_.size() || map_[i].e.hole()) {
-      ++st.holes;
-      continue;
-    }
+  st.holes = records;
+  for (std::uint64_t i = 0; i < std::min<std::uint64_t>(records, map_.size()); ++i) {
+    if (map_[i].e.hole()) continue;
+    --st.holes;
     if (map_[i].e.lost()) {
       ++st.damaged;
     } else if (map_[i].e.format == codec::payload_format::none) {

@@ -5,14 +5,17 @@
 // punch frees whole blocks), so tests see what punching saves. mem_io is one open descriptor on
 // it. A crash plan stops the "machine" at the k-th mutating call (write, sync, truncate,
 // punch): that call fails (a write may first leave a prefix of its bytes: a torn write), and so
-// does every call after it. The disk then holds exactly what a crash at that instant leaves
-// when writes reach the disk in order; the test reopens it with a fresh mem_io.
+// does every call after it. The disk then holds what a crash at that instant leaves: with
+// `lose_unsynced`, any subset of the writes since the last completed sync is lost (the page
+// cache reaches the disk in no particular order), else writes reach it in order (a killed
+// process). The test reopens it with a fresh mem_io.
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <unistd.h>
 #include <vector>
 
@@ -25,6 +28,14 @@ struct mem_disk {
   std::vector<std::byte> bytes;
   std::vector<bool> blocks;  // allocated 4 KiB blocks
   std::uint64_t bytes_read = 0, reads = 0, writes = 0, syncs = 0, punches = 0;
+  // What the last completed sync made durable, and every change since, in order.
+  struct change {
+    enum { write, truncate, punch } kind;
+    std::uint64_t off, len;
+    std::vector<std::byte> data;
+  };
+  std::vector<std::byte> durable;
+  std::vector<change> since_sync;
 
   void resize(std::uint64_t n) {
     bytes.resize(n);
@@ -38,6 +49,8 @@ struct mem_disk {
 struct crash_plan {
   std::uint64_t stop_at = 0;   // 1-based index of the mutating call that fails; 0: never
   double tear = 0.5;           // fraction of a failing write's bytes that still land
+  bool lose_unsynced = false;  // at the crash, drop a random subset of the writes since the last sync
+  std::uint64_t seed = 1;
   std::uint64_t calls = 0;     // mutating calls so far
   bool dead = false;
 };
@@ -65,23 +78,45 @@ class mem_io final : public store::io {
     const std::size_t land = s == state::stop ? static_cast<std::size_t>(static_cast<double>(total) * plan_->tear) : total;
     put(in, off, land);
     ++d_->writes;
+    if (plan_) {
+      mem_disk::change c{mem_disk::change::write, off, land, {}};
+      c.data.assign(d_->bytes.begin() + static_cast<std::ptrdiff_t>(off),
+                    d_->bytes.begin() + static_cast<std::ptrdiff_t>(off + land));
+      d_->since_sync.push_back(std::move(c));
+    }
+    if (s == state::stop) crash();
     return s == state::stop ? err(EIO) : std::error_code{};
   }
   std::error_code sync() noexcept override {
     std::lock_guard lk(d_->m);
-    if (step() != state::ok) return err(EIO);
+    if (auto s = step(); s != state::ok) {
+      if (s == state::stop) crash();
+      return err(EIO);
+    }
     ++d_->syncs;
+    if (plan_) {
+      d_->durable = d_->bytes;
+      d_->since_sync.clear();
+    }
     return {};
   }
   std::error_code truncate(std::uint64_t size) noexcept override {
     std::lock_guard lk(d_->m);
-    if (step() != state::ok) return err(EIO);
+    if (auto s = step(); s != state::ok) {
+      if (s == state::stop) crash();
+      return err(EIO);
+    }
     d_->resize(size);
+    if (plan_) d_->since_sync.push_back({mem_disk::change::truncate, size, 0, {}});
     return {};
   }
   std::error_code punch(std::uint64_t off, std::uint64_t len) noexcept override {
     std::lock_guard lk(d_->m);
-    if (step() != state::ok) return err(EIO);
+    if (auto s = step(); s != state::ok) {
+      if (s == state::stop) crash();
+      return err(EIO);
+    }
+    if (plan_) d_->since_sync.push_back({mem_disk::change::punch, off, len, {}});
     ++d_->punches;
     const std::uint64_t end = std::min<std::uint64_t>(off + len, d_->bytes.size());
     if (off < end) std::memset(d_->bytes.data() + off, 0, end - off);
@@ -113,6 +148,27 @@ class mem_io final : public store::io {
 
  private:
   static std::error_code err(int e) { return {e, std::generic_category()}; }
+  // The crash itself: with lose_unsynced, the disk becomes the last synced image plus a random
+  // subset (in order) of what came after it; the torn write, if any, is among the candidates.
+  void crash() {
+    if (!plan_->lose_unsynced) return;
+    std::mt19937_64 rng(plan_->seed * 7919 + plan_->stop_at);
+    std::vector<std::byte> img = d_->durable;
+    for (const auto& c : d_->since_sync) {
+      if (c.kind == mem_disk::change::truncate) {
+        img.resize(c.off);
+      } else if (c.kind == mem_disk::change::punch) {
+        const std::uint64_t end = std::min<std::uint64_t>(c.off + c.len, img.size());
+        if (c.off < end) std::memset(img.data() + c.off, 0, end - c.off);
+      } else if (c.len > 0 && rng() % 2 == 0) {
+        if (img.size() < c.off + c.len) img.resize(c.off + c.len);
+        if (c.len) std::memcpy(img.data() + c.off, c.data.data(), c.len);
+      }
+    }
+    d_->bytes = std::move(img);
+    d_->blocks.assign((d_->bytes.size() + 4095) / 4096, true);
+  }
+
   enum class state { ok, stop, dead };
   // Counts a mutating call: `stop` for the planned one, `dead` for every call after it.
   state step() {
@@ -127,7 +183,7 @@ class mem_io final : public store::io {
   void put(std::span<const iovec> in, std::uint64_t off, std::size_t land) {
     std::size_t total = 0;
     for (auto& v : in) total += v.iov_len;
-    if (off + land > d_->bytes.size()) d_->resize(off + land);
+    if (land > 0 && off + land > d_->bytes.size()) d_->resize(off + land);  // nothing landed: no growth
     for (std::uint64_t b = off / 4096; b * 4096 < off + land; ++b) d_->blocks[b] = true;
     for (auto& v : in) {
       if (land == 0) break;

@@ -93,12 +93,17 @@ TEST_P(store_crash, every_write_and_sync_of_a_workload) {
   ASSERT_GT(total, 60u);
   std::uint64_t recovered_new = 0;
   for (std::uint64_t k = 1; k <= total; ++k) {
-    for (double tear : {0.0, 0.5, 0.97}) {
-      SCOPED_TRACE("crash at call " + std::to_string(k) + " of " + std::to_string(total) + ", tear " + std::to_string(tear));
+    for (int variant = 0; variant < 6; ++variant) {
+      const double tear = std::array{0.0, 0.5, 0.97}[variant % 3];
+      const bool lose = variant >= 3;
+      SCOPED_TRACE("crash at call " + std::to_string(k) + " of " + std::to_string(total) + ", tear " + std::to_string(tear) +
+                   (lose ? ", unsynced writes lost at random" : ", writes in order"));
       auto disk = std::make_shared<mem_disk>();
       auto plan = std::make_shared<crash_plan>();
       plan->stop_at = k;
       plan->tear = tear;
+      plan->lose_unsynced = lose;
+      plan->seed = seed;
       crash_outcome out;
       {
         auto f = open_mem(disk, o, plan);

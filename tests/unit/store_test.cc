@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -247,6 +248,48 @@ TEST(store, opening_reads_only_the_header_and_the_map) {
   disk->bytes_read = 0;
   auto f = open_mem(disk, o);
   EXPECT_LE(disk->bytes_read, format::container_header_size + format::map_bytes(64));
+}
+
+// Every build reads the frozen container of format version 1 (QZFS_REGEN_GOLDEN=1 writes it
+// anew, only when the format version changes, into a new folder).
+TEST(store, golden_v1_container_still_reads) {
+  const std::string path = QZFS_SOURCE_DIR "/tests/golden/v1/container-4k.qzc";
+  const auto text = test::read_file(QZFS_SOURCE_DIR "/tests/golden/v1/input.txt");
+  ASSERT_EQ(text.size(), 20000u);
+  std::vector<std::byte> expect(32768);
+  std::copy(text.begin(), text.end(), expect.begin());
+  std::mt19937_64 rng(42);
+  for (std::size_t i = 24576; i < 28672; ++i) expect[i] = std::byte(rng());       // raw
+  std::copy(text.begin(), text.begin() + 4096, expect.begin() + 4096);            // zstd, 2nd generation
+  std::copy(text.begin() + 100, text.begin() + 100 + 4096, expect.begin() + 28672);  // zstd, 2nd generation
+  if (std::getenv("QZFS_REGEN_GOLDEN") != nullptr) {
+    auto disk = std::make_shared<mem_disk>();
+    {
+      auto f = open_mem(disk, opts("gzip-1", 4096));
+      ASSERT_FALSE(f->pwrite(std::span(expect).first(28672), 0));
+      ASSERT_FALSE(f->sync());
+    }
+    {
+      auto f = open_mem(disk, opts("zstd-3", 4096));
+      ASSERT_FALSE(f->pwrite(std::span(expect).subspan(4096, 4096), 4096));
+      ASSERT_FALSE(f->pwrite(std::span(expect).subspan(28672, 4096), 28672));
+    }
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(disk->bytes.data()),
+                                                static_cast<std::streamsize>(disk->bytes.size()));
+  }
+  auto disk = std::make_shared<mem_disk>();
+  disk->bytes = test::read_file(path);
+  ASSERT_FALSE(disk->bytes.empty()) << path;
+  disk->blocks.assign((disk->bytes.size() + 4095) / 4096, true);
+  auto f = open_mem(disk, opts("gzip-1", 128 * KiB));
+  ASSERT_TRUE(f->is_container());
+  EXPECT_EQ(f->record_size(), 4096u);
+  EXPECT_EQ(read_all(*f), expect);
+  const auto st = f->stats();
+  EXPECT_EQ(st.holes, 1u);
+  EXPECT_EQ(st.raw, 1u);
+  EXPECT_GE(st.per_format[static_cast<int>(codec::payload_format::zstd)], 2u);
+  EXPECT_GE(st.per_format[static_cast<int>(codec::payload_format::gzip)], 4u);
 }
 
 // ---------------------------------------------------------------------------------------------
