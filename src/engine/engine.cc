@@ -77,11 +77,54 @@ codec::spec engine::choose(compressibility c) const noexcept {
   return lz4_spec;
 }
 
-void engine::compress(std::span<record> batch, file_learning* fl) {
-  std::vector<offload::job> jobs(batch.size());
-  std::vector<std::size_t> sent;
-  sent.reserve(batch.size());
-  offload::completion done;
+void engine::finish_record(record& r, const offload::job& j, file_learning* fl) noexcept {
+  r.ran_on = j.ran_on;
+  if (j.st == codec::status::ok) {
+    r.result = outcome::compressed;
+    r.reason = record::why::none;
+    r.payload_size = j.out_size;
+    r.spec = j.spec;
+    r.producer = j.producer;
+    compressed_.fetch_add(1, std::memory_order_relaxed);
+    bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
+    if (fl) {
+      fl->compressed.fetch_add(1, std::memory_order_relaxed);
+      fl->streak.store(0, std::memory_order_relaxed);
+    }
+  } else {
+    r.result = outcome::raw;  // does_not_fit, or a codec error: the bytes are safe stored raw
+    raw_.fetch_add(1, std::memory_order_relaxed);
+    if (j.st == codec::status::does_not_fit) {
+      r.reason = record::why::cap;
+      cap_.fetch_add(1, std::memory_order_relaxed);
+      if (fl) {
+        fl->raw_cap.fetch_add(1, std::memory_order_relaxed);
+        fl->streak.fetch_add(1, std::memory_order_relaxed);
+      }
+    } else {
+      r.reason = record::why::error;
+      errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  if (r.on_done != nullptr) r.on_done(r, r.on_done_ctx);
+}
+
+void engine::compress(std::span<record> batch, file_learning* fl, const std::function<void()>& meanwhile) {
+  pending p;
+  submit(batch, fl, p);
+  if (meanwhile) meanwhile();
+  wait(p);
+}
+
+void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
+  p.jobs.assign(batch.size(), offload::job{});
+  p.fin.assign(batch.size(), pending::finisher{});
+  auto& jobs = p.jobs;
+  auto& fin = p.fin;
+  auto& done = p.done;
+  auto decided = [](record& r) {
+    if (r.on_done != nullptr) r.on_done(r, r.on_done_ctx);
+  };
   for (std::size_t i = 0; i < batch.size(); ++i) {
     record& r = batch[i];
     const std::size_t n = codec::total_size(r.in);
@@ -95,6 +138,7 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
       r.reason = record::why::zeros;
       holes_.fetch_add(1, std::memory_order_relaxed);
       if (fl) fl->holes.fetch_add(1, std::memory_order_relaxed);
+      decided(r);
       continue;
     }
     r.result = outcome::raw;
@@ -102,6 +146,7 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
       r.reason = record::why::policy_off;
       raw_.fetch_add(1, std::memory_order_relaxed);
       if (fl) fl->raw_policy.fetch_add(1, std::memory_order_relaxed);
+      decided(r);
       continue;
     }
     const auto verdict = o_.checker ? sample(r.in).verdict : compressibility::compressible;
@@ -110,6 +155,7 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
       raw_.fetch_add(1, std::memory_order_relaxed);
       checker_.fetch_add(1, std::memory_order_relaxed);
       if (fl) fl->raw_checker.fetch_add(1, std::memory_order_relaxed);
+      decided(r);
       continue;
     }
     const codec::spec s = choose(verdict);
@@ -124,6 +170,7 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
         raw_.fetch_add(1, std::memory_order_relaxed);
         probe_.fetch_add(1, std::memory_order_relaxed);
         fl->raw_probe.fetch_add(1, std::memory_order_relaxed);
+        decided(r);
         continue;
       }
     }
@@ -132,41 +179,14 @@ void engine::compress(std::span<record> batch, file_learning* fl) {
     j.spec = s;
     j.in = r.in;
     j.out = r.payload.first(std::min(cap, r.payload.size()));
-    sent.push_back(i);
-  }
-  for (std::size_t i : sent) sched_.submit(jobs[i], done);
-  done.wait();
-  for (std::size_t i : sent) {
-    record& r = batch[i];
-    const offload::job& j = jobs[i];
-    r.ran_on = j.ran_on;
-    if (j.st == codec::status::ok) {
-      r.result = outcome::compressed;
-      r.reason = record::why::none;
-      r.payload_size = j.out_size;
-      r.spec = j.spec;
-      r.producer = j.producer;
-      compressed_.fetch_add(1, std::memory_order_relaxed);
-      bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
-      if (fl) {
-        fl->compressed.fetch_add(1, std::memory_order_relaxed);
-        fl->streak.store(0, std::memory_order_relaxed);
-      }
-      continue;
-    }
-    r.result = outcome::raw;  // does_not_fit, or a codec error: the bytes are safe stored raw
-    raw_.fetch_add(1, std::memory_order_relaxed);
-    if (j.st == codec::status::does_not_fit) {
-      r.reason = record::why::cap;
-      cap_.fetch_add(1, std::memory_order_relaxed);
-      if (fl) {
-        fl->raw_cap.fetch_add(1, std::memory_order_relaxed);
-        fl->streak.fetch_add(1, std::memory_order_relaxed);
-      }
-    } else {
-      r.reason = record::why::error;
-      errors_.fetch_add(1, std::memory_order_relaxed);
-    }
+    fin[i] = pending::finisher{this, &r, fl};
+    j.then = [](offload::job& jb, void* ctx) {
+      auto& f = *static_cast<pending::finisher*>(ctx);
+      f.e->finish_record(*f.r, jb, f.fl);
+    };
+    j.then_ctx = &fin[i];
+    // At once: the workers start on this record while this thread checks the next one.
+    sched_.submit(j, done);
   }
 }
 

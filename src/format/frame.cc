@@ -2,6 +2,11 @@
 
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack: no allocation per hash
 #include <xxhash.h>
+#if defined(__x86_64__)
+// libxxhash's run-time dispatch: the AVX2/AVX-512 kernels where the CPU has them (2.4x the
+// SSE2 default on this project's machines, measured in docs/BENCHMARKS.md "Store").
+#include <xxh_x86dispatch.h>
+#endif
 
 #include <cstring>
 

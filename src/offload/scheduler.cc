@@ -26,7 +26,7 @@ void scheduler::after_accel(job& j, void* self) {
     s.cpu_.submit(j);
     return;
   }
-  if (j.done != nullptr) j.done->done_one();
+  j.complete();
 }
 
 void scheduler::submit(job& j, completion& c) {

@@ -46,6 +46,8 @@ file::~file() {
   if (container_) {
     if (auto ec = sync()) report("closing: " + ec.message());
   }
+  // Batches in flight refer to this file's buffers; a failed sync may have left one behind.
+  if (auto ec = drain()) report("closing: " + ec.message());
 }
 
 void file::report(std::string_view what) {
@@ -368,7 +370,7 @@ std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::si
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old) {
+std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old, std::uint32_t lo, std::uint32_t hi) {
   entry en;
   std::unique_ptr<std::byte[]> buf;
   {
@@ -389,7 +391,13 @@ std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old) 
       return ec;
     }
   }
-  std::memset(buf.get() + len, 0, rs_ - len);
+  // Zero what neither the old record nor the coming write [lo, hi) fills.
+  if (need_old || lo >= hi) {
+    std::memset(buf.get() + len, 0, rs_ - len);
+  } else {
+    std::memset(buf.get(), 0, lo);
+    std::memset(buf.get() + hi, 0, rs_ - hi);
+  }
   std::lock_guard lk(m_);
   auto [it, _] = dirty_.emplace(index, dirty{std::move(buf), 0, 0, false});
   d = &it->second;
@@ -405,7 +413,12 @@ std::error_code file::write_into(std::uint64_t index, std::uint32_t at, std::spa
   }
   dirty* d = nullptr;
   const bool covers = at == 0 && n >= cur_len;
-  if (auto ec = make_dirty(index, d, !covers)) return ec;
+  if (auto ec = make_dirty(index, d, !covers, at, static_cast<std::uint32_t>(at + n))) return ec;
+  {
+    std::lock_guard lk(m_);
+    // Frozen by a batch in flight: the caller lets it finish and comes back.
+    if (d->busy) return std::make_error_code(std::errc::resource_unavailable_try_again);
+  }
   // Gather the caller's bytes [skip, skip + n) into the record at `at`.
   std::byte* dst = d->buf.get() + at;
   std::size_t left = n;
@@ -451,15 +464,66 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
       if (failed_) return eio();
     }
     const std::uint64_t end = off + total;
+    // Whole records, when a write brings several, are compressed straight from the caller's
+    // buffers (the paper's vectored I/O): no copy, all workers busy on one call.
+    const std::uint64_t first_whole = (off + rs_ - 1) >> shift_, end_whole = end >> shift_;
+    std::uint64_t next_whole = end_whole >= first_whole + 2 ? first_whole : ~std::uint64_t{0};
     std::size_t done = 0;
     for (std::uint64_t i = off >> shift_; (i << shift_) < end; ++i) {
       const std::uint64_t start = i << shift_;
       const auto a = static_cast<std::uint32_t>(std::max(off, start) - start);
       const auto b = static_cast<std::uint32_t>(std::min<std::uint64_t>(end, start + rs_) - start);
-      {
-        std::unique_lock rec(stripe(i));
-        if (auto ec = write_into(i, a, in, done, b - a)) return ec;
-        drop_cache(i);
+      if (i == next_whole) {
+        // Up to 1 MiB of whole records in one batch (fewer idle workers at its end).
+        const std::uint64_t last = std::min<std::uint64_t>(end_whole, i + std::max<std::size_t>(batch_, (1u << 20) >> shift_));
+        std::vector<iovec> rest;  // the caller's list from byte `done` on
+        std::size_t skip = done;
+        for (const auto& v : in) {
+          if (skip >= v.iov_len) {
+            skip -= v.iov_len;
+            continue;
+          }
+          rest.push_back(iovec{static_cast<char*>(v.iov_base) + skip, v.iov_len - skip});
+          skip = 0;
+        }
+        std::vector<std::uint64_t> indices;
+        for (std::uint64_t j = i; j < last; ++j) indices.push_back(j);
+        {
+          // Synchronous, with the records' stripes held throughout: the caller's buffers are
+          // only ours until this call returns, and no buffered write may slip in between.
+          std::lock_guard fl(flush_m_);
+          // A batch in flight may hold one of these records: it must land first, not after.
+          while (!inflight_.empty()) {
+            if (auto ec = finish_front()) return ec;
+          }
+          std::vector<std::size_t> stripes;
+          for (auto j : indices) stripes.push_back(j % stripes_.size());
+          std::sort(stripes.begin(), stripes.end());
+          stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+          for (auto st : stripes) stripes_[st].lock();
+          std::unique_ptr<inflight> b;
+          auto ec = start_batch(indices, rest, b);
+          if (!ec) ec = finish_batch(*b, false);
+          for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) stripes_[*it].unlock();
+          if (ec) return ec;
+        }
+        done += (last - i) * rs_;
+        if (last < end_whole) next_whole = last;
+        i = last - 1;
+        continue;
+      }
+      for (;;) {
+        std::error_code ec;
+        {
+          std::unique_lock rec(stripe(i));
+          ec = write_into(i, a, in, done, b - a);
+          if (!ec) drop_cache(i);
+        }
+        if (ec != std::errc::resource_unavailable_try_again) {
+          if (ec) return ec;
+          break;
+        }
+        if (auto e2 = drain()) return e2;
       }
       done += b - a;
     }
@@ -481,26 +545,192 @@ std::error_code file::flush_some(bool all) {
       std::lock_guard lk(m_);
       if (failed_) return eio();
       const bool over = dirty_.size() > o_.max_dirty_records;
-      if (!all && !over && whole_dirty_ < batch_) return {};
-      for (auto& [i, d] : dirty_) {
-        if (all || over || d.whole) pick.push_back(i);
+      if (all || over || whole_dirty_ >= batch_) {
+        for (auto& [i, d] : dirty_) {
+          if (!d.busy && (all || over || d.whole)) pick.push_back(i);
+        }
+        std::sort(pick.begin(), pick.end());
+        if (pick.size() > batch_) pick.resize(batch_);
       }
-      if (pick.empty()) return {};
-      std::sort(pick.begin(), pick.end());
-      if (pick.size() > batch_) pick.resize(batch_);
     }
-    if (auto ec = write_batch(pick)) return ec;
+    if (pick.empty()) {
+      // Nothing more to start: a write-back leaves at most one batch running behind the
+      // writer; flush(all) waits for every one.
+      while (inflight_.size() > (all ? 0u : 1u)) {
+        if (auto ec = finish_front()) return ec;
+      }
+      return {};
+    }
+    // Start the next batch, then finish the one before it: the writer copies the next records
+    // while the workers compress these.
+    std::unique_ptr<inflight> b;
+    if (auto ec = start_batch(pick, {}, b)) return ec;
+    inflight_.push_back(std::move(b));
+    while (inflight_.size() > 1) {
+      if (auto ec = finish_front()) return ec;
+    }
+    if (!all) return {};
   }
 }
 
-std::error_code file::write_batch(std::span<const std::uint64_t> indices) {
+std::error_code file::finish_front() {
+  auto b = std::move(inflight_.front());
+  inflight_.pop_front();
+  return finish_batch(*b, true);
+}
+
+std::error_code file::drain() {
+  std::lock_guard fl(flush_m_);
+  std::error_code first;
+  while (!inflight_.empty()) {
+    auto ec = finish_front();
+    if (ec && !first) first = ec;
+  }
+  return first;
+}
+
+std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::span<const iovec> direct,
+                                  std::unique_ptr<inflight>& out) {
   const std::size_t n = indices.size();
-  // Stripes, in ascending stripe order, each once (two records of a batch may share one).
+  auto b = std::make_unique<inflight>();
+  b->f = this;
+  b->direct = !direct.empty();
+  b->indices.assign(indices.begin(), indices.end());
+  b->recs.resize(n);
+  b->in.resize(n);
+  b->own.resize(n);
+  b->cx.resize(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    if (frame_pool_.empty()) frame_pool_.emplace_back(new std::byte[frame_header_size + rs_]);
+    b->frames.push_back(std::move(frame_pool_.back()));
+    frame_pool_.pop_back();
+  }
+  if (direct.empty()) {
+    // The records' buffers are frozen (busy) until the batch finishes: a writer that wants
+    // one waits for that. Taking each stripe once makes sure no writer is mid-copy.
+    for (std::size_t k = 0; k < n; ++k) {
+      std::unique_lock rec(stripe(indices[k]));
+      std::lock_guard lk(m_);
+      auto& d = dirty_.at(indices[k]);
+      if (d.whole) --whole_dirty_;
+      d.busy = true;
+      b->own[k] = iovec{d.buf.get(), record_len_locked(indices[k])};
+      b->in[k] = std::span<const iovec>(&b->own[k], 1);
+    }
+  } else {
+    // Whole records of the caller's list, compressed where they lie.
+    b->pieces.resize(n);
+    std::size_t v = 0, skip = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+      for (std::size_t left = rs_; left > 0;) {
+        const std::size_t take = std::min(direct[v].iov_len - skip, left);
+        if (take > 0) b->pieces[k].push_back(iovec{static_cast<char*>(direct[v].iov_base) + skip, take});
+        left -= take;
+        skip += take;
+        if (skip == direct[v].iov_len) ++v, skip = 0;
+      }
+      b->in[k] = b->pieces[k];
+    }
+  }
+  {
+    std::lock_guard lk(m_);
+    if (auto ec = materialize_locked()) {
+      unfreeze_locked(*b);
+      return ec;
+    }
+    b->alloc_gen = cur_gen_;
+  }
+  // Each record's frame is built and written as soon as its outcome is known, on the thread
+  // that made it known: a worker for a compressed record, so hashing and writing run in
+  // parallel with the other records' compression (the frame header goes in front of the
+  // payload, or in front of the record's own bytes when it is stored raw).
+  for (std::size_t k = 0; k < n; ++k) {
+    b->cx[k] = frame_job{this, b->in[k], b->frames[k].get(), {}, {}};
+    b->recs[k].in = b->in[k];
+    b->recs[k].payload = std::span(b->frames[k].get() + frame_header_size, rs_);
+    b->recs[k].on_done_ctx = &b->cx[k];
+    b->recs[k].on_done = [](engine::record& r, void* p) { static_cast<frame_job*>(p)->write(r); };
+  }
+  if (o_.eng != nullptr) {
+    o_.eng->submit(b->recs, &learning_, b->pend);
+  } else {
+    for (auto& r : b->recs) {
+      r.result = engine::is_zero(r.in) ? engine::outcome::hole : engine::outcome::raw;
+      r.on_done(r, r.on_done_ctx);
+    }
+  }
+  out = std::move(b);
+  return {};
+}
+
+void file::frame_job::write(const engine::record& r) {
+  const std::size_t len = codec::total_size(in);
+  if (r.result == engine::outcome::hole || len == 0) return;
+  format::frame_header h;
+  h.logical_size = static_cast<std::uint32_t>(len);
+  h.logical_hash = format::hash(in);
+  iovec parts[2 + 64];
+  std::size_t np = 0;
+  std::vector<iovec> many;  // a raw record scattered over more pieces than `parts` holds
+  if (r.result == engine::outcome::compressed) {
+    h.format = r.spec.format;
+    h.producer = r.producer;
+    h.level = static_cast<std::int8_t>(r.spec.level);
+    h.physical_size = static_cast<std::uint32_t>(r.payload_size);
+    h.payload_hash = format::hash(std::span(fb + frame_header_size, r.payload_size));
+    parts[np++] = iovec{fb, frame_header_size + r.payload_size};
+  } else {
+    h.physical_size = h.logical_size;
+    h.payload_hash = h.logical_hash;  // a raw payload is the logical bytes
+    parts[np++] = iovec{fb, frame_header_size};
+    if (in.size() <= 64) {
+      for (const auto& v : in) parts[np++] = v;
+    } else {
+      many.assign(1, parts[0]);
+      many.insert(many.end(), in.begin(), in.end());
+    }
+  }
+  format::encode_header(h, std::span(fb, frame_header_size).first<frame_header_size>());
+  entry.length = static_cast<std::uint32_t>(frame_header_size + h.physical_size);
+  entry.format = h.format;
+  entry.producer = h.producer;
+  entry.payload_hash = h.payload_hash;
+  {
+    std::lock_guard lk(f->m_);
+    entry.offset = f->space_.allocate(entry.length);
+  }
+  ec = many.empty() ? f->io_->pwritev(std::span(parts, np), entry.offset) : f->io_->pwritev(many, entry.offset);
+}
+
+void file::unfreeze_locked(inflight& b) {
+  if (!b.direct) {
+    for (auto i : b.indices) {
+      if (auto it = dirty_.find(i); it != dirty_.end() && it->second.busy) {
+        it->second.busy = false;
+        if (it->second.whole) ++whole_dirty_;
+      }
+    }
+  }
+  for (auto& fb : b.frames) frame_pool_.push_back(std::move(fb));
+  b.frames.clear();
+}
+
+std::error_code file::finish_batch(inflight& b, bool take_stripes) {
+  if (o_.eng != nullptr) o_.eng->wait(b.pend);
+  const std::size_t n = b.indices.size();
+  std::error_code ec;
+  std::uint64_t high = 0;
+  for (const auto& c : b.cx) {
+    if (c.entry.offset != 0) high = std::max(high, c.entry.offset + c.entry.length);
+    if (c.ec && !ec) ec = c.ec;
+  }
   std::vector<std::size_t> stripes;
-  for (auto i : indices) stripes.push_back(i % stripes_.size());
-  std::sort(stripes.begin(), stripes.end());
-  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-  for (auto s : stripes) stripes_[s].lock();
+  if (take_stripes) {
+    for (auto i : b.indices) stripes.push_back(i % stripes_.size());
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    for (auto s : stripes) stripes_[s].lock();
+  }
   struct unlock_all {
     file* f;
     std::vector<std::size_t>& s;
@@ -509,109 +739,31 @@ std::error_code file::write_batch(std::span<const std::uint64_t> indices) {
     }
   } unlocker{this, stripes};
 
-  while (frame_bufs_.size() < n) frame_bufs_.emplace_back(new std::byte[frame_header_size + rs_]);
-  std::vector<engine::record> recs(n);
-  std::vector<iovec> in(n);
-  std::vector<std::byte*> bufs(n);
-  {
-    std::lock_guard lk(m_);
-    for (std::size_t k = 0; k < n; ++k) {
-      auto it = dirty_.find(indices[k]);
-      bufs[k] = it->second.buf.get();
-      in[k] = iovec{bufs[k], record_len_locked(indices[k])};
-    }
-  }
-  for (std::size_t k = 0; k < n; ++k) {
-    recs[k].in = std::span(&in[k], 1);
-    recs[k].payload = std::span(frame_bufs_[k].get() + frame_header_size, rs_);
-  }
-  if (o_.eng != nullptr) {
-    o_.eng->compress(recs, &learning_);
-  } else {
-    for (auto& r : recs) r.result = engine::is_zero(r.in) ? engine::outcome::hole : engine::outcome::raw;
-  }
-
-  // Frames: header in front of the payload, or in front of the record's own bytes when raw.
-  std::vector<format::map_entry> fresh(n);
-  std::vector<std::array<iovec, 2>> parts(n);
-  std::vector<int> nparts(n, 0);
-  for (std::size_t k = 0; k < n; ++k) {
-    auto& r = recs[k];
-    if (r.result == engine::outcome::hole || in[k].iov_len == 0) continue;
-    std::byte* fb = frame_bufs_[k].get();
-    format::frame_header h;
-    h.logical_size = static_cast<std::uint32_t>(in[k].iov_len);
-    h.logical_hash = format::hash(std::span(static_cast<const std::byte*>(in[k].iov_base), in[k].iov_len));
-    if (r.result == engine::outcome::compressed) {
-      h.format = r.spec.format;
-      h.producer = r.producer;
-      h.level = static_cast<std::int8_t>(r.spec.level);
-      h.physical_size = static_cast<std::uint32_t>(r.payload_size);
-      format::seal_frame(h, std::span(fb, frame_header_size + r.payload_size));
-      parts[k][0] = iovec{fb, frame_header_size + r.payload_size};
-      nparts[k] = 1;
-    } else {
-      h.physical_size = h.logical_size;
-      format::seal_frame(h, std::span(fb, frame_header_size));
-      parts[k][0] = iovec{fb, frame_header_size};
-      parts[k][1] = in[k];
-      nparts[k] = 2;
-    }
-    fresh[k].length = static_cast<std::uint32_t>(frame_header_size + h.physical_size);
-    fresh[k].format = h.format;
-    fresh[k].producer = h.producer;
-    fresh[k].payload_hash = h.format == codec::payload_format::none ? h.logical_hash
-                                                                    : format::hash(std::span(fb + frame_header_size, h.physical_size));
-  }
-  std::uint64_t alloc_gen;
-  {
-    std::lock_guard lk(m_);
-    if (auto ec = materialize_locked()) return ec;
-    alloc_gen = cur_gen_;
-    for (std::size_t k = 0; k < n; ++k) {
-      if (nparts[k] != 0) fresh[k].offset = space_.allocate(fresh[k].length);
-    }
-  }
-  // One pwritev per run of adjacent extents (a batch appended at the end is one write).
-  std::vector<std::size_t> order;
-  for (std::size_t k = 0; k < n; ++k) {
-    if (nparts[k] != 0) order.push_back(k);
-  }
-  std::sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return fresh[x].offset < fresh[y].offset; });
-  std::error_code ec;
-  std::vector<iovec> run;
-  std::uint64_t run_off = 0, run_end = 0, high = 0;
-  auto issue = [&] {
-    if (run.empty() || ec) return;
-    ec = io_->pwritev(run, run_off);
-    run.clear();
-  };
-  for (auto k : order) {
-    if (run.empty() || fresh[k].offset != run_end || run.size() + 2 > 512) {
-      issue();
-      run_off = fresh[k].offset;
-    }
-    for (int p = 0; p < nparts[k]; ++p) run.push_back(parts[k][p]);
-    run_end = fresh[k].offset + fresh[k].length;
-    high = std::max(high, run_end);
-  }
-  issue();
-
   std::lock_guard lk(m_);
   if (ec) {
-    for (auto k : order) release_locked(fresh[k].offset, fresh[k].length);
+    // Nothing names the new frames: their space is free again, and the records stay dirty.
+    for (const auto& c : b.cx) {
+      if (c.entry.offset != 0) release_locked(c.entry.offset, c.entry.length);
+    }
+    unfreeze_locked(b);
     report("writing records: " + ec.message());
     return ec;
   }
   backing_len_ = std::max(backing_len_, high);
   for (std::size_t k = 0; k < n; ++k) {
-    const std::uint64_t i = indices[k];
-    set_entry_locked(i, fresh[k], alloc_gen);
-    auto it = dirty_.find(i);
-    if (it->second.whole) --whole_dirty_;
-    give_buffer(std::move(it->second.buf));
-    dirty_.erase(it);
+    const std::uint64_t i = b.indices[k];
+    set_entry_locked(i, b.cx[k].entry, b.alloc_gen);
+    // The record's buffer (frozen for this batch, or replaced by a direct write) is done.
+    if (auto it = dirty_.find(i); it != dirty_.end()) {
+      if (it->second.whole && !it->second.busy) --whole_dirty_;
+      give_buffer(std::move(it->second.buf));
+      dirty_.erase(it);
+    }
+    drop_cache(i);
   }
+  if (b.direct) size_ = std::max(size_, (b.indices[n - 1] + 1) << shift_);
+  for (auto& fb : b.frames) frame_pool_.push_back(std::move(fb));
+  b.frames.clear();
   ++change_seq_;
   flushes_.fetch_add(1, std::memory_order_relaxed);
   return {};
@@ -660,6 +812,7 @@ std::error_code file::truncate(std::uint64_t size) {
   }
   if (size > format::max_container_size) return std::make_error_code(std::errc::file_too_large);
   std::unique_lock layout(layout_);
+  if (auto ec = drain()) return ec;
   std::uint64_t old;
   {
     std::lock_guard lk(m_);
@@ -741,6 +894,7 @@ std::error_code file::zero_records(std::uint64_t off, std::uint64_t len) {
 std::error_code file::punch_hole(std::uint64_t off, std::uint64_t len) {
   if (!container_) return io_->punch(off, len);
   std::unique_lock layout(layout_);
+  if (auto ec = drain()) return ec;
   std::uint64_t sz;
   {
     std::lock_guard lk(m_);
@@ -762,6 +916,7 @@ std::error_code file::zero_range(std::uint64_t off, std::uint64_t len, bool keep
     return !keep_size && off + len > sz ? io_->truncate(off + len) : std::error_code{};
   }
   std::unique_lock layout(layout_);
+  if (auto ec = drain()) return ec;
   std::uint64_t sz;
   {
     std::lock_guard lk(m_);
@@ -844,6 +999,7 @@ std::error_code file::sync() {
   }
   if (over) {
     std::unique_lock layout(layout_);
+    if (auto ec = drain()) return ec;
     return compact();
   }
   return {};

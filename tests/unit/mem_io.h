@@ -60,6 +60,7 @@ class mem_io final : public store::io {
   explicit mem_io(std::shared_ptr<mem_disk> d, std::shared_ptr<crash_plan> plan = nullptr)
       : d_(std::move(d)), plan_(std::move(plan)) {}
 
+  [[nodiscard]] const std::shared_ptr<mem_disk>& disk() const noexcept { return d_; }
   std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override {
     std::lock_guard lk(d_->m);
     if (plan_ && plan_->dead) return err(EIO);

@@ -26,44 +26,46 @@ struct crash_outcome {
 };
 
 // A workload of partial and whole-record writes, truncates, punches and syncs over 4 KiB records,
-// with compaction on at every commit (slack 0), so the crash points cover compaction too.
+// with compaction on at every commit (slack 0), so the crash points cover compaction too. It
+// stops at the first error: what a failed call left behind is not in the model, and nothing
+// after the crash can become durable anyway.
 void workload(file& f, crash_plan* plan, std::uint64_t seed, crash_outcome& out) {
   std::mt19937_64 rng(seed);
   std::vector<std::byte> model;
+  auto sync = [&] {
+    out.snaps.push_back(model);
+    const bool dead_before = plan != nullptr && plan->dead;
+    if (!f.sync()) {
+      out.last_ok = static_cast<int>(out.snaps.size()) - 1;
+      return true;
+    }
+    if (!dead_before) out.in_flight = static_cast<int>(out.snaps.size()) - 1;
+    return false;
+  };
   for (int op = 0; op < 48; ++op) {
     const auto p = rng() % 10;
+    std::error_code ec;
     if (p < 5) {
       const std::uint64_t off = rng() % (12 * 4096);
       const std::size_t len = rng() % 2 == 0 ? 1 + rng() % 6000 : 4096;
       auto d = some_data(rng, len);
-      (void)f.pwrite(d, off);
+      ec = f.pwrite(d, off);
       if (model.size() < off + len) model.resize(off + len);
       std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
     } else if (p == 5) {
       const std::uint64_t sz = rng() % (12 * 4096);
-      (void)f.truncate(sz);
+      ec = f.truncate(sz);
       model.resize(sz);
     } else if (p == 6) {
       const std::uint64_t off = rng() % (12 * 4096), len = rng() % 10000;
-      (void)f.punch_hole(off, len);
+      ec = f.punch_hole(off, len);
       for (std::uint64_t i = off; i < std::min<std::uint64_t>(off + len, model.size()); ++i) model[i] = std::byte{0};
-    } else {
-      out.snaps.push_back(model);
-      const bool dead_before = plan != nullptr && plan->dead;
-      if (!f.sync()) {
-        out.last_ok = static_cast<int>(out.snaps.size()) - 1;
-      } else if (out.in_flight < 0 && !dead_before) {
-        out.in_flight = static_cast<int>(out.snaps.size()) - 1;
-      }
+    } else if (!sync()) {
+      return;
     }
+    if (ec) return;
   }
-  out.snaps.push_back(model);
-  const bool dead_before = plan != nullptr && plan->dead;
-  if (!f.sync()) {
-    out.last_ok = static_cast<int>(out.snaps.size()) - 1;
-  } else if (out.in_flight < 0 && !dead_before) {
-    out.in_flight = static_cast<int>(out.snaps.size()) - 1;
-  }
+  sync();
 }
 
 class store_crash : public ::testing::TestWithParam<std::uint64_t> {};
@@ -109,7 +111,12 @@ TEST_P(store_crash, every_write_and_sync_of_a_workload) {
         auto f = open_mem(disk, o, plan);
         workload(*f, plan.get(), seed, out);
       }
-      ASSERT_TRUE(plan->dead);
+      if (!plan->dead) {
+        // Write-back order (hence punches, hence the call count) varies from run to run: this
+        // run finished before call k. Its end state is the last sync's.
+        ASSERT_EQ(out.last_ok, static_cast<int>(out.snaps.size()) - 1);
+        continue;
+      }
       // Reopen what the crash left: the last completed sync, or the one in flight, exactly.
       std::unique_ptr<file> f;
       ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, f));
@@ -118,7 +125,14 @@ TEST_P(store_crash, every_write_and_sync_of_a_workload) {
       const auto& last = out.last_ok >= 0 ? out.snaps[static_cast<std::size_t>(out.last_ok)] : empty;
       const bool is_last = got == last;
       const bool is_next = out.in_flight >= 0 && got == out.snaps[static_cast<std::size_t>(out.in_flight)];
-      ASSERT_TRUE(is_last || is_next) << "recovered " << got.size() << " bytes; last synced state has " << last.size();
+      auto first_diff = [&](const std::vector<std::byte>& want) {
+        std::size_t i = 0;
+        while (i < std::min(got.size(), want.size()) && got[i] == want[i]) ++i;
+        return i;
+      };
+      ASSERT_TRUE(is_last || is_next) << "recovered " << got.size() << " bytes; last synced state has " << last.size()
+                                      << ", first difference at byte " << first_diff(last) << "; last ok sync #"
+                                      << out.last_ok << " in flight #" << out.in_flight << " of " << out.snaps.size();
       recovered_new += is_next && !is_last;
       std::vector<damage> bad;
       ASSERT_FALSE(f->check(bad));

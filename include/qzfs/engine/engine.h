@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -61,6 +62,12 @@ struct record {
   codec::engine producer = codec::engine::none;
   const char* ran_on = "";          // backend
   enum class why : std::uint8_t { none, zeros, policy_off, checker, probe, cap, error } reason = why::none;
+  // --- optional: called once the record's outcome is final, on whichever thread made it final
+  // (the submitter for holes and raw records, a worker for compressed ones), before compress()
+  // returns. The store builds and writes the record's frame there, so that work runs in
+  // parallel too. It must not touch other records.
+  void (*on_done)(record&, void*) = nullptr;
+  void* on_done_ctx = nullptr;
 };
 
 struct engine_options {
@@ -77,8 +84,27 @@ struct engine_stats {
 class engine {
  public:
   engine(offload::scheduler& sched, engine_options o);
-  /// Decides and compresses every record of the batch; returns when all are done.
-  void compress(std::span<record> batch, file_learning* learning = nullptr);
+  /// Decides and compresses every record of the batch; returns when all are done. Each record
+  /// is submitted as soon as it is checked; `meanwhile` (if any) runs on the calling thread once
+  /// all are submitted, while the codecs work (the store hashes the records there).
+  void compress(std::span<record> batch, file_learning* learning = nullptr, const std::function<void()>& meanwhile = {});
+
+  /// A batch in flight (submit() ... wait()); holds what the workers refer to. Keep it, and the
+  /// batch's records and buffers, alive and in place until wait() returns.
+  struct pending {
+    struct finisher {
+      engine* e;
+      record* r;
+      file_learning* fl;
+    };
+    std::vector<offload::job> jobs;
+    std::vector<finisher> fin;
+    offload::completion done;
+  };
+  /// compress() in two halves: submit() decides and submits every record (on_done may run
+  /// before it returns), wait() returns when all are done.
+  void submit(std::span<record> batch, file_learning* learning, pending& p);
+  void wait(pending& p) { p.done.wait(); }
   /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests).
   [[nodiscard]] codec::spec choose(compressibility c) const noexcept;
   [[nodiscard]] engine_stats stats() const noexcept;
@@ -87,6 +113,8 @@ class engine {
   [[nodiscard]] unsigned workers() const noexcept { return sched_.cpu().workers(); }
 
  private:
+  void finish_record(record& r, const offload::job& j, file_learning* fl) noexcept;
+
   offload::scheduler& sched_;
   engine_options o_;
   codec::spec fixed_{};  // the spec of a non-auto policy

@@ -61,6 +61,11 @@ struct job {
   const char* ran_on = "";  // backend that produced the result
   bool redone = false;      // an accelerator failed or timed out and the CPU redid it
 
+  // --- the submitter's hook: runs on the finishing thread once the result is final, just
+  // before `done` is told (the engine finishes its records there, in parallel)
+  void (*then)(job&, void*) = nullptr;
+  void* then_ctx = nullptr;
+
   // --- internal: the scheduler's hook, run before `done` (see scheduler.h)
   void (*on_finish)(job&, void*) = nullptr;
   void* on_finish_ctx = nullptr;
@@ -73,6 +78,11 @@ struct job {
       f(*this, on_finish_ctx);
       return;
     }
+    complete();
+  }
+  /// The result is final: the submitter's hook, then its completion.
+  void complete() {
+    if (then != nullptr) then(*this, then_ctx);
     if (done != nullptr) done->done_one();
   }
 };

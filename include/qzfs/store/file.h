@@ -33,6 +33,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -132,6 +133,7 @@ class file {
     std::unique_ptr<std::byte[]> buf;  // record_size bytes; what the record holds now
     std::uint32_t lo = 0, hi = 0;      // bytes written contiguously since it became dirty
     bool whole = false;                // every byte of the record has been set
+    bool busy = false;                 // frozen: a batch in flight is compressing it
   };
   struct cached {
     std::uint64_t index = ~std::uint64_t{0};
@@ -155,9 +157,44 @@ class file {
                                             std::uint32_t& len, std::string* why = nullptr);  // stripe(index) shared
   [[nodiscard]] std::error_code write_into(std::uint64_t index, std::uint32_t at, std::span<const iovec> in,
                                            std::size_t skip, std::size_t n);  // stripe(index) exclusive
-  [[nodiscard]] std::error_code make_dirty(std::uint64_t index, dirty*& d, bool need_old);  // stripe exclusive
+  /// The record's buffer, made on first use: the old content when need_old, else zeros outside
+  /// [lo, hi) (which the caller is about to fill).
+  [[nodiscard]] std::error_code make_dirty(std::uint64_t index, dirty*& d, bool need_old, std::uint32_t lo = 0,
+                                           std::uint32_t hi = 0);  // stripe exclusive
   [[nodiscard]] std::error_code flush_some(bool all);                                      // layout_ shared
-  [[nodiscard]] std::error_code write_batch(std::span<const std::uint64_t> indices);       // flush_m_, stripes
+  // Write-back: a batch of records goes to the engine (start_batch) and is finished later
+  // (finish_batch: wait, then the map), so the writer fills the next batch meanwhile.
+  struct frame_job {  // one record's frame, built and written by whoever finishes the record
+    file* f = nullptr;
+    std::span<const iovec> in;
+    std::byte* fb = nullptr;  // frame buffer: header, then payload
+    format::map_entry entry;  // offset 0: nothing written (a hole)
+    std::error_code ec;
+    void write(const engine::record& r);
+  };
+  struct inflight {
+    file* f = nullptr;
+    bool direct = false;  // the caller's buffers (finished before the write returns)
+    std::vector<std::uint64_t> indices;
+    std::vector<engine::record> recs;
+    std::vector<std::span<const iovec>> in;
+    std::vector<iovec> own;
+    std::vector<std::vector<iovec>> pieces;
+    std::vector<frame_job> cx;
+    std::vector<std::unique_ptr<std::byte[]>> frames;
+    std::uint64_t alloc_gen = 0;
+    engine::engine::pending pend;
+  };
+  /// Freezes the records `indices` (their dirty buffers; or, direct not empty, consecutive
+  /// whole records of the caller's list) and submits them.  flush_m_
+  [[nodiscard]] std::error_code start_batch(std::span<const std::uint64_t> indices, std::span<const iovec> direct,
+                                            std::unique_ptr<inflight>& out);
+  /// Waits for the batch and puts its frames in the map (or, on error, frees them).  flush_m_;
+  /// takes the stripes unless the caller holds them.
+  [[nodiscard]] std::error_code finish_batch(inflight& b, bool take_stripes);
+  [[nodiscard]] std::error_code finish_front();  // flush_m_
+  [[nodiscard]] std::error_code drain();         // takes flush_m_: every batch in flight finished
+  void unfreeze_locked(inflight& b);              // m_
   [[nodiscard]] std::error_code commit();                                                   // commit_m_
   [[nodiscard]] std::error_code commit_locked();  // commit_m_, layout_ exclusive or shared
   [[nodiscard]] std::error_code compact();        // commit_m_ + layout_ exclusive
@@ -201,7 +238,9 @@ class file {
   std::uint64_t backing_len_ = 0;  // length of the backing file as last set
   bool low_first_ = false;         // compaction: place maps at the lowest offset that fits
   // --- guarded by flush_m_
-  std::vector<std::unique_ptr<std::byte[]>> frame_bufs_;
+  std::deque<std::unique_ptr<inflight>> inflight_;
+  // --- guarded by m_ (taken by start_batch under flush_m_, returned under m_)
+  std::vector<std::unique_ptr<std::byte[]>> frame_pool_;
   engine::file_learning learning_;
   // --- guarded by cache_m_
   std::vector<cached> cache_;
