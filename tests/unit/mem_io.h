@@ -11,6 +11,7 @@
 // process). The test reopens it with a fresh mem_io.
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -51,8 +52,8 @@ struct crash_plan {
   double tear = 0.5;           // fraction of a failing write's bytes that still land
   bool lose_unsynced = false;  // at the crash, drop a random subset of the writes since the last sync
   std::uint64_t seed = 1;
-  std::uint64_t calls = 0;     // mutating calls so far
-  bool dead = false;
+  std::atomic<std::uint64_t> calls{0};  // mutating calls so far (workers write frames too)
+  std::atomic<bool> dead{false};
 };
 
 class mem_io final : public store::io {
