@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "qzfs/codec/workspace.h"
 #include "qzfs/engine/checker.h"
@@ -40,6 +41,7 @@ file::file(std::unique_ptr<io> backing, const options& o, bool container)
   if (!o_.log) o_.log = [](std::string_view m) { std::fprintf(stderr, "qzfs: %.*s\n", int(m.size()), m.data()); };
   const std::size_t workers = o_.eng != nullptr ? o_.eng->workers() : 1;
   batch_ = o_.batch_records != 0 ? o_.batch_records : std::max<std::size_t>(4, 2 * workers);
+  spare_core_ = workers < std::max(1u, std::thread::hardware_concurrency());
 }
 
 file::~file() {
@@ -503,6 +505,19 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
           for (auto st : stripes) stripes_[st].lock();
           std::unique_ptr<inflight> b;
           auto ec = start_batch(indices, rest, b);
+          if (!ec && b->helper) {
+            // Frames are written here as their records finish.
+            for (std::size_t done_k = 0; done_k < b->recs.size();) {
+              std::vector<std::size_t> now;
+              {
+                std::unique_lock lk(b->ready_m);
+                b->ready_cv.wait(lk, [&] { return !b->ready.empty(); });
+                now.swap(b->ready);
+              }
+              for (auto k : now) b->cx[k].write(b->recs[k]);
+              done_k += now.size();
+            }
+          }
           if (!ec) ec = finish_batch(*b, false);
           for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) stripes_[*it].unlock();
           if (ec) return ec;
@@ -645,12 +660,19 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   // parallel with the other records' compression (the frame header goes in front of the
   // payload, or in front of the record's own bytes when it is stored raw).
   for (std::size_t k = 0; k < n; ++k) {
-    b->cx[k] = frame_job{this, b->in[k], b->frames[k].get(), {}, {}};
+    b->cx[k] = frame_job{this, b.get(), k, b->in[k], b->frames[k].get(), {}, {}};
     b->recs[k].in = b->in[k];
     b->recs[k].payload = std::span(b->frames[k].get() + frame_header_size, rs_);
     b->recs[k].on_done_ctx = &b->cx[k];
-    b->recs[k].on_done = [](engine::record& r, void* p) { static_cast<frame_job*>(p)->write(r); };
+    b->recs[k].on_done = [](engine::record& r, void* p) {
+      auto& job = *static_cast<frame_job*>(p);
+      if (!job.batch->helper) return job.write(r);
+      std::lock_guard lk(job.batch->ready_m);
+      job.batch->ready.push_back(job.k);
+      job.batch->ready_cv.notify_one();
+    };
   }
+  b->helper = b->direct && spare_core_;
   if (o_.eng != nullptr) {
     o_.eng->submit(b->recs, &learning_, b->pend);
   } else {

@@ -140,6 +140,38 @@ TEST(store, sequential_page_writes_merge_in_memory) {
   EXPECT_EQ(read_all(*f), d);
 }
 
+// One worker on a machine with more cores: the writer's thread builds and writes the frames of
+// whole-record writes while the worker compresses (the store's "helper" path).
+TEST(store, whole_record_writes_with_a_core_to_spare) {
+  offload::cpu_backend cpu({.workers = 1});
+  offload::scheduler sched(cpu, nullptr);
+  engine::engine eng(sched, {.pol = *engine::parse_policy("gzip-1")});
+  options o;
+  o.eng = &eng;
+  o.record_size = 64 * KiB;
+  auto disk = std::make_shared<mem_disk>();
+  std::mt19937_64 rng(5);
+  std::vector<std::byte> model;
+  {
+    std::unique_ptr<file> f;
+    ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, f));
+    for (int i = 0; i < 6; ++i) {
+      auto d = some_data(rng, (1 << 20) + 3 * 4096);  // whole records, and a partial one
+      const std::uint64_t off = static_cast<std::uint64_t>(i) * (1 << 20);
+      ASSERT_FALSE(f->pwrite(d, off));
+      if (model.size() < off + d.size()) model.resize(off + d.size());
+      std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+    }
+    EXPECT_EQ(read_all(*f), model);
+  }
+  std::unique_ptr<file> f;
+  ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, f));
+  EXPECT_EQ(read_all(*f), model);
+  std::vector<damage> bad;
+  ASSERT_FALSE(f->check(bad));
+  EXPECT_TRUE(bad.empty());
+}
+
 TEST(store, shorter_overwrite_after_truncate_leaves_no_old_tail) {
   auto disk = std::make_shared<mem_disk>();
   const auto o = opts("gzip-1", 64 * KiB);

@@ -33,6 +33,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -164,8 +165,11 @@ class file {
   [[nodiscard]] std::error_code flush_some(bool all);                                      // layout_ shared
   // Write-back: a batch of records goes to the engine (start_batch) and is finished later
   // (finish_batch: wait, then the map), so the writer fills the next batch meanwhile.
+  struct inflight;
   struct frame_job {  // one record's frame, built and written by whoever finishes the record
     file* f = nullptr;
+    inflight* batch = nullptr;
+    std::size_t k = 0;
     std::span<const iovec> in;
     std::byte* fb = nullptr;  // frame buffer: header, then payload
     format::map_entry entry;  // offset 0: nothing written (a hole)
@@ -184,6 +188,12 @@ class file {
     std::vector<std::unique_ptr<std::byte[]>> frames;
     std::uint64_t alloc_gen = 0;
     engine::engine::pending pend;
+    // A direct batch when the pool leaves a core free: the writer's thread builds and writes
+    // the frames as records finish (it would only wait otherwise), the workers only compress.
+    bool helper = false;
+    std::mutex ready_m;  // lock order: leaf
+    std::condition_variable ready_cv;
+    std::vector<std::size_t> ready;
   };
   /// Freezes the records `indices` (their dirty buffers; or, direct not empty, consecutive
   /// whole records of the caller's list) and submits them.  flush_m_
@@ -214,6 +224,7 @@ class file {
   std::uint32_t rs_ = 0;
   unsigned shift_ = 0;
   std::size_t batch_ = 4;
+  bool spare_core_ = false;  // fewer CPU workers than cores
 
   std::mutex commit_m_;
   std::shared_mutex layout_;
