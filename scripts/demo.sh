@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: dependencies, a release build, a real corpus from Debian packages, and
-# `qzfs bench` over it on every core. Until `qzfs mount` exists this is what qzfs does.
+# The main job: dependencies, a release build, a real corpus from Debian packages, `qzfs bench`
+# over it on every core, then a demo backing directory of real data packed into compressed
+# containers and checked. Until `qzfs mount` exists this is what qzfs does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -21,3 +22,12 @@ echo
 echo "== policy gzip through a rehearsed failing accelerator: nothing is lost =="
 build/qzfs bench --policy gzip --threads "$threads" --max-bytes 32M \
   --accel fault:error=0.05,garbage=0.02,timeout=0.01 corpus/sam
+echo
+echo "== the record store: a demo backing directory (SAM + FASTQ reads, kernel sources) packed in place, then checked =="
+rm -rf demo/backing && mkdir -p demo/backing
+cp -r corpus/sam demo/backing/reads
+cp -r corpus/text/kernel corpus/text/mm demo/backing/
+build/qzfs pack --policy gzip demo/backing
+build/qzfs check demo/backing
+du -sh --apparent-size corpus/sam corpus/text/kernel corpus/text/mm | sed 's/^/  before: /'
+du -sh demo/backing | sed 's/^/  after:  /'

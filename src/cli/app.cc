@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "bench.h"
+#include "tools.h"
 #include "policy_bench.h"
 #include "corpus.h"
 #include "qzfs/codec/codec.h"
@@ -212,6 +213,24 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   bench->add_flag("--quiet,-q", quiet, "No progress line");
   bench->add_option("PATH", paths, "Files or directories (read recursively)")->required();
 
+  pack_options po;
+  std::string pack_rs = "128K";
+  auto* pack = app.add_subcommand("pack", "Rewrite plain files of a backing directory as compressed containers, in "
+                                          "place and atomically (a new file beside each, synced, renamed over it; mode, "
+                                          "owner, times and extended attributes kept). Skips empty files, containers "
+                                          "and files with other hard links; a file that changes meanwhile is left as it was");
+  pack->add_option("--policy", po.policy, "Compression policy: off, lz4, gzip[-N], zstd[-N], auto")->default_val("gzip");
+  pack->add_option("--record-size", pack_rs, "Record size of the new containers: 4K to 1M, a power of two")->default_val("128K");
+  pack->add_option("--threads", po.threads, "CPU workers (default: one per core)")->check(CLI::Range(0u, 256u));
+  pack->add_flag("--verbose,-v", po.verbose, "One line per file");
+  pack->add_option("PATH", po.paths, "Files or directories (recursively; symlinks are not followed)")->required();
+
+  check_options co;
+  auto* check = app.add_subcommand("check", "Read and verify every record of every container under PATH; name each "
+                                            "damaged record (exit 1), and summarise sizes, ratio and codecs");
+  check->add_flag("--json", co.json, "Print JSON instead of text");
+  check->add_option("PATH", co.paths, "Files or directories of a backing directory (recursively)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -223,6 +242,15 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   }
 
   try {
+    if (pack->parsed()) {
+      const auto rs = parse_size(pack_rs);
+      if (rs < 4096 || rs > (1u << 20) || (rs & (rs - 1)) != 0) {
+        throw std::invalid_argument("--record-size must be a power of two between 4K and 1M");
+      }
+      po.record_size = static_cast<std::uint32_t>(rs);
+      return run_pack(po, out, err);
+    }
+    if (check->parsed()) return run_check(co, out, err);
     if (bench->parsed()) {
       bo.record_size = parse_size(record_size);
       if (bo.record_size < 4096 || bo.record_size > (1u << 20))

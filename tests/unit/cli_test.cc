@@ -198,3 +198,50 @@ TEST(cli, help_lists_the_bench_options) {
 
 }  // namespace
 }  // namespace qzfs::cli
+
+namespace qzfs::cli {
+namespace {
+
+// `qzfs pack` then `qzfs check` on a real directory; then one flipped byte named by check.
+TEST_F(bench_cli, pack_then_check_then_damage_is_named) {
+  write(dir_ / "empty", {});
+  write(dir_ / "linked", test::make_data(test::data_class::text, 5000));
+  std::filesystem::create_hard_link(dir_ / "linked", dir_ / "linked2");
+  const auto text_before = test::read_file(dir_ / "sub" / "text.txt");
+  auto r = run_qzfs({"pack", "--policy", "gzip", "--record-size", "64K", "--threads", "2", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("packed 2 files (3 skipped, 0 failed)"), std::string::npos) << r.out;
+  EXPECT_LT(std::filesystem::file_size(dir_ / "sub" / "text.txt"), text_before.size() / 2);
+
+  r = run_qzfs({"check", "--json", dir_.string()});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["containers"], 2);
+  EXPECT_EQ(j["plain_files"], 3);
+  EXPECT_EQ(j["damaged_files"], 0);
+  EXPECT_GT(j["ratio"].get<double>(), 1.3);
+  EXPECT_GT(j["gzip"].get<int>(), 0);
+  EXPECT_GT(j["raw"].get<int>(), 0);  // random.bin
+
+  // Packing again changes nothing.
+  r = run_qzfs({"pack", dir_.string()});
+  EXPECT_NE(r.out.find("packed 0 files (5 skipped"), std::string::npos) << r.out;
+
+  // One byte flipped in the middle of the text container: check names the record and fails.
+  auto bytes = test::read_file(dir_ / "sub" / "text.txt");
+  bytes[bytes.size() / 2] ^= std::byte{0x10};
+  write(dir_ / "sub" / "text.txt", bytes);
+  r = run_qzfs({"check", dir_.string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("text.txt: record "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 damaged"), std::string::npos) << r.out;
+
+  r = run_qzfs({"pack", "--record-size", "3K", dir_.string()});
+  EXPECT_EQ(r.code, 2);
+  r = run_qzfs({"check", (dir_ / "nope").string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("no such file"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace qzfs::cli

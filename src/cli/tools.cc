@@ -1,0 +1,180 @@
+// `qzfs pack` and `qzfs check`: the store's tools over a backing directory, without a mount.
+#include "tools.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "qzfs/engine/engine.h"
+#include "qzfs/store/file.h"
+
+namespace qzfs::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Regular files under `paths` (directories recursively), symlinks never followed.
+std::vector<fs::path> regular_files(const std::vector<std::string>& paths) {
+  std::vector<fs::path> out;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    const auto st = fs::symlink_status(p, ec);
+    if (ec || !fs::exists(st)) throw std::invalid_argument(p + ": no such file or directory");
+    if (fs::is_regular_file(st)) {
+      out.emplace_back(p);
+    } else if (fs::is_directory(st)) {
+      for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
+           it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (ec) break;
+        if (it->is_regular_file(ec) && !it->is_symlink(ec)) out.push_back(it->path());
+      }
+      if (ec) throw std::runtime_error(p + ": " + ec.message());
+    }
+  }
+  return out;
+}
+
+struct dir_handle {
+  int fd;
+  explicit dir_handle(const fs::path& dir) : fd(::open(dir.empty() ? "." : dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC)) {
+    if (fd < 0) throw std::runtime_error(dir.string() + ": " + std::strerror(errno));
+  }
+  ~dir_handle() { ::close(fd); }
+};
+
+}  // namespace
+
+int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
+  auto pol = engine::parse_policy(o.policy);
+  if (!pol) throw std::invalid_argument("unknown --policy '" + o.policy + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+  offload::cpu_backend cpu({.workers = o.threads});
+  offload::scheduler sched(cpu, nullptr);
+  engine::engine eng(sched, {.pol = *pol});
+  store::options so;
+  so.eng = &eng;
+  so.record_size = o.record_size;
+  so.log = [err](std::string_view m) { fmt::print(err, "qzfs pack: {}\n", m); };
+
+  std::uint64_t packed = 0, skipped = 0, failed = 0, logical = 0, stored = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const auto& path : regular_files(o.paths)) {
+    struct stat before {};
+    if (::lstat(path.c_str(), &before) != 0) continue;
+    if (before.st_size == 0) {
+      ++skipped;  // nothing to gain; it becomes a container when first written through a mount
+      continue;
+    }
+    dir_handle dir(path.parent_path());
+    so.name = path.string();
+    const auto ec = store::pack_file(dir.fd, path.filename().c_str(), so);
+    if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
+      ++skipped;
+      if (o.verbose) {
+        fmt::print(out, "{}: skipped ({})\n", path.string(),
+                   ec == std::errc::file_exists ? "already a container" : "has other hard links");
+      }
+      continue;
+    }
+    if (ec) {
+      ++failed;
+      fmt::print(err, "qzfs pack: {}: {}\n", path.string(), ec.message());
+      continue;
+    }
+    struct stat after {};
+    ::lstat(path.c_str(), &after);
+    ++packed;
+    logical += static_cast<std::uint64_t>(before.st_size);
+    stored += static_cast<std::uint64_t>(after.st_size);
+    if (o.verbose) {
+      fmt::print(out, "{}: {} -> {} bytes\n", path.string(), before.st_size, after.st_size);
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print(out, "packed {} files ({} skipped, {} failed): {:.1f} MiB -> {:.1f} MiB, ratio {:.3f}, {:.1f} MiB/s, policy {}\n",
+             packed, skipped, failed, static_cast<double>(logical) / (1 << 20), static_cast<double>(stored) / (1 << 20),
+             stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0,
+             secs > 0 ? static_cast<double>(logical) / (1 << 20) / secs : 0.0, o.policy);
+  return failed == 0 ? 0 : 1;
+}
+
+int run_check(const check_options& o, std::FILE* out, std::FILE* err) {
+  std::uint64_t containers = 0, plain = 0, damaged_files = 0, bad_records = 0;
+  std::uint64_t logical = 0, stored = 0, allocated = 0, records = 0, holes = 0, raw = 0, lost = 0;
+  std::array<std::uint64_t, codec::payload_format_count> per_format{};
+  nlohmann::json damaged = nlohmann::json::array();
+  for (const auto& path : regular_files(o.paths)) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      fmt::print(err, "qzfs check: {}: {}\n", path.string(), std::strerror(errno));
+      ++damaged_files;
+      continue;
+    }
+    store::options so;
+    so.convert_plain = false;  // look, never change
+    std::string why;
+    so.log = [&why](std::string_view m) { why = m; };
+    std::unique_ptr<store::file> f;
+    auto ec = store::file::open(std::make_unique<store::fd_io>(fd), so, f);
+    if (ec) {
+      ++damaged_files;
+      fmt::print(out, "{}: unreadable container: {}\n", path.string(), why.empty() ? ec.message() : why);
+      damaged.push_back({{"file", path.string()}, {"error", why.empty() ? ec.message() : why}});
+      continue;
+    }
+    const auto st = f->stats();
+    if (!f->is_container()) {
+      ++plain;
+      logical += st.logical_size;
+      stored += st.logical_size;
+      allocated += f->physical_size();
+      continue;
+    }
+    ++containers;
+    std::vector<store::damage> found;
+    ec = f->check(found);
+    logical += st.logical_size;
+    stored += st.container_size;
+    allocated += f->physical_size();
+    records += st.records;
+    holes += st.holes;
+    raw += st.raw;
+    lost += st.damaged;
+    for (std::size_t i = 0; i < per_format.size(); ++i) per_format[i] += st.per_format[i];
+    if (ec || !found.empty()) {
+      ++damaged_files;
+      bad_records += found.size();
+      for (const auto& d : found) {
+        fmt::print(out, "{}: {}\n", path.string(), d.what);
+        damaged.push_back({{"file", path.string()}, {"record", d.record}, {"error", d.what}});
+      }
+      if (ec) fmt::print(out, "{}: {}\n", path.string(), ec.message());
+    }
+  }
+  const double ratio = stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0;
+  if (o.json) {
+    nlohmann::json j{{"containers", containers},   {"plain_files", plain},    {"damaged_files", damaged_files},
+                     {"damaged_records", bad_records}, {"logical_bytes", logical}, {"stored_bytes", stored},
+                     {"allocated_bytes", allocated}, {"ratio", ratio},        {"records", records},
+                     {"holes", holes},             {"raw", raw},              {"lost", lost},
+                     {"gzip", per_format[1]},      {"zstd", per_format[2]},   {"lz4", per_format[3]},
+                     {"damage", damaged}};
+    fmt::print(out, "{}\n", j.dump(2));
+  } else {
+    fmt::print(out,
+               "{} containers, {} plain files, {} damaged\n"
+               "logical {:.1f} MiB, stored {:.1f} MiB (allocated {:.1f} MiB), ratio {:.3f}\n"
+               "records {}: gzip {}, zstd {}, lz4 {}, raw {}, holes {}, lost {}\n",
+               containers, plain, damaged_files, static_cast<double>(logical) / (1 << 20),
+               static_cast<double>(stored) / (1 << 20), static_cast<double>(allocated) / (1 << 20), ratio, records,
+               per_format[1], per_format[2], per_format[3], raw, holes, lost);
+  }
+  return damaged_files == 0 ? 0 : 1;
+}
+
+}  // namespace qzfs::cli
