@@ -247,6 +247,9 @@ void file::give_buffer(std::unique_ptr<std::byte[]> b) {
 }
 
 void file::drop_cache(std::uint64_t index) {
+  // Nothing was ever cached (a file only written): no lock. An entry for `index` is only made
+  // by a reader holding its stripe, which the caller holds exclusively.
+  if (!cache_used_.load(std::memory_order_acquire)) return;
   std::lock_guard lk(cache_m_);
   for (auto& c : cache_) {
     if (c.index == index) c.index = ~std::uint64_t{0};
@@ -358,6 +361,7 @@ std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::si
                                          [](const cached& x, const cached& y) { return x.used < y.used; });
           if (!victim->buf) victim->buf.reset(new std::byte[rs_]);
           std::memcpy(victim->buf.get(), s.record.data(), len);
+          cache_used_.store(true, std::memory_order_release);
           victim->index = i;
           victim->len = len;
           victim->used = ++cache_clock_;
@@ -407,19 +411,22 @@ std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old, 
 }
 
 std::error_code file::write_into(std::uint64_t index, std::uint32_t at, std::span<const iovec> in, std::size_t skip,
-                                 std::size_t n) {
+                                 std::size_t n, bool& write_back) {
   std::uint32_t cur_len;
-  {
-    std::lock_guard lk(m_);
-    cur_len = record_len_locked(index);
-  }
   dirty* d = nullptr;
-  const bool covers = at == 0 && n >= cur_len;
-  if (auto ec = make_dirty(index, d, !covers, at, static_cast<std::uint32_t>(at + n))) return ec;
   {
+    // The common case (page-sized writes into a buffered record) takes the map lock once here
+    // and once after the copy.
     std::lock_guard lk(m_);
+    if (failed_) return eio();
+    cur_len = record_len_locked(index);
+    if (auto it = dirty_.find(index); it != dirty_.end()) d = &it->second;
     // Frozen by a batch in flight: the caller lets it finish and comes back.
-    if (d->busy) return std::make_error_code(std::errc::resource_unavailable_try_again);
+    if (d != nullptr && d->busy) return std::make_error_code(std::errc::resource_unavailable_try_again);
+  }
+  const bool covers = at == 0 && n >= cur_len;
+  if (d == nullptr) {
+    if (auto ec = make_dirty(index, d, !covers, at, static_cast<std::uint32_t>(at + n))) return ec;
   }
   // Gather the caller's bytes [skip, skip + n) into the record at `at`.
   std::byte* dst = d->buf.get() + at;
@@ -448,6 +455,7 @@ std::error_code file::write_into(std::uint64_t index, std::uint32_t at, std::spa
   if (d->whole && !was_whole) ++whole_dirty_;
   size_ = std::max(size_, (index << shift_) + end);
   ++change_seq_;
+  write_back = write_back || whole_dirty_ >= batch_ || dirty_.size() > o_.max_dirty_records;
   return {};
 }
 
@@ -461,10 +469,6 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
   bool write_back = false;
   {
     std::shared_lock layout(layout_);
-    {
-      std::lock_guard lk(m_);
-      if (failed_) return eio();
-    }
     const std::uint64_t end = off + total;
     // Whole records, when a write brings several, are compressed straight from the caller's
     // buffers (the paper's vectored I/O): no copy, all workers busy on one call.
@@ -531,7 +535,7 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
         std::error_code ec;
         {
           std::unique_lock rec(stripe(i));
-          ec = write_into(i, a, in, done, b - a);
+          ec = write_into(i, a, in, done, b - a, write_back);
           if (!ec) drop_cache(i);
         }
         if (ec != std::errc::resource_unavailable_try_again) {
@@ -542,8 +546,6 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
       }
       done += b - a;
     }
-    std::lock_guard lk(m_);
-    write_back = whole_dirty_ >= batch_ || dirty_.size() > o_.max_dirty_records;
   }
   if (write_back) {
     std::shared_lock layout(layout_);
@@ -649,7 +651,8 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   }
   {
     std::lock_guard lk(m_);
-    if (auto ec = materialize_locked()) {
+    std::error_code ec = failed_ ? eio() : materialize_locked();
+    if (ec) {
       unfreeze_locked(*b);
       return ec;
     }

@@ -156,8 +156,10 @@ class file {
   // Containers only; callers hold what each names.
   [[nodiscard]] std::error_code read_record(std::uint64_t index, const entry& en, std::span<std::byte> out,
                                             std::uint32_t& len, std::string* why = nullptr);  // stripe(index) shared
+  /// Copies the caller's bytes [skip, skip+n) into record `index` at `at`; sets write_back when
+  /// enough records are buffered for a batch.  stripe(index) exclusive
   [[nodiscard]] std::error_code write_into(std::uint64_t index, std::uint32_t at, std::span<const iovec> in,
-                                           std::size_t skip, std::size_t n);  // stripe(index) exclusive
+                                           std::size_t skip, std::size_t n, bool& write_back);
   /// The record's buffer, made on first use: the old content when need_old, else zeros outside
   /// [lo, hi) (which the caller is about to fill).
   [[nodiscard]] std::error_code make_dirty(std::uint64_t index, dirty*& d, bool need_old, std::uint32_t lo = 0,
@@ -256,6 +258,7 @@ class file {
   // --- guarded by cache_m_
   std::vector<cached> cache_;
   std::uint64_t cache_clock_ = 0;
+  std::atomic<bool> cache_used_{false};
   // --- counters
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
 };
