@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -170,6 +171,31 @@ TEST(store, whole_record_writes_with_a_core_to_spare) {
   std::vector<damage> bad;
   ASSERT_FALSE(f->check(bad));
   EXPECT_TRUE(bad.empty());
+}
+
+TEST(store, offsets_past_4_gib) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts("gzip-1", 128 * KiB);
+  const std::uint64_t far = (std::uint64_t{5} << 30) + 123;
+  auto d = test::make_data(test::data_class::text, 200 * KiB);
+  {
+    auto f = open_mem(disk, o);
+    ASSERT_FALSE(f->pwrite(d, far));
+  }
+  auto f = open_mem(disk, o);
+  EXPECT_EQ(f->size(), far + d.size());
+  EXPECT_LT(disk->bytes.size(), 2u << 20) << "a sparse 5 GiB file takes its data and its map, not 5 GiB";
+  std::vector<std::byte> back(d.size());
+  std::size_t got = 0;
+  ASSERT_FALSE(f->pread(back, far, got));
+  EXPECT_EQ(got, d.size());
+  EXPECT_EQ(back, d);
+  std::uint64_t at = 0;
+  ASSERT_FALSE(f->seek(0, SEEK_DATA, at));
+  EXPECT_EQ(at, far / (128 * KiB) * (128 * KiB));
+  ASSERT_FALSE(f->truncate(far - 1000));
+  EXPECT_EQ(f->size(), far - 1000);
+  EXPECT_EQ(f->stats().records, (far - 1000 + 128 * KiB - 1) / (128 * KiB));
 }
 
 TEST(store, shorter_overwrite_after_truncate_leaves_no_old_tail) {
@@ -390,7 +416,13 @@ TEST(store_plain, pack_converts_atomically_and_keeps_metadata) {
   struct timespec times[2] = {{1000000, 5}, {2000000, 7}};
   ASSERT_EQ(::utimensat(dir.fd, "data", times, 0), 0);
   const auto o = opts("gzip-1", 128 * KiB);
+  const bool xattrs = ::setxattr((dir.path / "data").c_str(), "user.origin", "lab-7", 5, 0) == 0;
   ASSERT_FALSE(pack_file(dir.fd, "data", o));
+  if (xattrs) {
+    char v[16] = {};
+    EXPECT_EQ(::getxattr((dir.path / "data").c_str(), "user.origin", v, sizeof v), 5);
+    EXPECT_STREQ(v, "lab-7");
+  }
   struct stat st {};
   ASSERT_EQ(::stat((dir.path / "data").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 0640u);
