@@ -2,7 +2,7 @@
 # Installs what qzfs needs to build and test on Debian 12 (bookworm). Safe to run again.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
-      libfuse3-dev fuse3 libisal-dev libdeflate-dev libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev
+      libfuse3-dev fuse3 procps libisal-dev libdeflate-dev libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev
       libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       gzip zstd xz-utils python3 valgrind

@@ -12,6 +12,8 @@
 
 #include "bench.h"
 #include "tools.h"
+#include "qzfs/engine/engine.h"
+#include "qzfs/fs/filesystem.h"
 #include "policy_bench.h"
 #include "corpus.h"
 #include "qzfs/codec/codec.h"
@@ -231,6 +233,23 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   check->add_flag("--json", co.json, "Print JSON instead of text");
   check->add_option("PATH", co.paths, "Files or directories of a backing directory (recursively)")->required();
 
+  fs::mount_options mo;
+  std::vector<std::string> mount_pos;
+  std::vector<std::string> mount_o;
+  auto* mount = app.add_subcommand("mount", "Mount a compressed view of BACKING on MOUNTPOINT (FUSE). Files already in "
+                                            "BACKING stay as they are and readable; new and rewritten files are stored "
+                                            "compressed. Options (-o, comma-separated): compression=off|lz4|gzip[-N]|"
+                                            "zstd[-N]|auto (default gzip), recordsize=4K..1M (default 128K, for new "
+                                            "files), threads=N (CPU workers, default one per core), commit=SECONDS "
+                                            "(dirty data is committed at least this often, default 5), allow_other, "
+                                            "debug, source=BACKING");
+  mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
+  mount->add_option("-o", mount_o, "Mount options, comma-separated (see above)")->delimiter(',')->allow_extra_args(false);
+  mount->add_option("ARGS", mount_pos, "BACKING MOUNTPOINT (or MOUNTPOINT with -o source=BACKING)")->required()->expected(1, 2);
+  std::string umount_point;
+  auto* umount = app.add_subcommand("umount", "Unmount a qzfs mount point (flushes and commits everything first)");
+  umount->add_option("MOUNTPOINT", umount_point, "Where it is mounted")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -251,6 +270,56 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       return run_pack(po, out, err);
     }
     if (check->parsed()) return run_check(co, out, err);
+    if (mount->parsed()) {
+      for (const auto& kv : mount_o) {
+        const auto eq = kv.find('=');
+        const std::string key = kv.substr(0, eq), val = eq == std::string::npos ? "" : kv.substr(eq + 1);
+        if (key == "compression") {
+          mo.compression = val;
+        } else if (key == "recordsize") {
+          const auto rs = parse_size(val);
+          if (rs < 4096 || rs > (1u << 20) || (rs & (rs - 1)) != 0) {
+            throw std::invalid_argument("recordsize must be a power of two between 4K and 1M");
+          }
+          mo.recordsize = static_cast<std::uint32_t>(rs);
+        } else if (key == "threads") {
+          mo.threads = static_cast<unsigned>(std::stoul(val));
+        } else if (key == "commit") {
+          mo.commit_seconds = std::stod(val);
+          if (mo.commit_seconds <= 0) throw std::invalid_argument("commit must be a positive number of seconds");
+        } else if (key == "allow_other") {
+          mo.allow_other = true;
+        } else if (key == "debug") {
+          mo.debug = true;
+        } else if (key == "source") {
+          mo.backing = val;
+        } else if (key == "rw" || key == "defaults" || key == "dev" || key == "suid" || key == "nosuid" ||
+                   key == "nodev" || key == "exec" || key == "noexec" || key == "auto" || key == "noauto" ||
+                   key == "_netdev" || key == "user" || key == "nouser") {
+          // Generic mount(8) and fstab words: accepted, nothing to do.
+        } else {
+          throw std::invalid_argument("unknown mount option '" + kv + "'");
+        }
+      }
+      if (mount_pos.size() == 2) {
+        mo.backing = mount_pos[0];
+        mo.mountpoint = mount_pos[1];
+      } else {
+        mo.mountpoint = mount_pos[0];
+        if (mo.backing.empty()) throw std::invalid_argument("mount needs BACKING MOUNTPOINT (or -o source=BACKING)");
+      }
+      if (!engine::parse_policy(mo.compression)) {
+        throw std::invalid_argument("unknown compression '" + mo.compression + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+      }
+      std::fflush(out);
+      return fs::serve(mo, err);
+    }
+    if (umount->parsed()) {
+      std::fflush(out);
+      const std::string cmd = "fusermount3 -u -- '" + umount_point + "'";
+      const int rc = std::system(cmd.c_str());
+      return rc == 0 ? 0 : 1;
+    }
     if (bench->parsed()) {
       bo.record_size = parse_size(record_size);
       if (bo.record_size < 4096 || bo.record_size > (1u << 20))

@@ -33,6 +33,29 @@ void copy_xattrs(int from, int to) {
 
 }  // namespace
 
+std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out) noexcept {
+  out = backing_size;
+  if (backing_size == 0) return {};
+  std::byte head[format::container_header_size] = {};
+  const ssize_t n = ::pread(fd, head, sizeof head, 0);
+  if (n < 0) return last_error();
+  const auto got = static_cast<std::size_t>(n);
+  const bool magic = format::has_container_magic(std::span(head, got)) ||
+                     (got > format::slot_size && format::has_container_magic(std::span(head + format::slot_size, got - format::slot_size)));
+  if (!magic) return {};
+  std::uint64_t best = 0;
+  out = 0;
+  for (std::size_t i = 0; i < 2; ++i) {
+    format::container_slot s;
+    if (got < (i + 1) * format::slot_size) continue;
+    if (format::parse_slot(std::span(head + i * format::slot_size, format::slot_size), s) != format::container_error::ok) continue;
+    if ((s.generation + 1) % 2 != i || s.generation <= best) continue;
+    best = s.generation;
+    out = s.logical_size;
+  }
+  return {};
+}
+
 std::error_code pack_file(int dirfd, const char* name, const options& o) {
   struct stat st {};
   if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();

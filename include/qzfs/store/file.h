@@ -263,6 +263,11 @@ class file {
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
 };
 
+/// The logical size of a backing file without opening it as a store::file: the committed size
+/// of a container (its newest valid slot), else the file's own size. For stat(2) on files no one
+/// has open. `backing_size` is what fstat says.
+[[nodiscard]] std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out) noexcept;
+
 /// Rewrites the plain file `name` (relative to `dirfd`) as a container, atomically: a new file
 /// beside it, synced, renamed over it. Mode, owner and times are kept. Files with more than one
 /// link are left alone (EMLINK), containers too (EEXIST).

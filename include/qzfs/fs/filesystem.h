@@ -1,0 +1,32 @@
+#pragma once
+// fs/: the FUSE low-level daemon over a backing directory (docs/FS.md). Regular files go through
+// the record store (containers, or plain files passed through); everything else (directories,
+// symlinks, device nodes, FIFOs, metadata, extended attributes) is passed through. All access to
+// the backing directory goes through descriptors opened beneath its root, never by path.
+//
+// Thread-safety: serve() runs libfuse's multi-threaded loop; every operation may run on any of
+// its threads.
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace qzfs::fs {
+
+struct mount_options {
+  std::string backing, mountpoint;
+  std::string compression = "gzip";   // engine policy: off, lz4, gzip[-N], zstd[-N], auto
+  std::uint32_t recordsize = 128 << 10;  // for new files
+  unsigned threads = 0;                // CPU workers; 0: one per core
+  double commit_seconds = 5.0;         // dirty records are committed at least this often
+  bool foreground = false;
+  bool allow_other = false;
+  bool debug = false;
+};
+
+/// Mounts and serves until unmounted or signalled (SIGTERM, SIGINT, SIGHUP): then flushes and
+/// commits every file and returns 0. Errors before serving (bad backing path, busy or missing
+/// mount point, no /dev/fuse) are printed to `err` and return 1.
+int serve(const mount_options& o, std::FILE* err);
+
+}  // namespace qzfs::fs

@@ -1,0 +1,209 @@
+// Real mounts: the qzfs binary mounted with FUSE on a fresh directory, used through ordinary
+// system calls, unmounted (with retries), and the backing directory inspected.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "qzfs/format/container.h"
+#include "test_data.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool mounted(const fs::path& mp) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + mp.string() + " ") != std::string::npos && line.find("fuse.qzfs") != std::string::npos) return true;
+  }
+  return false;
+}
+
+int run(const std::vector<std::string>& args, std::string* output = nullptr) {
+  std::string cmd;
+  for (const auto& a : args) cmd += "'" + a + "' ";
+  cmd += " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int rc = ::pclose(p);
+  if (output != nullptr) *output = out;
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+void put(const fs::path& p, const std::vector<std::byte>& d) {
+  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
+}
+
+class mount_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/qzfs-mount-XXXXXX";
+    root_ = ::mkdtemp(tmpl);
+    backing_ = root_ / "backing";
+    mnt_ = root_ / "mnt";
+    fs::create_directories(backing_);
+    fs::create_directories(mnt_);
+  }
+  void TearDown() override {
+    if (mounted(mnt_)) unmount();
+    fs::remove_all(root_);
+  }
+  void mount(const std::string& opts = "commit=1") {
+    std::string out;
+    const int rc = run({QZFS_BINARY, "mount", "-o", opts, backing_.string(), mnt_.string()}, &out);
+    ASSERT_EQ(rc, 0) << out;
+    ASSERT_TRUE(mounted(mnt_)) << out;
+  }
+  void unmount() {
+    for (int i = 0; i < 50; ++i) {
+      if (run({QZFS_BINARY, "umount", mnt_.string()}) == 0 && !mounted(mnt_)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_FALSE(mounted(mnt_));
+    // The daemon commits everything before it exits; wait for it to be gone.
+    for (int i = 0; i < 100 && run({"pgrep", "-f", "[q]zfs mount .*" + mnt_.string()}) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  fs::path root_, backing_, mnt_;
+};
+
+TEST_F(mount_test, data_round_trips_compressed_and_du_shows_it) {
+  mount();
+  auto text = qzfs::test::make_data(qzfs::test::data_class::text, 3 << 20);
+  put(mnt_ / "text.txt", text);
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "text.txt"), text);
+  struct stat st {};
+  ASSERT_EQ(::stat((mnt_ / "text.txt").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), text.size());
+  unmount();
+  // On the backing side: a container, much smaller than the data.
+  auto stored = qzfs::test::read_file(backing_ / "text.txt");
+  EXPECT_TRUE(qzfs::format::has_container_magic(stored));
+  EXPECT_LT(stored.size(), text.size() / 2);
+  mount();
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "text.txt"), text);
+  ASSERT_EQ(::stat((mnt_ / "text.txt").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), text.size()) << "st_size is the logical size";
+  EXPECT_LT(static_cast<std::size_t>(st.st_blocks) * 512, text.size() / 2) << "st_blocks counts compressed bytes";
+}
+
+TEST_F(mount_test, existing_plain_files_are_read_and_left_as_they_are) {
+  auto bin = qzfs::test::make_data(qzfs::test::data_class::binary, 200000);
+  put(backing_ / "plain.bin", bin);
+  fs::create_directories(backing_ / "sub");
+  put(backing_ / "sub" / "small", qzfs::test::make_data(qzfs::test::data_class::text, 100));
+  mount();
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "plain.bin"), bin);
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "sub" / "small").size(), 100u);
+  unmount();
+  EXPECT_EQ(qzfs::test::read_file(backing_ / "plain.bin"), bin) << "reading through the mount changed the file";
+}
+
+TEST_F(mount_test, shorter_overwrite_through_o_trunc_leaves_no_old_tail) {
+  mount();
+  put(mnt_ / "f", qzfs::test::make_data(qzfs::test::data_class::text, 300000));
+  auto shorter = qzfs::test::make_data(qzfs::test::data_class::random, 5000, 3);
+  put(mnt_ / "f", shorter);  // std::ofstream opens with O_TRUNC
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "f"), shorter);
+  EXPECT_EQ(fs::file_size(mnt_ / "f"), 5000u) << "no padding, no old tail";
+  fs::resize_file(mnt_ / "f", 9000);
+  auto grown = qzfs::test::read_file(mnt_ / "f");
+  ASSERT_EQ(grown.size(), 9000u);
+  EXPECT_TRUE(std::all_of(grown.begin() + 5000, grown.end(), [](std::byte b) { return b == std::byte{0}; }));
+}
+
+TEST_F(mount_test, directories_links_rename_and_unlinked_open_files) {
+  mount();
+  fs::create_directories(mnt_ / "a" / "b");
+  put(mnt_ / "a" / "b" / "x", qzfs::test::make_data(qzfs::test::data_class::text, 70000));
+  fs::create_symlink("b/x", mnt_ / "a" / "link");
+  EXPECT_EQ(fs::read_symlink(mnt_ / "a" / "link"), "b/x");
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "a" / "link").size(), 70000u);
+  fs::create_hard_link(mnt_ / "a" / "b" / "x", mnt_ / "a" / "hard");
+  EXPECT_EQ(fs::hard_link_count(mnt_ / "a" / "hard"), 2u);
+  fs::rename(mnt_ / "a" / "b" / "x", mnt_ / "a" / "y");
+  EXPECT_FALSE(fs::exists(mnt_ / "a" / "b" / "x"));
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "a" / "y").size(), 70000u);
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(mnt_ / "a")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"b", "hard", "link", "y"}));
+  // An unlinked file stays readable and writable through a descriptor that has it open.
+  const int fd = ::open((mnt_ / "a" / "y").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  fs::remove(mnt_ / "a" / "y");
+  fs::remove(mnt_ / "a" / "hard");
+  char buf[16] = {};
+  EXPECT_EQ(::pwrite(fd, "still here", 10, 0), 10);
+  EXPECT_EQ(::pread(fd, buf, 10, 0), 10);
+  EXPECT_STREQ(buf, "still here");
+  ::close(fd);
+  fs::remove(mnt_ / "a" / "link");
+  fs::remove_all(mnt_ / "a");
+  EXPECT_TRUE(fs::is_empty(mnt_));
+  EXPECT_EQ(::rmdir((mnt_ / "nope").c_str()), -1);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+TEST_F(mount_test, appends_from_two_descriptors_interleave_without_loss) {
+  mount();
+  const int a = ::open((mnt_ / "log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  const int b = ::open((mnt_ / "log").c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_EQ(::write(i % 2 ? a : b, i % 2 ? "AAAAAAA\n" : "bbbbbbb\n", 8), 8);
+  }
+  ::close(a);
+  ::close(b);
+  auto d = qzfs::test::read_file(mnt_ / "log");
+  ASSERT_EQ(d.size(), 1600u);
+  EXPECT_EQ(std::count(d.begin(), d.end(), std::byte{'A'}), 700);
+  EXPECT_EQ(std::count(d.begin(), d.end(), std::byte{'b'}), 700);
+}
+
+TEST_F(mount_test, fsync_makes_data_durable_without_unmount) {
+  mount("commit=1000");  // no timer help: only fsync
+  auto text = qzfs::test::make_data(qzfs::test::data_class::text, 1 << 20);
+  const int fd = ::open((mnt_ / "durable").c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  ASSERT_EQ(::fsync(fd), 0);
+  // The backing file alone (as a crash would leave it) holds the data.
+  std::string out;
+  EXPECT_EQ(run({QZFS_BINARY, "check", (backing_ / "durable").string()}, &out), 0) << out;
+  EXPECT_NE(out.find("logical 1.0 MiB"), std::string::npos) << out;
+  ::close(fd);
+}
+
+TEST_F(mount_test, clear_errors) {
+  std::string out;
+  EXPECT_EQ(run({QZFS_BINARY, "mount", (root_ / "missing").string(), mnt_.string()}, &out), 1);
+  EXPECT_NE(out.find("backing"), std::string::npos) << out;
+  put(root_ / "afile", {});
+  EXPECT_EQ(run({QZFS_BINARY, "mount", (root_ / "afile").string(), mnt_.string()}, &out), 1);
+  EXPECT_NE(out.find("not a directory"), std::string::npos) << out;
+  EXPECT_EQ(run({QZFS_BINARY, "mount", backing_.string(), (root_ / "nomnt").string()}, &out), 1);
+  EXPECT_NE(out.find("mount point"), std::string::npos) << out;
+  EXPECT_EQ(run({QZFS_BINARY, "mount", "-o", "speed=max", backing_.string(), mnt_.string()}, &out), 2);
+  EXPECT_NE(out.find("unknown mount option"), std::string::npos) << out;
+  EXPECT_EQ(run({QZFS_BINARY, "mount", "-o", "compression=brotli", backing_.string(), mnt_.string()}, &out), 2);
+  EXPECT_FALSE(mounted(mnt_));
+}
+
+}  // namespace
