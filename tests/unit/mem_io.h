@@ -183,8 +183,6 @@ class mem_io final : public store::io {
     return state::ok;
   }
   void put(std::span<const iovec> in, std::uint64_t off, std::size_t land) {
-    std::size_t total = 0;
-    for (auto& v : in) total += v.iov_len;
     if (land > 0 && off + land > d_->bytes.size()) d_->resize(off + land);  // nothing landed: no growth
     for (std::uint64_t b = off / 4096; b * 4096 < off + land; ++b) d_->blocks[b] = true;
     for (auto& v : in) {
