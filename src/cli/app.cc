@@ -170,7 +170,37 @@ nlohmann::json to_json(const corpus& c, const bench_options& o, const std::vecto
 
 }  // namespace
 
+namespace {
+// Called as a mount helper (mount -t fuse.qzfs / fstab: mount(8) runs `mount.fuse.qzfs SPEC DIR
+// [-sfnv] [-o OPTS] [-t TYPE]`, fuse's mount helper runs `qzfs SPEC DIR -o OPTS`): the same as
+// `qzfs mount`, without mount(8)'s flags that mean nothing here.
+std::vector<std::string> as_mount_helper(int argc, const char* const* argv) {
+  std::string self = argc > 0 ? argv[0] : "qzfs";
+  self = self.substr(self.find_last_of('/') + 1);
+  std::vector<std::string> args(argv, argv + argc);
+  const bool helper = self == "mount.fuse.qzfs" || self == "mount.qzfs" ||
+                      (argc >= 3 && argv[1][0] != '-' && std::string(argv[1]).find('/') != std::string::npos);
+  if (!helper) return {};
+  std::vector<std::string> out = {"qzfs", "mount"};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-n" || a == "-s" || a == "-v" || a == "-f") continue;  // mount(8): no mtab, sloppy, verbose, fake
+    if (a == "-t" && i + 1 < argc) {
+      ++i;
+      continue;
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+}  // namespace
+
 int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
+  if (auto helper = as_mount_helper(argc, argv); !helper.empty()) {
+    std::vector<const char*> v;
+    for (auto& a : helper) v.push_back(a.c_str());
+    return run(static_cast<int>(v.size()), v.data(), out, err);
+  }
   CLI::App app{"qzfs: a transparently compressing file system (QZFS, USENIX ATC '19) in user space"};
   app.set_version_flag("--version", "qzfs 0.1.0");
   app.require_subcommand(1);

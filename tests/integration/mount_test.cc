@@ -246,6 +246,23 @@ TEST_F(mount_test, kill_9_keeps_what_fsync_made_durable) {
   EXPECT_TRUE(b.empty() || std::equal(b.begin(), b.end(), a.begin())) << b.size();
 }
 
+TEST_F(mount_test, works_as_the_mount_helper_of_mount_and_fstab) {
+  // mount -t fuse.qzfs BACKING DIR -o ... runs /sbin/mount.fuse.qzfs BACKING DIR -o ... (-n, -t).
+  fs::create_symlink(QZFS_BINARY, root_ / "mount.fuse.qzfs");
+  std::string out;
+  ASSERT_EQ(run({(root_ / "mount.fuse.qzfs").string(), backing_.string(), mnt_.string(), "-n", "-o",
+                 "rw,nosuid,compression=zstd-3,commit=1", "-t", "fuse.qzfs"}, &out), 0) << out;
+  ASSERT_TRUE(mounted(mnt_));
+  auto d = qzfs::test::make_data(qzfs::test::data_class::text, 500000);
+  put(mnt_ / "f", d);
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "f"), d);
+  unmount();
+  // -o source=BACKING with only the mount point, as some fstab lines have it.
+  ASSERT_EQ(run({QZFS_BINARY, "mount", "-o", "source=" + backing_.string(), mnt_.string()}, &out), 0) << out;
+  ASSERT_TRUE(mounted(mnt_));
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "f"), d);
+}
+
 TEST_F(mount_test, clear_errors) {
   std::string out;
   EXPECT_EQ(run({QZFS_BINARY, "mount", (root_ / "missing").string(), mnt_.string()}, &out), 1);
