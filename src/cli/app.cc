@@ -14,6 +14,9 @@
 #include "tools.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
+
+#include <sys/xattr.h>
+#include <cstring>
 #include "policy_bench.h"
 #include "corpus.h"
 #include "qzfs/codec/codec.h"
@@ -276,6 +279,12 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
   mount->add_option("-o", mount_o, "Mount options, comma-separated (see above)")->delimiter(',')->allow_extra_args(false);
   mount->add_option("ARGS", mount_pos, "BACKING MOUNTPOINT (or MOUNTPOINT with -o source=BACKING)")->required()->expected(1, 2);
+  std::string stats_point;
+  bool stats_json = false;
+  auto* stats = app.add_subcommand("stats", "Live statistics of a mounted qzfs: logical and stored bytes, ratio, files, "
+                                            "and what the engine and the backends did since the mount");
+  stats->add_flag("--json", stats_json, "Print JSON instead of text");
+  stats->add_option("MOUNTPOINT", stats_point, "Where it is mounted")->required();
   std::string umount_point;
   auto* umount = app.add_subcommand("umount", "Unmount a qzfs mount point (flushes and commits everything first)");
   umount->add_option("MOUNTPOINT", umount_point, "Where it is mounted")->required();
@@ -343,6 +352,42 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       }
       std::fflush(out);
       return fs::serve(mo, err);
+    }
+    if (stats->parsed()) {
+      const ssize_t need = ::getxattr(stats_point.c_str(), "user.qzfs.stats", nullptr, 0);
+      std::string buf(need > 0 ? static_cast<std::size_t>(need) : 0, '\0');
+      const ssize_t n = need > 0 ? ::getxattr(stats_point.c_str(), "user.qzfs.stats", buf.data(), buf.size()) : -1;
+      if (n < 0) {
+        fmt::print(err, "qzfs stats: {}: not a qzfs mount point ({})\n", stats_point, std::strerror(errno));
+        return 1;
+      }
+      buf.resize(static_cast<std::size_t>(n));
+      auto j = nlohmann::json::parse(buf);
+      if (stats_json) {
+        fmt::print(out, "{}\n", j.dump(2));
+        return 0;
+      }
+      const auto& e = j["engine"];
+      const auto mib = [](const nlohmann::json& v) { return v.get<double>() / (1 << 20); };
+      fmt::print(out, "{} on {} (compression {}, records of {} KiB)\n", j["backing"].get<std::string>(), stats_point,
+                 j["compression"].get<std::string>(), j["recordsize"].get<unsigned>() / 1024);
+      fmt::print(out, "files        {} ({} compressed, {} plain), {} open, {} records buffered\n", j["files"].get<std::uint64_t>(),
+                 j["containers"].get<std::uint64_t>(), j["plain_files"].get<std::uint64_t>(), j["open_files"].get<std::uint64_t>(),
+                 j["dirty_records"].get<std::uint64_t>());
+      fmt::print(out, "size         {:.1f} MiB logical, {:.1f} MiB stored, ratio {:.3f}\n", mib(j["logical_bytes"]),
+                 mib(j["allocated_bytes"]), j["ratio"].get<double>());
+      fmt::print(out, "since mount  {} records: {} compressed, {} raw ({} by the checker, {} by the lz4 probe, {} did not save "
+                 "10%), {} holes, {} errors; {:.1f} MiB in, {:.1f} MiB out\n",
+                 e["records"].get<std::uint64_t>(), e["compressed"].get<std::uint64_t>(), e["raw"].get<std::uint64_t>(),
+                 e["checker_skips"].get<std::uint64_t>(), e["probe_skips"].get<std::uint64_t>(),
+                 e["cap_misses"].get<std::uint64_t>(), e["holes"].get<std::uint64_t>(), e["errors"].get<std::uint64_t>(),
+                 mib(e["bytes_in"]), mib(e["bytes_out"]));
+      const auto& r = j["routing"];
+      const auto& c = j["cpu"];
+      fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
+                 c["workers"].get<unsigned>(), c["jobs"].get<std::uint64_t>(), c["busy_s"].get<double>(),
+                 r["to_accel"].get<std::uint64_t>(), r["redone"].get<std::uint64_t>());
+      return 0;
     }
     if (umount->parsed()) {
       std::fflush(out);

@@ -33,6 +33,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
 #include "qzfs/store/file.h"
@@ -544,13 +546,103 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 }
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (std::strncmp(name, "user.qzfs.", 10) == 0) return (void)fuse_reply_err(req, EPERM);  // qzfs's own
   inode& in = state(req).get(ino);
   if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
   fuse_reply_err(req, ::setxattr(proc_path(in.fd).c_str(), name, value, size, flags) == 0 ? 0 : errno);
 }
 
+// Live statistics: the root's "user.qzfs.stats" attribute (read by `qzfs stats`). The sizes come
+// from a walk of the backing directory (the cost of a `du`); the rest from the engine and the
+// backends since the mount.
+std::string stats_json(fs_state& s) {
+  std::uint64_t files = 0, containers = 0, plain = 0, logical = 0, allocated = 0, open_files = 0, dirty = 0;
+  // Files being written: their size is the store's, not yet the committed one.
+  std::map<std::pair<dev_t, ino_t>, std::pair<std::uint64_t, bool>> live;
+  {
+    std::lock_guard lk(s.table_m);
+    for (auto& [key, in] : s.table) {
+      std::lock_guard il(in->m);
+      if (!in->file) continue;
+      ++open_files;
+      const auto st = in->file->stats();
+      dirty += st.dirty;
+      live[key] = {st.logical_size, in->file->is_container()};
+    }
+  }
+  std::vector<int> stack;
+  stack.push_back(::openat(s.root.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  while (!stack.empty()) {
+    const int dfd = stack.back();
+    stack.pop_back();
+    if (dfd < 0) continue;
+    DIR* dp = ::fdopendir(dfd);
+    if (dp == nullptr) {
+      ::close(dfd);
+      continue;
+    }
+    while (dirent* e = ::readdir(dp)) {
+      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+      struct stat st {};
+      if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        stack.push_back(::openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      } else if (S_ISREG(st.st_mode)) {
+        ++files;
+        allocated += static_cast<std::uint64_t>(st.st_blocks) * 512;
+        std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
+        bool container = false;
+        if (auto it = live.find({st.st_dev, st.st_ino}); it != live.end()) {
+          size = it->second.first;
+          container = it->second.second;
+        } else if (const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC); fd >= 0) {
+          (void)store::peek_logical_size(fd, static_cast<std::uint64_t>(st.st_size), size, &container);
+          ::close(fd);
+        }
+        logical += size;
+        container ? ++containers : ++plain;
+      }
+    }
+    ::closedir(dp);
+  }
+  const auto es = s.eng->stats();
+  const auto ss = s.sched->stats();
+  const auto cs = s.cpu->stats();
+  nlohmann::json j{
+      {"backing", s.o.backing},
+      {"compression", s.o.compression},
+      {"recordsize", s.o.recordsize},
+      {"files", files},
+      {"containers", containers},
+      {"plain_files", plain},
+      {"logical_bytes", logical},
+      {"allocated_bytes", allocated},
+      {"ratio", allocated > 0 ? static_cast<double>(logical) / static_cast<double>(allocated) : 1.0},
+      {"open_files", open_files},
+      {"dirty_records", dirty},
+      {"engine",
+       {{"records", es.records}, {"holes", es.holes}, {"raw", es.raw}, {"compressed", es.compressed},
+        {"checker_skips", es.checker_skips}, {"probe_skips", es.probe_skips}, {"cap_misses", es.cap_misses},
+        {"errors", es.errors}, {"bytes_in", es.bytes_in}, {"bytes_out", es.bytes_out}}},
+      {"routing",
+       {{"to_accel", ss.to_accel}, {"to_cpu", ss.to_cpu}, {"small", ss.small}, {"overflow", ss.overflow},
+        {"not_serving", ss.not_serving}, {"redone", ss.redone}}},
+      {"cpu",
+       {{"workers", s.cpu->workers()}, {"jobs", cs.completed}, {"failed", cs.failed}, {"bytes_in", cs.bytes_in},
+        {"bytes_out", cs.bytes_out}, {"busy_s", static_cast<double>(cs.busy_ns) / 1e9}}}};
+  return j.dump();
+}
+
+constexpr const char* stats_attr = "user.qzfs.stats";
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   guard(req, "getxattr", [&] {
+    if (ino == FUSE_ROOT_ID && std::strcmp(name, stats_attr) == 0) {
+      const std::string j = stats_json(state(req));
+      if (size == 0) return (void)fuse_reply_xattr(req, j.size() + 4096);  // it may grow by the next call
+      if (size < j.size()) return (void)fuse_reply_err(req, ERANGE);
+      return (void)fuse_reply_buf(req, j.data(), j.size());
+    }
     inode& in = state(req).get(ino);
     if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
     std::vector<char> buf(size);

@@ -33,8 +33,9 @@ void copy_xattrs(int from, int to) {
 
 }  // namespace
 
-std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out) noexcept {
+std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out, bool* container) noexcept {
   out = backing_size;
+  if (container != nullptr) *container = false;
   if (backing_size == 0) return {};
   std::byte head[format::container_header_size] = {};
   const ssize_t n = ::pread(fd, head, sizeof head, 0);
@@ -43,6 +44,7 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
   const bool magic = format::has_container_magic(std::span(head, got)) ||
                      (got > format::slot_size && format::has_container_magic(std::span(head + format::slot_size, got - format::slot_size)));
   if (!magic) return {};
+  if (container != nullptr) *container = true;
   std::uint64_t best = 0;
   out = 0;
   for (std::size_t i = 0; i < 2; ++i) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -261,6 +262,28 @@ TEST_F(mount_test, works_as_the_mount_helper_of_mount_and_fstab) {
   ASSERT_EQ(run({QZFS_BINARY, "mount", "-o", "source=" + backing_.string(), mnt_.string()}, &out), 0) << out;
   ASSERT_TRUE(mounted(mnt_));
   EXPECT_EQ(qzfs::test::read_file(mnt_ / "f"), d);
+}
+
+TEST_F(mount_test, live_statistics) {
+  put(backing_ / "plain", qzfs::test::make_data(qzfs::test::data_class::binary, 10000));
+  mount();
+  put(mnt_ / "text", qzfs::test::make_data(qzfs::test::data_class::text, 2 << 20));
+  put(mnt_ / "random", qzfs::test::make_data(qzfs::test::data_class::random, 1 << 20, 9));
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+  const auto pos = out.find('{');
+  ASSERT_NE(pos, std::string::npos) << out;
+  EXPECT_NE(out.find("\"containers\": 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"plain_files\": 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"logical_bytes\": " + std::to_string((3 << 20) + 10000)), std::string::npos) << out;
+  EXPECT_NE(out.find("\"checker_skips\": 8"), std::string::npos) << "the random file's 8 records" << out;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", mnt_.string()}, &out), 0) << out;
+  EXPECT_NE(out.find("ratio"), std::string::npos) << out;
+  // qzfs's own attribute is read-only, and not one of the user's.
+  EXPECT_NE(::setxattr(mnt_.c_str(), "user.qzfs.stats", "x", 1, 0), 0);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(run({QZFS_BINARY, "stats", root_.string()}, &out), 1);
+  EXPECT_NE(out.find("not a qzfs mount point"), std::string::npos) << out;
 }
 
 TEST_F(mount_test, clear_errors) {

@@ -266,7 +266,8 @@ class file {
 /// The logical size of a backing file without opening it as a store::file: the committed size
 /// of a container (its newest valid slot), else the file's own size. For stat(2) on files no one
 /// has open. `backing_size` is what fstat says.
-[[nodiscard]] std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out) noexcept;
+[[nodiscard]] std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out,
+                                               bool* container = nullptr) noexcept;
 
 /// Rewrites the plain file `name` (relative to `dirfd`) as a container, atomically: a new file
 /// beside it, synced, renamed over it. Mode, owner and times are kept. Files with more than one
