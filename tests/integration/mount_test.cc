@@ -2,12 +2,14 @@
 // system calls, unmounted (with retries), and the backing directory inspected.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -284,6 +286,26 @@ TEST_F(mount_test, live_statistics) {
   EXPECT_EQ(errno, EPERM);
   EXPECT_EQ(run({QZFS_BINARY, "stats", root_.string()}, &out), 1);
   EXPECT_NE(out.find("not a qzfs mount point"), std::string::npos) << out;
+}
+
+TEST_F(mount_test, shared_writable_mmap_reaches_the_store) {
+  mount();
+  put(mnt_ / "mapped", std::vector<std::byte>(300000));
+  const int fd = ::open((mnt_ / "mapped").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* p = ::mmap(nullptr, 300000, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  std::memcpy(static_cast<char*>(p) + 1000, "0123456789", 10);
+  std::memcpy(static_cast<char*>(p) + 250000, "hello", 5);
+  ASSERT_EQ(::msync(p, 300000, MS_SYNC), 0);
+  ::munmap(p, 300000);
+  ::close(fd);
+  unmount();
+  mount();
+  auto d = qzfs::test::read_file(mnt_ / "mapped");
+  ASSERT_EQ(d.size(), 300000u);
+  EXPECT_EQ(std::memcmp(d.data() + 1000, "0123456789", 10), 0);
+  EXPECT_EQ(std::memcmp(d.data() + 250000, "hello", 5), 0);
 }
 
 TEST_F(mount_test, clear_errors) {
