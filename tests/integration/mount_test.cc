@@ -1,6 +1,7 @@
 // Real mounts: the qzfs binary mounted with FUSE on a fresh directory, used through ordinary
 // system calls, unmounted (with retries), and the backing directory inspected.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -306,6 +307,113 @@ TEST_F(mount_test, shared_writable_mmap_reaches_the_store) {
   ASSERT_EQ(d.size(), 300000u);
   EXPECT_EQ(std::memcmp(d.data() + 1000, "0123456789", 10), 0);
   EXPECT_EQ(std::memcmp(d.data() + 250000, "hello", 5), 0);
+}
+
+// fsx-style: random operations on one file through the mount, every read checked against a
+// shadow copy in memory; the file is reopened now and then and the mount remounted once.
+// QZFS_FSX_OPS sets the count (CI: 3000; scripts can soak with more).
+TEST_F(mount_test, fsx_random_operations_match_a_shadow_copy) {
+  mount("commit=1,recordsize=16K");
+  const char* env = std::getenv("QZFS_FSX_OPS");
+  const int ops = env != nullptr ? std::atoi(env) : 3000;
+  std::mt19937_64 rng(12345);
+  std::vector<std::byte> shadow;
+  const fs::path path = mnt_ / "fsx";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  const std::size_t max_size = 1 << 20;
+  const auto& text = qzfs::test::text_source();
+  auto data = [&](std::size_t n) {
+    std::vector<std::byte> d(n);
+    const auto kind = rng() % 3;
+    const std::size_t at = rng() % text.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      d[i] = kind == 0 ? text[(at + i) % text.size()] : kind == 1 ? std::byte(rng()) : std::byte{0};
+    }
+    return d;
+  };
+  auto check_all = [&](const char* when, int op) {
+    std::vector<std::byte> got(shadow.size() + 10);
+    const ssize_t n = ::pread(fd, got.data(), got.size(), 0);
+    ASSERT_EQ(n, static_cast<ssize_t>(shadow.size())) << when << " op " << op;
+    got.resize(static_cast<std::size_t>(n));
+    ASSERT_TRUE(got == shadow) << when << " op " << op;
+  };
+  for (int op = 0; op < ops; ++op) {
+    const auto kind = rng() % 100;
+    const std::size_t off = rng() % (shadow.size() + 40000) % max_size;
+    const std::size_t len = 1 + rng() % (rng() % 4 == 0 ? 200000 : 9000);
+    if (kind < 30) {  // write
+      auto d = data(std::min(len, max_size - off));
+      ASSERT_EQ(::pwrite(fd, d.data(), d.size(), static_cast<off_t>(off)), static_cast<ssize_t>(d.size())) << op;
+      if (shadow.size() < off + d.size()) shadow.resize(off + d.size());
+      std::copy(d.begin(), d.end(), shadow.begin() + static_cast<std::ptrdiff_t>(off));
+    } else if (kind < 55) {  // read
+      std::vector<std::byte> got(len);
+      const ssize_t n = ::pread(fd, got.data(), len, static_cast<off_t>(off));
+      const std::size_t want = off >= shadow.size() ? 0 : std::min(len, shadow.size() - off);
+      ASSERT_EQ(n, static_cast<ssize_t>(want)) << "read at " << off << " op " << op;
+      ASSERT_TRUE(std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(want),
+                             shadow.begin() + static_cast<std::ptrdiff_t>(std::min(off, shadow.size()))))
+          << "read at " << off << " op " << op;
+    } else if (kind < 63) {  // truncate
+      const std::size_t sz = rng() % max_size;
+      ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(sz)), 0) << op;
+      shadow.resize(sz);
+    } else if (kind < 69) {  // punch
+      if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) {
+        for (std::size_t i = off; i < std::min(off + len, shadow.size()); ++i) shadow[i] = std::byte{0};
+      } else {
+        ASSERT_EQ(errno, EOPNOTSUPP) << op;
+      }
+    } else if (kind < 73) {  // zero range / fallocate extending
+      const bool zero = rng() % 2 == 0;
+      const int mode = zero ? FALLOC_FL_ZERO_RANGE : 0;
+      ASSERT_EQ(::fallocate(fd, mode, static_cast<off_t>(off), static_cast<off_t>(len)), 0) << op;
+      if (shadow.size() < off + len) shadow.resize(off + len);
+      if (zero) std::fill(shadow.begin() + static_cast<std::ptrdiff_t>(off), shadow.begin() + static_cast<std::ptrdiff_t>(off + len), std::byte{0});
+    } else if (kind < 80 && !shadow.empty()) {  // mmap read and write
+      const std::size_t size = shadow.size();
+      void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      ASSERT_NE(p, MAP_FAILED) << op;
+      auto* b = static_cast<std::byte*>(p);
+      const std::size_t at = off % size, n = std::min<std::size_t>(len % 5000 + 1, size - at);
+      ASSERT_TRUE(std::equal(b + at, b + at + n, shadow.begin() + static_cast<std::ptrdiff_t>(at))) << "mmap read op " << op;
+      auto d = data(n);
+      std::memcpy(b + at, d.data(), n);
+      std::copy(d.begin(), d.end(), shadow.begin() + static_cast<std::ptrdiff_t>(at));
+      ASSERT_EQ(::msync(p, size, MS_SYNC), 0);
+      ::munmap(p, size);
+    } else if (kind < 85) {
+      ASSERT_EQ(rng() % 2 ? ::fsync(fd) : ::fdatasync(fd), 0) << op;
+    } else if (kind < 90) {  // SEEK_DATA / SEEK_HOLE agree with the shadow
+      const off_t at = ::lseek(fd, static_cast<off_t>(off), rng() % 2 ? SEEK_DATA : SEEK_HOLE);
+      if (off >= shadow.size()) {
+        ASSERT_EQ(at, -1) << op;
+        ASSERT_EQ(errno, ENXIO) << op;
+      } else if (at >= 0) {
+        ASSERT_GE(static_cast<std::size_t>(at), off) << op;
+        ASSERT_LE(static_cast<std::size_t>(at), shadow.size()) << op;
+      }
+    } else if (kind < 97) {  // close and reopen
+      ASSERT_EQ(::close(fd), 0);
+      fd = ::open(path.c_str(), O_RDWR);
+      ASSERT_GE(fd, 0);
+      check_all("after reopen", op);
+    } else if (op > ops / 2 && op < ops / 2 + 40) {  // remount, once, around the middle
+      ::close(fd);
+      unmount();
+      mount("commit=1,recordsize=16K");
+      fd = ::open(path.c_str(), O_RDWR);
+      ASSERT_GE(fd, 0);
+      check_all("after remount", op);
+    }
+    struct stat st {};
+    ASSERT_EQ(::fstat(fd, &st), 0);
+    ASSERT_EQ(static_cast<std::size_t>(st.st_size), shadow.size()) << "size after op " << op << " kind " << kind;
+  }
+  check_all("at the end", ops);
+  ::close(fd);
 }
 
 TEST_F(mount_test, clear_errors) {
