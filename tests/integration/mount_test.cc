@@ -5,9 +5,13 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
 
 #include <chrono>
 #include <cstring>
@@ -414,6 +418,96 @@ TEST_F(mount_test, fsx_random_operations_match_a_shadow_copy) {
   }
   check_all("at the end", ops);
   ::close(fd);
+}
+
+// POSIX semantics, errno values included: each check runs on the mount and, for comparison,
+// directly on a directory of the backing file system; both must pass.
+std::vector<std::string> posix_suite(const fs::path& d) {
+  std::vector<std::string> failed;
+  auto expect = [&](bool ok, const std::string& what) {
+    if (!ok) failed.push_back(what + " (errno " + std::to_string(errno) + ": " + std::strerror(errno) + ")");
+  };
+  auto fails_with = [&](int rc, int e, const std::string& what) { expect(rc == -1 && errno == e, what); };
+  const std::string f = (d / "f").string(), dir = (d / "dir").string(), dir2 = (d / "dir2").string();
+  int fd = ::open(f.c_str(), O_CREAT | O_RDWR, 0640);
+  expect(fd >= 0, "create");
+  expect(::write(fd, "hello", 5) == 5, "write");
+  ::close(fd);
+  fails_with(::open(f.c_str(), O_CREAT | O_EXCL | O_RDWR, 0644), EEXIST, "O_EXCL on an existing file: EEXIST");
+  fails_with(::open((d / "missing").c_str(), O_RDONLY), ENOENT, "open missing: ENOENT");
+  expect(::mkdir(dir.c_str(), 0755) == 0, "mkdir");
+  fails_with(::mkdir(dir.c_str(), 0755), EEXIST, "mkdir existing: EEXIST");
+  expect(::close(::open((d / "dir" / "inner").c_str(), O_CREAT | O_WRONLY, 0644)) == 0, "create inner");
+  fails_with(::rmdir(dir.c_str()), ENOTEMPTY, "rmdir non-empty: ENOTEMPTY");
+  fails_with(::rmdir(f.c_str()), ENOTDIR, "rmdir a file: ENOTDIR");
+  fails_with(::unlink(dir.c_str()), EISDIR, "unlink a directory: EISDIR");
+  fails_with(::rename(f.c_str(), dir.c_str()), EISDIR, "rename file over directory: EISDIR");
+  expect(::mkdir(dir2.c_str(), 0755) == 0, "mkdir 2");
+  fails_with(::rename(dir2.c_str(), f.c_str()), ENOTDIR, "rename directory over file: ENOTDIR");
+  fails_with(::rename(dir2.c_str(), dir.c_str()), ENOTEMPTY, "rename over a non-empty directory: ENOTEMPTY");
+  const std::string g = (d / "g").string();
+  expect(::close(::open(g.c_str(), O_CREAT | O_WRONLY, 0644)) == 0, "create g");
+  fails_with(::renameat2(AT_FDCWD, f.c_str(), AT_FDCWD, g.c_str(), RENAME_NOREPLACE), EEXIST, "RENAME_NOREPLACE: EEXIST");
+  expect(::renameat2(AT_FDCWD, f.c_str(), AT_FDCWD, g.c_str(), RENAME_EXCHANGE) == 0, "RENAME_EXCHANGE");
+  struct stat st {};
+  expect(::stat(g.c_str(), &st) == 0 && st.st_size == 5, "exchange swapped the files");
+  fails_with(::link(dir.c_str(), (d / "dirlink").c_str()), EPERM, "hard link to a directory: EPERM");
+  char buf[64];
+  fails_with(static_cast<int>(::readlink(g.c_str(), buf, sizeof buf)), EINVAL, "readlink of a file: EINVAL");
+  expect(::symlink("loop2", (d / "loop1").c_str()) == 0 && ::symlink("loop1", (d / "loop2").c_str()) == 0, "symlinks");
+  fails_with(::open((d / "loop1").c_str(), O_RDONLY), ELOOP, "symlink loop: ELOOP");
+  fails_with(::truncate(dir.c_str(), 0), EISDIR, "truncate a directory: EISDIR");
+  fd = ::open(g.c_str(), O_WRONLY);
+  fails_with(static_cast<int>(::read(fd, buf, 1)), EBADF, "read from O_WRONLY: EBADF");
+  ::close(fd);
+  fd = ::open(g.c_str(), O_RDONLY);
+  fails_with(static_cast<int>(::write(fd, "x", 1)), EBADF, "write to O_RDONLY: EBADF");
+  fails_with(static_cast<int>(::lseek(fd, 100, SEEK_DATA)), ENXIO, "SEEK_DATA past the end: ENXIO");
+  ::close(fd);
+  expect(::chmod(g.c_str(), 0600) == 0 && ::stat(g.c_str(), &st) == 0 && (st.st_mode & 07777) == 0600, "chmod");
+  struct timespec ts[2] = {{1000, 0}, {123456789, 5}};
+  expect(::utimensat(AT_FDCWD, g.c_str(), ts, 0) == 0 && ::stat(g.c_str(), &st) == 0 && st.st_mtim.tv_sec == 123456789,
+         "utimensat");
+  expect(::truncate(g.c_str(), 10000) == 0 && ::stat(g.c_str(), &st) == 0 && st.st_size == 10000, "truncate grows");
+  fd = ::open(g.c_str(), O_RDONLY);
+  std::vector<char> z(10000);
+  expect(::pread(fd, z.data(), z.size(), 0) == 10000 && std::all_of(z.begin() + 5, z.end(), [](char c) { return c == 0; }),
+         "grown bytes read as zeros");
+  ::close(fd);
+  expect(::setxattr(g.c_str(), "user.k", "v1", 2, 0) == 0, "setxattr");
+  expect(::getxattr(g.c_str(), "user.k", buf, sizeof buf) == 2 && std::memcmp(buf, "v1", 2) == 0, "getxattr");
+  fails_with(static_cast<int>(::getxattr(g.c_str(), "user.none", buf, sizeof buf)), ENODATA, "getxattr missing: ENODATA");
+  fails_with(::setxattr(g.c_str(), "user.k", "v2", 2, XATTR_CREATE), EEXIST, "XATTR_CREATE existing: EEXIST");
+  expect(::removexattr(g.c_str(), "user.k") == 0, "removexattr");
+  fails_with(::removexattr(g.c_str(), "user.k"), ENODATA, "removexattr missing: ENODATA");
+  expect(::link(g.c_str(), (d / "g2").c_str()) == 0 && ::stat(g.c_str(), &st) == 0 && st.st_nlink == 2, "link count");
+  // A sparse file past 4 GiB.
+  const std::string big = (d / "big").string();
+  fd = ::open(big.c_str(), O_CREAT | O_RDWR, 0644);
+  const off_t far = (off_t{5} << 30) + 7;
+  expect(::pwrite(fd, "tail", 4, far) == 4, "pwrite past 4 GiB");
+  expect(::fstat(fd, &st) == 0 && st.st_size == far + 4, "size past 4 GiB");
+  expect(::pread(fd, buf, 4, far) == 4 && std::memcmp(buf, "tail", 4) == 0, "pread past 4 GiB");
+  expect(::pread(fd, buf, 4, 1 << 30) == 4 && buf[0] == 0 && buf[3] == 0, "hole reads zeros");
+  ::close(fd);
+  // A directory of many files.
+  const fs::path many = d / "many";
+  fs::create_directories(many);
+  for (int i = 0; i < 3000; ++i) ::close(::open((many / ("file-" + std::to_string(i))).c_str(), O_CREAT | O_WRONLY, 0644));
+  expect(std::distance(fs::directory_iterator(many), fs::directory_iterator()) == 3000, "readdir of 3000 entries");
+  struct statvfs sv {};
+  expect(::statvfs(d.c_str(), &sv) == 0 && sv.f_blocks > 0, "statvfs");
+  return failed;
+}
+
+TEST_F(mount_test, posix_semantics_match_the_backing_file_system) {
+  const fs::path direct = root_ / "direct";
+  fs::create_directories(direct);
+  auto on_backing = posix_suite(direct);
+  EXPECT_TRUE(on_backing.empty()) << "the suite itself fails on the backing file system: " << on_backing.front();
+  mount();
+  fs::create_directories(mnt_ / "suite");
+  for (const auto& f : posix_suite(mnt_ / "suite")) ADD_FAILURE() << "on the mount: " << f;
 }
 
 TEST_F(mount_test, clear_errors) {
