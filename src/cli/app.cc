@@ -274,8 +274,9 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "compressed. Options (-o, comma-separated): compression=off|lz4|gzip[-N]|"
                                             "zstd[-N]|auto (default gzip), recordsize=4K..1M (default 128K, for new "
                                             "files), threads=N (CPU workers, default one per core), commit=SECONDS "
-                                            "(dirty data is committed at least this often, default 5), allow_other, "
-                                            "debug, source=BACKING");
+                                            "(dirty data is committed at least this often, default 5), nowriteback (no "
+                                            "kernel writeback cache: every write reaches qzfs as the application made "
+                                            "it), allow_other, debug, source=BACKING");
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
   mount->add_option("-o", mount_o, "Mount options, comma-separated (see above)")->delimiter(',')->allow_extra_args(false);
   mount->add_option("ARGS", mount_pos, "BACKING MOUNTPOINT (or MOUNTPOINT with -o source=BACKING)")->required()->expected(1, 2);
@@ -326,6 +327,10 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
         } else if (key == "commit") {
           mo.commit_seconds = std::stod(val);
           if (mo.commit_seconds <= 0) throw std::invalid_argument("commit must be a positive number of seconds");
+        } else if (key == "writeback") {
+          mo.writeback = true;
+        } else if (key == "nowriteback") {
+          mo.writeback = false;
         } else if (key == "allow_other") {
           mo.allow_other = true;
         } else if (key == "debug") {

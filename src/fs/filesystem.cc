@@ -86,6 +86,7 @@ struct fs_state {
   store::options so;
   std::FILE* err = stderr;
   std::mutex log_m;
+  bool writeback = false;  // negotiated in init
 
   std::mutex timer_m;
   std::condition_variable timer_cv;
@@ -219,10 +220,19 @@ void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n) {
 // ------------------------------------------------------------------------------------------
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
+  auto& s = *static_cast<fs_state*>(userdata);
   conn->max_write = 1u << 20;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // The kernel's writeback cache turns page-sized writes into large ones (up to max_write): the
+  // store then gets whole records. Safe here because every change to a file goes through this
+  // mount (the backing directory is ours while mounted), the store serves the kernel's
+  // read-before-partial-write from any handle, and O_APPEND is left to the kernel.
+  if (s.o.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    s.writeback = true;
+  } else {
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  }
 }
 
 void op_destroy(void* userdata) {
@@ -388,7 +398,8 @@ int do_open(fs_state& s, inode& in, fuse_file_info* fi) {
     if (auto ec = in.file->truncate(0)) return err_of(ec);
   }
   ++in.opens;
-  fi->fh = reinterpret_cast<std::uint64_t>(new handle{&in, fi->flags});
+  // With the writeback cache the kernel places appends itself (its size is the truth).
+  fi->fh = reinterpret_cast<std::uint64_t>(new handle{&in, s.writeback ? (fi->flags & ~O_APPEND) : fi->flags});
   // O_DIRECT: no page cache at the FUSE level either; the store still batches records.
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
   return 0;

@@ -19,6 +19,7 @@ struct mount_options {
   std::uint32_t recordsize = 128 << 10;  // for new files
   unsigned threads = 0;                // CPU workers; 0: one per core
   double commit_seconds = 5.0;         // dirty records are committed at least this often
+  bool writeback = true;               // the kernel's writeback cache: page-sized writes arrive batched
   bool foreground = false;
   bool allow_other = false;
   bool debug = false;
