@@ -246,16 +246,18 @@ void op_destroy(void* userdata) {
   }
 }
 
+void reply_entry_of(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_entry_param e;
+  const int r = do_lookup(state(req), parent, name, &e);
+  if (r == 0) {
+    fuse_reply_entry(req, &e);
+  } else {
+    fuse_reply_err(req, r);
+  }
+}
+
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  guard(req, "lookup", [&] {
-    fuse_entry_param e;
-    const int r = do_lookup(state(req), parent, name, &e);
-    if (r == 0) {
-      fuse_reply_entry(req, &e);
-    } else {
-      fuse_reply_err(req, r);
-    }
-  });
+  guard(req, "lookup", [&] { reply_entry_of(req, parent, name); });
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
@@ -323,16 +325,6 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-void reply_new_entry(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_entry_param e;
-  const int r = do_lookup(state(req), parent, name, &e);
-  if (r == 0) {
-    fuse_reply_entry(req, &e);
-  } else {
-    fuse_reply_err(req, r);
-  }
-}
-
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   guard(req, "mknod", [&] {
     auto& s = state(req);
@@ -342,7 +334,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     else r = ::mknodat(pfd, name, mode, rdev);
     if (r != 0) return (void)fuse_reply_err(req, errno);
     chown_to_caller(s, req, pfd, name);
-    reply_new_entry(req, parent, name);
+    reply_entry_of(req, parent, name);
   });
 }
 
@@ -352,7 +344,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
     const int pfd = s.get(parent).fd;
     if (::mkdirat(pfd, name, mode) != 0) return (void)fuse_reply_err(req, errno);
     chown_to_caller(s, req, pfd, name);
-    reply_new_entry(req, parent, name);
+    reply_entry_of(req, parent, name);
   });
 }
 
@@ -362,7 +354,7 @@ void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char*
     const int pfd = s.get(parent).fd;
     if (::symlinkat(link, pfd, name) != 0) return (void)fuse_reply_err(req, errno);
     chown_to_caller(s, req, pfd, name);
-    reply_new_entry(req, parent, name);
+    reply_entry_of(req, parent, name);
   });
 }
 
@@ -372,7 +364,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
     if (::linkat(AT_FDCWD, proc_path(s.get(ino).fd).c_str(), s.get(newparent).fd, newname, AT_SYMLINK_FOLLOW) != 0) {
       return (void)fuse_reply_err(req, errno);
     }
-    reply_new_entry(req, newparent, newname);
+    reply_entry_of(req, newparent, newname);
   });
 }
 

@@ -837,13 +837,8 @@ std::error_code file::truncate(std::uint64_t size) {
   }
   if (size > format::max_container_size) return std::make_error_code(std::errc::file_too_large);
   std::unique_lock layout(layout_);
-  if (auto ec = drain()) return ec;
   std::uint64_t old;
-  {
-    std::lock_guard lk(m_);
-    if (failed_) return eio();
-    old = size_;
-  }
+  if (auto ec = settle_locked(old)) return ec;
   if (size < old) {
     // The record that now ends the file keeps no bytes past the new end: they would come back
     // as old data when the file grows again.
@@ -884,6 +879,14 @@ std::error_code file::truncate(std::uint64_t size) {
   return {};
 }
 
+std::error_code file::settle_locked(std::uint64_t& size) {
+  if (auto ec = drain()) return ec;
+  std::lock_guard lk(m_);
+  if (failed_) return eio();
+  size = size_;
+  return {};
+}
+
 std::error_code file::zero_records(std::uint64_t off, std::uint64_t len) {
   const std::uint64_t end = off + len;
   for (std::uint64_t i = off >> shift_; (i << shift_) < end; ++i) {
@@ -919,13 +922,8 @@ std::error_code file::zero_records(std::uint64_t off, std::uint64_t len) {
 std::error_code file::punch_hole(std::uint64_t off, std::uint64_t len) {
   if (!container_) return io_->punch(off, len);
   std::unique_lock layout(layout_);
-  if (auto ec = drain()) return ec;
   std::uint64_t sz;
-  {
-    std::lock_guard lk(m_);
-    if (failed_) return eio();
-    sz = size_;
-  }
+  if (auto ec = settle_locked(sz)) return ec;
   if (off >= sz || len == 0) return {};
   return zero_records(off, std::min(len, sz - off));
 }
@@ -941,13 +939,8 @@ std::error_code file::zero_range(std::uint64_t off, std::uint64_t len, bool keep
     return !keep_size && off + len > sz ? io_->truncate(off + len) : std::error_code{};
   }
   std::unique_lock layout(layout_);
-  if (auto ec = drain()) return ec;
   std::uint64_t sz;
-  {
-    std::lock_guard lk(m_);
-    if (failed_) return eio();
-    sz = size_;
-  }
+  if (auto ec = settle_locked(sz)) return ec;
   if (off < sz) {
     if (auto ec = zero_records(off, std::min(len, sz - off))) return ec;
   }

@@ -211,6 +211,8 @@ class file {
   [[nodiscard]] std::error_code commit_locked();  // commit_m_, layout_ exclusive or shared
   [[nodiscard]] std::error_code compact();        // commit_m_ + layout_ exclusive
   [[nodiscard]] std::error_code zero_records(std::uint64_t off, std::uint64_t len);  // layout_ exclusive
+  /// layout_ exclusive: every batch in flight finished, and the size; EIO after a failed commit.
+  [[nodiscard]] std::error_code settle_locked(std::uint64_t& size);
   void free_extent_locked(const entry& en);  // m_
   void set_entry_locked(std::uint64_t index, const format::map_entry& e, std::uint64_t alloc_gen);  // m_
   void release_locked(std::uint64_t off, std::uint64_t len);  // m_: back to the allocator, punched
