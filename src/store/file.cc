@@ -495,18 +495,29 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
         std::vector<std::uint64_t> indices;
         for (std::uint64_t j = i; j < last; ++j) indices.push_back(j);
         {
-          // Synchronous, with the records' stripes held throughout: the caller's buffers are
-          // only ours until this call returns, and no buffered write may slip in between.
-          std::lock_guard fl(flush_m_);
-          // A batch in flight may hold one of these records: it must land first, not after.
-          while (!inflight_.empty()) {
-            if (auto ec = finish_front()) return ec;
-          }
+          // Synchronous, with the records' stripes held throughout (the caller's buffers are
+          // only ours until this call returns, and no buffered write may slip in between), but
+          // without the write-back lock: direct writes to other records of the file (the
+          // kernel sends several at once) compress side by side.
           std::vector<std::size_t> stripes;
           for (auto j : indices) stripes.push_back(j % stripes_.size());
           std::sort(stripes.begin(), stripes.end());
           stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-          for (auto st : stripes) stripes_[st].lock();
+          for (;;) {
+            // A batch in flight may hold one of these records: it must land first, not after.
+            if (auto ec = drain()) return ec;
+            for (auto st : stripes) stripes_[st].lock();
+            bool frozen = false;
+            {
+              std::lock_guard lk(m_);
+              for (auto j : indices) {
+                auto it = dirty_.find(j);
+                frozen = frozen || (it != dirty_.end() && it->second.busy);
+              }
+            }
+            if (!frozen) break;  // with the stripes held, no batch can freeze them any more
+            for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) stripes_[*it].unlock();
+          }
           std::unique_ptr<inflight> b;
           auto ec = start_batch(indices, rest, b);
           if (!ec && b->helper) {
@@ -582,6 +593,7 @@ std::error_code file::flush_some(bool all) {
     // while the workers compress these.
     std::unique_ptr<inflight> b;
     if (auto ec = start_batch(pick, {}, b)) return ec;
+    if (b->indices.empty()) continue;  // all replaced by direct writes meanwhile
     inflight_.push_back(std::move(b));
     while (inflight_.size() > 1) {
       if (auto ec = finish_front()) return ec;
@@ -617,22 +629,40 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   b->in.resize(n);
   b->own.resize(n);
   b->cx.resize(n);
-  for (std::size_t k = 0; k < n; ++k) {
-    if (frame_pool_.empty()) frame_pool_.emplace_back(new std::byte[frame_header_size + rs_]);
-    b->frames.push_back(std::move(frame_pool_.back()));
-    frame_pool_.pop_back();
+  {
+    std::lock_guard lk(m_);
+    for (std::size_t k = 0; k < n; ++k) {
+      if (frame_pool_.empty()) frame_pool_.emplace_back(new std::byte[frame_header_size + rs_]);
+      b->frames.push_back(std::move(frame_pool_.back()));
+      frame_pool_.pop_back();
+    }
   }
   if (direct.empty()) {
     // The records' buffers are frozen (busy) until the batch finishes: a writer that wants
-    // one waits for that. Taking each stripe once makes sure no writer is mid-copy.
+    // one waits for that. Taking each stripe once makes sure no writer is mid-copy. A record a
+    // direct write has replaced since it was picked is no longer buffered: it is left out.
+    std::size_t kept = 0;
     for (std::size_t k = 0; k < n; ++k) {
       std::unique_lock rec(stripe(indices[k]));
       std::lock_guard lk(m_);
-      auto& d = dirty_.at(indices[k]);
+      auto it = dirty_.find(indices[k]);
+      if (it == dirty_.end() || it->second.busy) continue;
+      auto& d = it->second;
       if (d.whole) --whole_dirty_;
       d.busy = true;
-      b->own[k] = iovec{d.buf.get(), record_len_locked(indices[k])};
-      b->in[k] = std::span<const iovec>(&b->own[k], 1);
+      b->indices[kept] = indices[k];
+      b->own[kept] = iovec{d.buf.get(), record_len_locked(indices[k])};
+      b->in[kept] = std::span<const iovec>(&b->own[kept], 1);
+      ++kept;
+    }
+    if (kept < n) {
+      std::lock_guard lk(m_);
+      for (std::size_t k = kept; k < n; ++k) frame_pool_.push_back(std::move(b->frames[k]));
+      b->frames.resize(kept);
+      b->indices.resize(kept);
+      b->recs.resize(kept);
+      b->in.resize(kept);
+      b->cx.resize(kept);
     }
   } else {
     // Whole records of the caller's list, compressed where they lie.
@@ -662,7 +692,7 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   // that made it known: a worker for a compressed record, so hashing and writing run in
   // parallel with the other records' compression (the frame header goes in front of the
   // payload, or in front of the record's own bytes when it is stored raw).
-  for (std::size_t k = 0; k < n; ++k) {
+  for (std::size_t k = 0; k < b->indices.size(); ++k) {
     b->cx[k] = frame_job{this, b.get(), k, b->in[k], b->frames[k].get(), {}, {}};
     b->recs[k].in = b->in[k];
     b->recs[k].payload = std::span(b->frames[k].get() + frame_header_size, rs_);

@@ -198,11 +198,12 @@ class file {
     std::vector<std::size_t> ready;
   };
   /// Freezes the records `indices` (their dirty buffers; or, direct not empty, consecutive
-  /// whole records of the caller's list) and submits them.  flush_m_
+  /// whole records of the caller's list) and submits them.  flush_m_ for buffered batches;
+  /// a direct batch's caller holds its records' stripes instead.
   [[nodiscard]] std::error_code start_batch(std::span<const std::uint64_t> indices, std::span<const iovec> direct,
                                             std::unique_ptr<inflight>& out);
-  /// Waits for the batch and puts its frames in the map (or, on error, frees them).  flush_m_;
-  /// takes the stripes unless the caller holds them.
+  /// Waits for the batch and puts its frames in the map (or, on error, frees them).  As for
+  /// start_batch; takes the stripes unless the caller holds them.
   [[nodiscard]] std::error_code finish_batch(inflight& b, bool take_stripes);
   [[nodiscard]] std::error_code finish_front();  // flush_m_
   [[nodiscard]] std::error_code drain();         // takes flush_m_: every batch in flight finished
@@ -254,7 +255,7 @@ class file {
   bool low_first_ = false;         // compaction: place maps at the lowest offset that fits
   // --- guarded by flush_m_
   std::deque<std::unique_ptr<inflight>> inflight_;
-  // --- guarded by m_ (taken by start_batch under flush_m_, returned under m_)
+  // --- guarded by m_
   std::vector<std::unique_ptr<std::byte[]>> frame_pool_;
   engine::file_learning learning_;
   // --- guarded by cache_m_
