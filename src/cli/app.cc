@@ -15,6 +15,8 @@
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
 
+#include <spawn.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <cstring>
 #include "policy_bench.h"
@@ -395,10 +397,17 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       return 0;
     }
     if (umount->parsed()) {
+      // fusermount3 run directly (no shell: a mount point is any string).
       std::fflush(out);
-      const std::string cmd = "fusermount3 -u -- '" + umount_point + "'";
-      const int rc = std::system(cmd.c_str());
-      return rc == 0 ? 0 : 1;
+      const char* const argv_u[] = {"fusermount3", "-u", "--", umount_point.c_str(), nullptr};
+      pid_t pid = 0;
+      if (::posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char* const*>(argv_u), environ) != 0) {
+        fmt::print(err, "qzfs umount: cannot run fusermount3 (install fuse3)\n");
+        return 1;
+      }
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
     }
     if (bench->parsed()) {
       bo.record_size = parse_size(record_size);

@@ -109,10 +109,9 @@ void engine::finish_record(record& r, const offload::job& j, file_learning* fl) 
   if (r.on_done != nullptr) r.on_done(r, r.on_done_ctx);
 }
 
-void engine::compress(std::span<record> batch, file_learning* fl, const std::function<void()>& meanwhile) {
+void engine::compress(std::span<record> batch, file_learning* fl) {
   pending p;
   submit(batch, fl, p);
-  if (meanwhile) meanwhile();
   wait(p);
 }
 

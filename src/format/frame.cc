@@ -107,6 +107,9 @@ frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexc
   h.payload_hash = get64(p + 24);
   if (h.logical_size > max_logical_size || h.physical_size > max_logical_size) return frame_error::bad_sizes;
   if (h.format == codec::payload_format::none && h.physical_size != h.logical_size) return frame_error::bad_sizes;
+  // A raw payload is the logical bytes: seal_frame gives it one hash for both, so a reader
+  // that has checked the payload need not hash the same bytes again.
+  if (h.format == codec::payload_format::none && h.payload_hash != h.logical_hash) return frame_error::bad_header;
   if (bytes.size() - header_len < h.physical_size) return frame_error::truncated;
 
   auto payload = bytes.subspan(header_len, h.physical_size);

@@ -325,37 +325,30 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  guard(req, "mknod", [&] {
+// mknod, mkdir, symlink: `make` creates `name` under the parent's descriptor; then the new
+// object is given to the caller and its entry returned.
+template <class Make>
+void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char* name, Make&& make) {
+  guard(req, op, [&] {
     auto& s = state(req);
     const int pfd = s.get(parent).fd;
-    int r = 0;
-    if (S_ISDIR(mode)) r = ::mkdirat(pfd, name, mode);
-    else r = ::mknodat(pfd, name, mode, rdev);
-    if (r != 0) return (void)fuse_reply_err(req, errno);
+    if (make(pfd) != 0) return (void)fuse_reply_err(req, errno);
     chown_to_caller(s, req, pfd, name);
     reply_entry_of(req, parent, name);
   });
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  create_entry(req, "mknod", parent, name,
+               [&](int pfd) { return S_ISDIR(mode) ? ::mkdirat(pfd, name, mode) : ::mknodat(pfd, name, mode, rdev); });
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  guard(req, "mkdir", [&] {
-    auto& s = state(req);
-    const int pfd = s.get(parent).fd;
-    if (::mkdirat(pfd, name, mode) != 0) return (void)fuse_reply_err(req, errno);
-    chown_to_caller(s, req, pfd, name);
-    reply_entry_of(req, parent, name);
-  });
+  create_entry(req, "mkdir", parent, name, [&](int pfd) { return ::mkdirat(pfd, name, mode); });
 }
 
 void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-  guard(req, "symlink", [&] {
-    auto& s = state(req);
-    const int pfd = s.get(parent).fd;
-    if (::symlinkat(link, pfd, name) != 0) return (void)fuse_reply_err(req, errno);
-    chown_to_caller(s, req, pfd, name);
-    reply_entry_of(req, parent, name);
-  });
+  create_entry(req, "symlink", parent, name, [&](int pfd) { return ::symlinkat(link, pfd, name); });
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {

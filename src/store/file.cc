@@ -285,11 +285,12 @@ std::error_code file::read_record(std::uint64_t index, const entry& en, std::spa
   }
   auto logical = out.first(v.header.logical_size);
   if (v.header.format == codec::payload_format::none) {
-    std::memcpy(logical.data(), v.payload.data(), logical.size());
+    std::memcpy(logical.data(), v.payload.data(), logical.size());  // checked by parse_frame
   } else if (auto st = s.ws.decompress(v.header.format, v.payload, logical); st != codec::status::ok) {
     return bad("payload does not decode");
+  } else if (auto fe = format::verify_logical(v.header, logical); fe != format::frame_error::ok) {
+    return bad(format::to_string(fe));
   }
-  if (auto fe = format::verify_logical(v.header, logical); fe != format::frame_error::ok) return bad(format::to_string(fe));
   len = v.header.logical_size;
   return {};
 }
@@ -328,7 +329,7 @@ std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::si
       std::memset(dst.data(), 0, dst.size());
     } else {
       bool hit = false;
-      {
+      if (cache_used_.load(std::memory_order_acquire)) {
         std::lock_guard lk(cache_m_);
         for (auto& c : cache_) {
           if (c.index != i) continue;

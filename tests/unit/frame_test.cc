@@ -124,6 +124,19 @@ TEST(frame, header_fields_are_checked) {
     EXPECT_EQ(parse_frame(f, v), frame_error::bad_sizes) << "a raw payload must be the logical size";
   }
   {
+    // A raw payload is its logical bytes: a header whose two hashes differ describes no record
+    // (readers rely on this to hash raw records once).
+    std::vector<std::byte> f(frame_header_size + 1000, std::byte{7});
+    frame_header h{codec::payload_format::none, codec::engine::none, 0, 1000, 1000, 0, 0};
+    h.logical_hash = hash(std::span(f).subspan(frame_header_size));
+    h.payload_hash = h.logical_hash;
+    encode_header(h, std::span(f).first<frame_header_size>());
+    ASSERT_EQ(parse_frame(f, v), frame_error::ok);
+    h.logical_hash ^= 1;
+    encode_header(h, std::span(f).first<frame_header_size>());
+    EXPECT_EQ(parse_frame(f, v), frame_error::bad_header);
+  }
+  {
     frame_header h{codec::payload_format::gzip, codec::engine::isal, 1, max_logical_size + 1, 10, 0, 0};
     std::vector<std::byte> f(frame_header_size + 10);
     seal_frame(h, f);

@@ -436,6 +436,18 @@ TEST(store_space, freed_blocks_are_punched) {
 // ---------------------------------------------------------------------------------------------
 // Concurrency
 
+// The end of a concurrency test: every thread done without a failure, a commit, and what a
+// fresh open of the container reads.
+std::vector<std::byte> join_and_reread(std::vector<std::thread>& ts, const std::atomic<int>& failures,
+                                       std::unique_ptr<file>& f, const std::shared_ptr<mem_disk>& disk, const options& o) {
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  return read_all(*f);
+}
+
 TEST(store_concurrency, readers_and_writers_of_different_records) {
   auto o = opts("gzip-1", 16384);
   o.batch_records = 3;
@@ -469,12 +481,7 @@ TEST(store_concurrency, readers_and_writers_of_different_records) {
       }
     });
   }
-  for (auto& t : ts) t.join();
-  EXPECT_EQ(failures.load(), 0);
-  ASSERT_FALSE(f->sync());
-  f.reset();
-  f = open_mem(disk, o);
-  auto all = read_all(*f);
+  auto all = join_and_reread(ts, failures, f, disk, o);
   for (std::size_t r = 0; r < models.size(); ++r) {
     EXPECT_TRUE(std::equal(models[r].begin(), models[r].end(), all.begin() + static_cast<std::ptrdiff_t>(r * rs))) << r;
   }
@@ -519,12 +526,7 @@ TEST(store_concurrency, direct_and_buffered_writes_from_many_threads) {
       }
     });
   }
-  for (auto& t : ts) t.join();
-  EXPECT_EQ(failures.load(), 0);
-  ASSERT_FALSE(f->sync());
-  f.reset();
-  f = open_mem(disk, o);
-  auto all = read_all(*f);
+  auto all = join_and_reread(ts, failures, f, disk, o);
   all.resize(threads * region);
   for (int t = 0; t < threads; ++t) {
     EXPECT_TRUE(std::equal(models[t].begin(), models[t].end(), all.begin() + static_cast<std::ptrdiff_t>(t * region))) << t;

@@ -15,7 +15,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -85,9 +84,8 @@ class engine {
  public:
   engine(offload::scheduler& sched, engine_options o);
   /// Decides and compresses every record of the batch; returns when all are done. Each record
-  /// is submitted as soon as it is checked; `meanwhile` (if any) runs on the calling thread once
-  /// all are submitted, while the codecs work (the store hashes the records there).
-  void compress(std::span<record> batch, file_learning* learning = nullptr, const std::function<void()>& meanwhile = {});
+  /// is submitted as soon as it is checked.
+  void compress(std::span<record> batch, file_learning* learning = nullptr);
 
   /// A batch in flight (submit() ... wait()); holds what the workers refer to. Keep it, and the
   /// batch's records and buffers, alive and in place until wait() returns.

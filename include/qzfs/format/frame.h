@@ -74,7 +74,8 @@ void seal_frame(frame_header h, std::span<std::byte> frame) noexcept;
 /// Parses and checks the frame at the start of `bytes` (trailing bytes are left alone).
 [[nodiscard]] frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept;
 
-/// After decoding: the logical bytes match the header's size and hash.
+/// After decoding: the logical bytes match the header's size and hash. Not needed for format
+/// none: parse_frame has already checked those very bytes against the same hash.
 [[nodiscard]] frame_error verify_logical(const frame_header& h, std::span<const std::byte> logical) noexcept;
 
 }  // namespace qzfs::format
