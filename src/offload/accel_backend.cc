@@ -265,9 +265,11 @@ void accel_backend::work(unsigned idx) {
       continue;
     }
     if (!good) {
+      // Down first, then the job back: the CPU redoes it (and its submitter may wake) only once
+      // the device is out of the routing and its teardown is counted.
+      mark_down(r.st == codec::status::error ? "device error" : "device returned a member that does not decode to its input");
       fail(*owner);
       release(*t);
-      mark_down(r.st == codec::status::error ? "device error" : "device returned a member that does not decode to its input");
       drop_session();
       continue;
     }
@@ -319,13 +321,14 @@ void accel_backend::watchdog() {
     }
     const bool due = state() == health::down && now >= next_probe_.time_since_epoch().count();
     lk.unlock();
+    // Down first, then the jobs back (as for a device error).
+    if (!stuck.empty() || !late.empty())
+      mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
     for (job* j : stuck) fail(*j);
     for (auto [t, owner] : late) {
       fail(*owner);
       release(*t);
     }
-    if (!stuck.empty() || !late.empty())
-      mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
     if (due) probe();
     lk.lock();
   }
