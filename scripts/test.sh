@@ -13,6 +13,6 @@ scripts/build.sh build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQZFS_BENCH=O
 scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQZFS_SANITIZE=thread -DQZFS_BENCH=OFF
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --gtest_brief=1 \
-  --gtest_filter='qat.*:cpu_backend.*:accel_backend.*:scheduler.*:modes/faults.*:engine.*:bench_cli.*:store_concurrency.*:store.sequential*:seeds/store_crash.*:store_failure.*'
+  --gtest_filter='qat.*:cpu_backend.*:accel_backend.*:scheduler.*:modes/faults.*:engine.*:bench_cli.*:store_concurrency.*:store_budget.*:store.sequential*:seeds/store_crash.*:store_failure.*'
 ctest --test-dir build-valgrind --output-on-failure -L valgrind
 ctest --test-dir build-test --output-on-failure -j "$(nproc)"

@@ -14,6 +14,7 @@
 #include "tools.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
+#include "qzfs/offload/device.h"
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -276,7 +277,11 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "compressed. Options (-o, comma-separated): compression=off|lz4|gzip[-N]|"
                                             "zstd[-N]|auto (default gzip), recordsize=4K..1M (default 128K, for new "
                                             "files), threads=N (CPU workers, default one per core), commit=SECONDS "
-                                            "(dirty data is committed at least this often, default 5), nowriteback (no "
+                                            "(dirty data is committed at least this often, default 5), cache=SIZE (one "
+                                            "memory budget for the records every open file buffers or keeps for reads, "
+                                            "default 256M), accel=auto|qat|cpu (auto: Intel QAT through QATzip when "
+                                            "present, else the CPU; qat: refuse to mount without it; cpu: never), "
+                                            "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3), nowriteback (no "
                                             "kernel writeback cache: every write reaches qzfs as the application made "
                                             "it), allow_other, debug, source=BACKING");
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
@@ -326,6 +331,20 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
           mo.recordsize = static_cast<std::uint32_t>(rs);
         } else if (key == "threads") {
           mo.threads = static_cast<unsigned>(std::stoul(val));
+        } else if (key == "cache") {
+          mo.cache_bytes = parse_size(val);
+          if (mo.cache_bytes < (4u << 20)) throw std::invalid_argument("cache must be at least 4M");
+        } else if (key == "accel") {
+          if (val.rfind("fault:", 0) == 0) {
+            (void)offload::parse_fault_spec(val.substr(6));  // throws naming what is wrong
+          } else if (val.rfind("fault-qat:", 0) == 0) {
+            (void)offload::parse_fault_spec(val.substr(10));
+          } else if (val != "auto" && val != "qat" && val != "cpu") {
+            throw std::invalid_argument("accel must be auto, qat or cpu, not '" + val + "'");
+          }
+          mo.accel = val;
+        } else if (key == "qatzip") {
+          mo.qatzip = val;
         } else if (key == "commit") {
           mo.commit_seconds = std::stod(val);
           if (mo.commit_seconds <= 0) throw std::invalid_argument("commit must be a positive number of seconds");
@@ -391,9 +410,22 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                  mib(e["bytes_in"]), mib(e["bytes_out"]));
       const auto& r = j["routing"];
       const auto& c = j["cpu"];
+      std::string formats;
+      for (const auto& [k, v] : e["per_format"].items()) formats += fmt::format("{}{} {}", formats.empty() ? "" : ", ", k, v.get<std::uint64_t>());
+      std::string producers;
+      for (const auto& [k, v] : e["per_producer"].items())
+        producers += fmt::format("{}{} {}", producers.empty() ? "" : ", ", k, v.get<std::uint64_t>());
+      if (!formats.empty()) fmt::print(out, "codecs       {} (made by {})\n", formats, producers);
       fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
                  c["workers"].get<unsigned>(), c["jobs"].get<std::uint64_t>(), c["busy_s"].get<double>(),
                  r["to_accel"].get<std::uint64_t>(), r["redone"].get<std::uint64_t>());
+      const auto& a = j["accel"];
+      fmt::print(out, "accelerator  {} ({}{}{})\n", a["spec"].get<std::string>(), a["state"].get<std::string>(),
+                 a.contains("reason") && !a["reason"].get<std::string>().empty() ? ": " : "",
+                 a.contains("reason") ? a["reason"].get<std::string>() : "");
+      const auto& k = j["cache"];
+      fmt::print(out, "cache        {:.1f} MiB in use, {:.1f} MiB at most, of {:.0f} MiB; {} reliefs\n", mib(k["used_bytes"]),
+                 mib(k["peak_bytes"]), mib(k["limit_bytes"]), k["reliefs"].get<std::uint64_t>());
       return 0;
     }
     if (umount->parsed()) {

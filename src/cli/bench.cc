@@ -116,28 +116,6 @@ double process_cpu_seconds() {
   return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
 
-std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
-                                                         std::size_t max_record, const std::string& verify) {
-  std::unique_ptr<offload::device> dev;
-  if (spec == "qat" || spec == "auto") {
-    dev = offload::make_qat_device({.library = qatzip_lib});
-  } else if (spec.rfind("fault:", 0) == 0) {
-    dev = std::make_unique<offload::fault_device>(offload::make_software_device(max_record),
-                                                  offload::parse_fault_spec(spec.substr(6)));
-  } else if (spec.rfind("fault-qat:", 0) == 0) {  // faults injected in front of the real QAT path
-    dev = std::make_unique<offload::fault_device>(offload::make_qat_device({.library = qatzip_lib}),
-                                                  offload::parse_fault_spec(spec.substr(10)));
-  } else if (spec != "cpu") {
-    throw std::invalid_argument("--accel must be cpu, qat, auto, fault:SPEC or fault-qat:SPEC, not '" + spec + "'");
-  }
-  if (!dev) return nullptr;
-  offload::accel_backend::options ao;
-  ao.max_record = std::min<std::size_t>(max_record, 128 * 1024);
-  if (verify == "crc") ao.verify = offload::accel_backend::verify_mode::crc;
-  else if (verify != "full") throw std::invalid_argument("--accel-verify must be full or crc");
-  return std::make_unique<offload::accel_backend>(std::move(dev), ao);
-}
-
 namespace {
 
 // The backends of --accel: a CPU pool of `threads` workers and, unless "cpu", an accelerator.
@@ -149,7 +127,7 @@ struct offload_set {
   offload_set(const std::string& spec, const std::string& qatzip_lib, unsigned threads, std::size_t max_record,
               const std::string& verify) {
     cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = threads, .max_record = max_record});
-    accel = make_bench_accel(spec, qatzip_lib, max_record, verify);
+    accel = offload::make_accel(spec, qatzip_lib, max_record, verify);
     sched = std::make_unique<offload::scheduler>(*cpu, accel.get());
   }
 };

@@ -68,10 +68,6 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
 /// CPU seconds of the whole process so far (all threads).
 double process_cpu_seconds();
 
-/// The accelerator of --accel (null for "cpu"); throws std::invalid_argument for a bad spec.
-std::unique_ptr<offload::accel_backend> make_bench_accel(const std::string& spec, const std::string& qatzip_lib,
-                                                         std::size_t max_record, const std::string& verify);
-
 /// The default codec list: every family at its useful levels, against the baseline.
 std::vector<std::string> default_bench_codecs();
 

@@ -17,7 +17,7 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
   if (!pol) throw std::invalid_argument("unknown policy '" + policy_name + "' (off, lz4, gzip[-N], zstd[-N], auto)");
   const std::string accel_spec = o.accel.empty() ? "cpu" : o.accel;
   offload::cpu_backend cpu({.workers = o.threads, .max_record = o.record_size});
-  auto accel = make_bench_accel(accel_spec, o.qatzip_lib, o.record_size, o.accel_verify);
+  auto accel = offload::make_accel(accel_spec, o.qatzip_lib, o.record_size, o.accel_verify);
   offload::scheduler sched(cpu, accel.get());
   engine::engine eng(sched, {.pol = *pol, .min_saving = o.min_saving, .checker = !o.no_checker});
 

@@ -97,4 +97,28 @@ std::string_view to_string(status s) noexcept {
   return "unknown";
 }
 
+std::string_view to_string(payload_format f) noexcept {
+  switch (f) {
+    case payload_format::none: return "none";
+    case payload_format::gzip: return "gzip";
+    case payload_format::zstd: return "zstd";
+    case payload_format::lz4: return "lz4";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(engine e) noexcept {
+  switch (e) {
+    case engine::none: return "none";
+    case engine::isal: return "isal";
+    case engine::libdeflate: return "libdeflate";
+    case engine::zlib: return "zlib";
+    case engine::zstd: return "zstd";
+    case engine::lz4: return "lz4";
+    case engine::lz4hc: return "lz4hc";
+    case engine::qat: return "qat";
+  }
+  return "unknown";
+}
+
 }  // namespace qzfs::codec

@@ -87,6 +87,12 @@ void engine::finish_record(record& r, const offload::job& j, file_learning* fl) 
     r.producer = j.producer;
     compressed_.fetch_add(1, std::memory_order_relaxed);
     bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
+    if (static_cast<std::size_t>(j.spec.format) < per_format_.size()) {
+      per_format_[static_cast<std::size_t>(j.spec.format)].fetch_add(1, std::memory_order_relaxed);
+    }
+    if (static_cast<std::size_t>(j.producer) < per_producer_.size()) {
+      per_producer_[static_cast<std::size_t>(j.producer)].fetch_add(1, std::memory_order_relaxed);
+    }
     if (fl) {
       fl->compressed.fetch_add(1, std::memory_order_relaxed);
       fl->streak.store(0, std::memory_order_relaxed);
@@ -190,8 +196,11 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
 }
 
 engine_stats engine::stats() const noexcept {
-  return {records_.load(), holes_.load(), raw_.load(), compressed_.load(), checker_.load(), probe_.load(),
-          cap_.load(), errors_.load(), bytes_in_.load(), bytes_out_.load()};
+  engine_stats s{records_.load(), holes_.load(), raw_.load(), compressed_.load(), checker_.load(), probe_.load(),
+                 cap_.load(), errors_.load(), bytes_in_.load(), bytes_out_.load()};
+  for (std::size_t i = 0; i < per_format_.size(); ++i) s.per_format[i] = per_format_[i].load();
+  for (std::size_t i = 0; i < per_producer_.size(); ++i) s.per_producer[i] = per_producer_[i].load();
+  return s;
 }
 
 }  // namespace qzfs::engine

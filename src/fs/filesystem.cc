@@ -36,6 +36,10 @@
 #include <nlohmann/json.hpp>
 
 #include "qzfs/engine/engine.h"
+#include "qzfs/offload/accel_backend.h"
+#include "qzfs/offload/cpu_backend.h"
+#include "qzfs/offload/device.h"
+#include "qzfs/offload/scheduler.h"
 #include "qzfs/fs/filesystem.h"
 #include "qzfs/store/file.h"
 
@@ -78,9 +82,11 @@ std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 struct fs_state {
   mount_options o;
   inode root;
+  std::unique_ptr<store::memory_budget> budget;  // outlives every store::file in the table
   std::mutex table_m;  // lock order: first
   std::map<std::pair<dev_t, ino_t>, std::unique_ptr<inode>> table;
   std::unique_ptr<offload::cpu_backend> cpu;
+  std::unique_ptr<offload::accel_backend> accel;
   std::unique_ptr<offload::scheduler> sched;
   std::unique_ptr<engine::engine> eng;
   store::options so;
@@ -459,12 +465,16 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   guard(req, "release", [&] {
     auto* h = reinterpret_cast<handle*>(fi->fh);
+    std::shared_ptr<store::file> last;
     {
       std::lock_guard lk(h->in->m);
-      --h->in->opens;
+      if (--h->in->opens == 0) last = h->in->file;
     }
     delete h;
     fuse_reply_err(req, 0);
+    // Closed everywhere: its spare and clean buffers go back to the budget now, not when the
+    // commit thread lets go of the file.
+    if (last) last->shed();
   });
 }
 
@@ -604,6 +614,28 @@ std::string stats_json(fs_state& s) {
   const auto es = s.eng->stats();
   const auto ss = s.sched->stats();
   const auto cs = s.cpu->stats();
+  nlohmann::json per_format = nlohmann::json::object(), per_producer = nlohmann::json::object();
+  for (std::size_t i = 0; i < es.per_format.size(); ++i) {
+    if (es.per_format[i] != 0) per_format[std::string(codec::to_string(static_cast<codec::payload_format>(i)))] = es.per_format[i];
+  }
+  for (std::size_t i = 0; i < es.per_producer.size(); ++i) {
+    if (es.per_producer[i] != 0) per_producer[std::string(codec::to_string(static_cast<codec::engine>(i)))] = es.per_producer[i];
+  }
+  nlohmann::json accel{{"spec", s.o.accel}};
+  if (s.accel) {
+    const auto as = s.accel->stats();
+    accel["name"] = std::string(s.accel->name());
+    accel["state"] = std::string(offload::to_string(s.accel->state()));
+    accel["reason"] = s.accel->reason();
+    accel["jobs"] = as.completed;
+    accel["failed"] = as.failed;
+    accel["probes"] = as.probes;
+    accel["teardowns"] = as.teardowns;
+    accel["bytes_in"] = as.bytes_in;
+    accel["bytes_out"] = as.bytes_out;
+  } else {
+    accel["state"] = "none";
+  }
   nlohmann::json j{
       {"backing", s.o.backing},
       {"compression", s.o.compression},
@@ -619,7 +651,12 @@ std::string stats_json(fs_state& s) {
       {"engine",
        {{"records", es.records}, {"holes", es.holes}, {"raw", es.raw}, {"compressed", es.compressed},
         {"checker_skips", es.checker_skips}, {"probe_skips", es.probe_skips}, {"cap_misses", es.cap_misses},
-        {"errors", es.errors}, {"bytes_in", es.bytes_in}, {"bytes_out", es.bytes_out}}},
+        {"errors", es.errors}, {"bytes_in", es.bytes_in}, {"bytes_out", es.bytes_out},
+        {"per_format", per_format}, {"per_producer", per_producer}}},
+      {"cache",
+       {{"limit_bytes", s.budget->limit()}, {"used_bytes", s.budget->used()}, {"peak_bytes", s.budget->peak()},
+        {"reliefs", s.budget->reliefs()}}},
+      {"accel", accel},
       {"routing",
        {{"to_accel", ss.to_accel}, {"to_cpu", ss.to_cpu}, {"small", ss.small}, {"overflow", ss.overflow},
         {"not_serving", ss.not_serving}, {"redone", ss.redone}}},
@@ -754,6 +791,16 @@ int serve(const mount_options& o, std::FILE* err) {
     return 1;
   }
   s->so.record_size = o.recordsize;
+  s->budget = std::make_unique<store::memory_budget>(o.cache_bytes);
+  s->so.budget = s->budget.get();
+  if (o.accel == "qat") {
+    // Asked for by name: refuse to mount without it (accel=auto uses it when present).
+    auto probe = offload::make_qat_device({.library = o.qatzip}) ->open_session();
+    if (!probe.session && probe.permanent) {
+      std::fprintf(err, "qzfs mount: accel=qat: %s (accel=auto uses QAT when present)\n", probe.reason.c_str());
+      return 1;
+    }
+  }
   fs_state* sp = s.get();
   s->so.log = [sp](std::string_view m) { sp->log(std::string(m)); };
 
@@ -812,7 +859,8 @@ int serve(const mount_options& o, std::FILE* err) {
       if (fuse_daemonize(o.foreground ? 1 : 0) == 0) {
         // Threads are made after fuse_daemonize's fork: threads do not survive a fork.
         s->cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = o.threads});
-        s->sched = std::make_unique<offload::scheduler>(*s->cpu, nullptr);
+        s->accel = offload::make_accel(o.accel, o.qatzip, o.recordsize, "full");
+        s->sched = std::make_unique<offload::scheduler>(*s->cpu, s->accel.get());
         s->eng = std::make_unique<engine::engine>(*s->sched, engine::engine_options{.pol = *pol});
         s->so.eng = s->eng.get();
         s->committer = std::thread(committer, std::ref(*s));

@@ -38,6 +38,8 @@ scratch& thread_scratch() {
 
 file::file(std::unique_ptr<io> backing, const options& o, bool container)
     : io_(std::move(backing)), o_(o), container_(container) {
+  acct_.budget = o_.budget;
+  if (o_.budget != nullptr) o_.budget->enroll(this);
   if (!o_.log) o_.log = [](std::string_view m) { std::fprintf(stderr, "qzfs: %.*s\n", int(m.size()), m.data()); };
   const std::size_t workers = o_.eng != nullptr ? o_.eng->workers() : 1;
   batch_ = o_.batch_records != 0 ? o_.batch_records : std::max<std::size_t>(4, 2 * workers);
@@ -45,6 +47,8 @@ file::file(std::unique_ptr<io> backing, const options& o, bool container)
 }
 
 file::~file() {
+  // No relief may reach a file being torn down (waits for one in progress).
+  if (o_.budget != nullptr) o_.budget->withdraw(this);
   if (container_) {
     if (auto ec = sync()) report("closing: " + ec.message());
   }
@@ -233,17 +237,36 @@ std::uint32_t file::record_len_locked(std::uint64_t index) const noexcept {
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(rs_, size_ - start));
 }
 
-std::unique_ptr<std::byte[]> file::take_buffer() {
+buffer file::take_buffer() {
   if (!pool_.empty()) {
     auto b = std::move(pool_.back());
     pool_.pop_back();
     return b;
   }
-  return std::unique_ptr<std::byte[]>(new std::byte[rs_]);
+  return charged_buffer(acct_, rs_);
 }
 
-void file::give_buffer(std::unique_ptr<std::byte[]> b) {
-  if (pool_.size() < 2 * batch_) pool_.push_back(std::move(b));
+void file::give_buffer(buffer b) {
+  // Kept for reuse unless memory is short.
+  if (pool_.size() < 2 * batch_ && !acct_.over()) pool_.push_back(std::move(b));
+}
+
+void file::give_frame(buffer b) {
+  if (!acct_.over()) frame_pool_.push_back(std::move(b));
+}
+
+void file::shed() {
+  {
+    std::lock_guard lk(cache_m_);
+    cache_.clear();
+  }
+  {
+    std::lock_guard lk(m_);
+    pool_.clear();
+    frame_pool_.clear();
+  }
+  // Dirty records go to the backing file (their buffers are freed as the budget is over).
+  if (auto ec = flush()) report("writing back for memory: " + ec.message());
 }
 
 void file::drop_cache(std::uint64_t index) {
@@ -355,12 +378,12 @@ std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::si
         if (auto ec = read_record(i, en, std::span(s.record).first(rs_), len)) return ec;
         std::memset(s.record.data() + len, 0, rs_ - len);
         std::memcpy(dst.data(), s.record.data() + a, dst.size());
-        if (o_.cache_records > 0) {
+        if (o_.cache_records > 0 && !acct_.over()) {
           std::lock_guard lk(cache_m_);
           if (cache_.size() < o_.cache_records) cache_.push_back(cached{});
           auto victim = std::min_element(cache_.begin(), cache_.end(),
                                          [](const cached& x, const cached& y) { return x.used < y.used; });
-          if (!victim->buf) victim->buf.reset(new std::byte[rs_]);
+          if (!victim->buf) victim->buf = charged_buffer(acct_, rs_);
           std::memcpy(victim->buf.get(), s.record.data(), len);
           cache_used_.store(true, std::memory_order_release);
           victim->index = i;
@@ -379,7 +402,7 @@ std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::si
 
 std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old, std::uint32_t lo, std::uint32_t hi) {
   entry en;
-  std::unique_ptr<std::byte[]> buf;
+  buffer buf;
   {
     std::lock_guard lk(m_);
     if (auto it = dirty_.find(index); it != dirty_.end()) {
@@ -456,7 +479,7 @@ std::error_code file::write_into(std::uint64_t index, std::uint32_t at, std::spa
   if (d->whole && !was_whole) ++whole_dirty_;
   size_ = std::max(size_, (index << shift_) + end);
   ++change_seq_;
-  write_back = write_back || whole_dirty_ >= batch_ || dirty_.size() > o_.max_dirty_records;
+  write_back = write_back || whole_dirty_ >= batch_ || dirty_.size() > o_.max_dirty_records || acct_.over();
   return {};
 }
 
@@ -467,6 +490,8 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
   if (off > format::max_container_size || total > format::max_container_size - off) {
     return std::make_error_code(std::errc::file_too_large);
   }
+  // Memory short: other files let go first (no lock of ours is held here).
+  if (o_.budget != nullptr && o_.budget->over()) o_.budget->relieve(this);
   bool write_back = false;
   {
     std::shared_lock layout(layout_);
@@ -573,7 +598,7 @@ std::error_code file::flush_some(bool all) {
     {
       std::lock_guard lk(m_);
       if (failed_) return eio();
-      const bool over = dirty_.size() > o_.max_dirty_records;
+      const bool over = dirty_.size() > o_.max_dirty_records || acct_.over();
       if (all || over || whole_dirty_ >= batch_) {
         for (auto& [i, d] : dirty_) {
           if (!d.busy && (all || over || d.whole)) pick.push_back(i);
@@ -633,7 +658,7 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   {
     std::lock_guard lk(m_);
     for (std::size_t k = 0; k < n; ++k) {
-      if (frame_pool_.empty()) frame_pool_.emplace_back(new std::byte[frame_header_size + rs_]);
+      if (frame_pool_.empty()) frame_pool_.push_back(charged_buffer(acct_, frame_header_size + rs_));
       b->frames.push_back(std::move(frame_pool_.back()));
       frame_pool_.pop_back();
     }
@@ -658,7 +683,7 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
     }
     if (kept < n) {
       std::lock_guard lk(m_);
-      for (std::size_t k = kept; k < n; ++k) frame_pool_.push_back(std::move(b->frames[k]));
+      for (std::size_t k = kept; k < n; ++k) give_frame(std::move(b->frames[k]));
       b->frames.resize(kept);
       b->indices.resize(kept);
       b->recs.resize(kept);
@@ -767,7 +792,7 @@ void file::unfreeze_locked(inflight& b) {
       }
     }
   }
-  for (auto& fb : b.frames) frame_pool_.push_back(std::move(fb));
+  for (auto& fb : b.frames) give_frame(std::move(fb));
   b.frames.clear();
 }
 
@@ -818,7 +843,7 @@ std::error_code file::finish_batch(inflight& b, bool take_stripes) {
     drop_cache(i);
   }
   if (b.direct) size_ = std::max(size_, (b.indices[n - 1] + 1) << shift_);
-  for (auto& fb : b.frames) frame_pool_.push_back(std::move(fb));
+  for (auto& fb : b.frames) give_frame(std::move(fb));
   b.frames.clear();
   ++change_seq_;
   flushes_.fetch_add(1, std::memory_order_relaxed);

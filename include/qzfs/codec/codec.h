@@ -55,6 +55,9 @@ enum class status : std::uint8_t {
   error,         // the library failed for another reason (out of memory, internal error)
 };
 [[nodiscard]] std::string_view to_string(status s) noexcept;
+/// Short names for statistics: "none", "gzip", ...; "isal", "qat", ...
+[[nodiscard]] std::string_view to_string(payload_format f) noexcept;
+[[nodiscard]] std::string_view to_string(engine e) noexcept;
 
 struct compress_result {
   status st = status::error;

@@ -13,6 +13,7 @@
 //
 // Thread-safety: compress() may be called from many threads at once; file_learning is atomic.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -78,6 +79,8 @@ struct engine_options {
 struct engine_stats {
   std::uint64_t records = 0, holes = 0, raw = 0, compressed = 0, checker_skips = 0, probe_skips = 0,
                 cap_misses = 0, errors = 0, bytes_in = 0, bytes_out = 0;
+  std::array<std::uint64_t, codec::payload_format_count> per_format{};  // compressed records by payload format
+  std::array<std::uint64_t, codec::engine_count> per_producer{};        // ... by the implementation that made them
 };
 
 class engine {
@@ -118,6 +121,8 @@ class engine {
   codec::spec fixed_{};  // the spec of a non-auto policy
   std::atomic<std::uint64_t> records_{0}, holes_{0}, raw_{0}, compressed_{0}, checker_{0}, probe_{0}, cap_{0},
       errors_{0}, bytes_in_{0}, bytes_out_{0};
+  std::array<std::atomic<std::uint64_t>, codec::payload_format_count> per_format_{};
+  std::array<std::atomic<std::uint64_t>, codec::engine_count> per_producer_{};
 };
 
 }  // namespace qzfs::engine

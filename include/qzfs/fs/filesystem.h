@@ -18,6 +18,9 @@ struct mount_options {
   std::string compression = "gzip";   // engine policy: off, lz4, gzip[-N], zstd[-N], auto
   std::uint32_t recordsize = 128 << 10;  // for new files
   unsigned threads = 0;                // CPU workers; 0: one per core
+  std::string accel = "auto";          // cpu (none), qat (required), auto (QAT when present), fault:SPEC (tests)
+  std::string qatzip;                  // QATzip library; "": $QZFS_QATZIP_LIB, else libqatzip.so.3
+  std::uint64_t cache_bytes = 256ull << 20;  // one memory budget for every file's record buffers
   double commit_seconds = 5.0;         // dirty records are committed at least this often
   bool writeback = true;               // the kernel's writeback cache: page-sized writes arrive batched
   bool foreground = false;

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <deque>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -84,5 +85,12 @@ class accel_backend final : public backend {
 
   std::vector<std::jthread> threads_;
 };
+
+/// The accelerator a user names: "cpu" (none: null), "qat" or "auto" (QAT through QATzip,
+/// `qatzip_lib` or the default library), "fault:SPEC" (the software device with faults injected,
+/// see parse_fault_spec), "fault-qat:SPEC" (faults in front of QAT). `verify` is "full" or "crc".
+/// Throws std::invalid_argument for a bad spec.
+[[nodiscard]] std::unique_ptr<accel_backend> make_accel(const std::string& spec, const std::string& qatzip_lib,
+                                                        std::size_t max_record, const std::string& verify);
 
 }  // namespace qzfs::offload

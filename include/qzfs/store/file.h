@@ -48,6 +48,7 @@
 
 #include "qzfs/engine/engine.h"
 #include "qzfs/format/container.h"
+#include "qzfs/store/budget.h"
 #include "qzfs/store/io.h"
 #include "qzfs/store/space.h"
 
@@ -62,6 +63,7 @@ struct options {
   bool convert_plain = true;              // a plain file truncated to 0 becomes a container
   bool compact = true;                    // keep the space bound (tests turn it off to see why)
   std::uint64_t compact_slack = 1 << 20;  // bytes over 2 x live allowed before compaction runs
+  memory_budget* budget = nullptr;        // shared by every open file; none: per-file limits only
   std::string name;                       // for log lines
   std::function<void(std::string_view)> log;  // damage and failures; default: stderr
 };
@@ -122,6 +124,12 @@ class file {
   /// Reads and verifies every record; returns the damaged ones (empty: all good).
   [[nodiscard]] std::error_code check(std::vector<damage>& found);
 
+  /// Bytes of record buffers this file holds (dirty, clean, in flight, spare).
+  [[nodiscard]] std::uint64_t charged() const noexcept { return acct_.used.load(std::memory_order_relaxed); }
+  /// Lets go of memory for the budget: drops clean records and spare buffers, writes back dirty
+  /// records (not durable). Called by memory_budget::relieve without this file's locks.
+  void shed();
+
   /// For tests and tools: the backing io.
   [[nodiscard]] io& backing() noexcept { return *io_; }
 
@@ -131,7 +139,7 @@ class file {
     std::uint64_t alloc_gen = 0;  // generation being built when its extent was allocated
   };
   struct dirty {
-    std::unique_ptr<std::byte[]> buf;  // record_size bytes; what the record holds now
+    buffer buf;  // record_size bytes; what the record holds now
     std::uint32_t lo = 0, hi = 0;      // bytes written contiguously since it became dirty
     bool whole = false;                // every byte of the record has been set
     bool busy = false;                 // frozen: a batch in flight is compressing it
@@ -139,7 +147,7 @@ class file {
   struct cached {
     std::uint64_t index = ~std::uint64_t{0};
     std::uint32_t len = 0;
-    std::unique_ptr<std::byte[]> buf;
+    buffer buf;
     std::uint64_t used = 0;
   };
   struct deferred_free {
@@ -187,7 +195,7 @@ class file {
     std::vector<iovec> own;
     std::vector<std::vector<iovec>> pieces;
     std::vector<frame_job> cx;
-    std::vector<std::unique_ptr<std::byte[]>> frames;
+    std::vector<buffer> frames;
     std::uint64_t alloc_gen = 0;
     engine::engine::pending pend;
     // A direct batch when the pool leaves a core free: the writer's thread builds and writes
@@ -219,11 +227,13 @@ class file {
   void release_locked(std::uint64_t off, std::uint64_t len);  // m_: back to the allocator, punched
   void drop_cache(std::uint64_t index);
   void report(std::string_view what);
-  [[nodiscard]] std::unique_ptr<std::byte[]> take_buffer();  // m_
-  void give_buffer(std::unique_ptr<std::byte[]> b);           // m_
+  [[nodiscard]] buffer take_buffer();  // m_
+  void give_buffer(buffer b);           // m_
+  void give_frame(buffer b);            // m_
 
   std::unique_ptr<io> io_;
   options o_;
+  account acct_;  // before every buffer: destroyed after them
   std::atomic<bool> container_;
   bool materialized_ = true;  // false: an empty container whose header is not on disk yet
   std::uint32_t rs_ = 0;
@@ -242,7 +252,7 @@ class file {
   std::uint64_t size_ = 0;
   std::vector<entry> map_;
   std::unordered_map<std::uint64_t, dirty> dirty_;
-  std::vector<std::unique_ptr<std::byte[]>> pool_;
+  std::vector<buffer> pool_;
   space_map space_{format::container_header_size};
   std::vector<deferred_free> deferred_;
   std::uint64_t durable_gen_ = 0, cur_gen_ = 1;
@@ -256,7 +266,7 @@ class file {
   // --- guarded by flush_m_
   std::deque<std::unique_ptr<inflight>> inflight_;
   // --- guarded by m_
-  std::vector<std::unique_ptr<std::byte[]>> frame_pool_;
+  std::vector<buffer> frame_pool_;
   engine::file_learning learning_;
   // --- guarded by cache_m_
   std::vector<cached> cache_;
