@@ -5,7 +5,7 @@ pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
       libfuse3-dev fuse3 procps libisal-dev libdeflate-dev libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev
       libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev
-      gzip zstd xz-utils python3 valgrind
+      gzip zstd xz-utils python3 valgrind fio
       sway-backgrounds)  # PNG images: already-compressed test data from a Debian package
 missing=()
 for p in "${pkgs[@]}"; do

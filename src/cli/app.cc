@@ -6,6 +6,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <sstream>
 #include <stdexcept>
@@ -281,7 +282,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "memory budget for the records every open file buffers or keeps for reads, "
                                             "default 256M), accel=auto|qat|cpu (auto: Intel QAT through QATzip when "
                                             "present, else the CPU; qat: refuse to mount without it; cpu: never), "
-                                            "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3), nowriteback (no "
+                                            "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3; accel=fault:ITEM+ITEM... "
+                                            "injects faults into a software stand-in, for tests), nowriteback (no "
                                             "kernel writeback cache: every write reaches qzfs as the application made "
                                             "it), allow_other, debug, source=BACKING");
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
@@ -335,6 +337,9 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
           mo.cache_bytes = parse_size(val);
           if (mo.cache_bytes < (4u << 20)) throw std::invalid_argument("cache must be at least 4M");
         } else if (key == "accel") {
+          // A fault spec's items are joined by '+' here: ',' separates mount options.
+          std::string val = kv.substr(eq + 1);
+          if (val.rfind("fault", 0) == 0) std::replace(val.begin(), val.end(), '+', ',');
           if (val.rfind("fault:", 0) == 0) {
             (void)offload::parse_fault_spec(val.substr(6));  // throws naming what is wrong
           } else if (val.rfind("fault-qat:", 0) == 0) {

@@ -795,8 +795,11 @@ int serve(const mount_options& o, std::FILE* err) {
   s->so.budget = s->budget.get();
   if (o.accel == "qat") {
     // Asked for by name: refuse to mount without it (accel=auto uses it when present).
-    auto probe = offload::make_qat_device({.library = o.qatzip}) ->open_session();
-    if (!probe.session && probe.permanent) {
+    auto dev = offload::make_qat_device({.library = o.qatzip});
+    auto probe = dev->open_session();  // (a session must not outlive its device)
+    const bool works = probe.session != nullptr;
+    probe.session.reset();
+    if (!works && probe.permanent) {
       std::fprintf(err, "qzfs mount: accel=qat: %s (accel=auto uses QAT when present)\n", probe.reason.c_str());
       return 1;
     }
