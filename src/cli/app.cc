@@ -280,7 +280,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "files), threads=N (CPU workers, default one per core), commit=SECONDS "
                                             "(dirty data is committed at least this often, default 5), cache=SIZE (one "
                                             "memory budget for the records every open file buffers or keeps for reads, "
-                                            "default 256M), accel=auto|qat|cpu (auto: Intel QAT through QATzip when "
+                                            "default 256M), readahead=SIZE (the kernel's read-ahead on the mount, default 1M; 0 "
+                                            "leaves the kernel's 128K; needs root), accel=auto|qat|cpu (auto: Intel QAT through QATzip when "
                                             "present, else the CPU; qat: refuse to mount without it; cpu: never), "
                                             "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3; accel=fault:ITEM+ITEM... "
                                             "injects faults into a software stand-in, for tests), nowriteback (no "
@@ -348,6 +349,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
             throw std::invalid_argument("accel must be auto, qat or cpu, not '" + val + "'");
           }
           mo.accel = val;
+        } else if (key == "readahead") {
+          mo.readahead_kb = static_cast<unsigned>(parse_size(val) / 1024);
         } else if (key == "qatzip") {
           mo.qatzip = val;
         } else if (key == "commit") {

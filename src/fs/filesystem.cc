@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <syslog.h>
@@ -228,6 +229,9 @@ void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n) {
 void op_init(void* userdata, fuse_conn_info* conn) {
   auto& s = *static_cast<fs_state*>(userdata);
   conn->max_write = 1u << 20;
+  // The kernel keeps the lower of this and its device's read-ahead, which set_readahead() raised
+  // before this reply.
+  if (s.o.readahead_kb != 0) conn->max_readahead = s.o.readahead_kb * 1024;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   // The kernel's writeback cache turns page-sized writes into large ones (up to max_write): the
   // store then gets whole records. Safe here because every change to a file goes through this
@@ -762,6 +766,37 @@ void committer(fs_state& s) {
 
 }  // namespace
 
+// The kernel reads ahead at most what the FUSE connection's backing device allows: 128 KiB
+// unless raised (the INIT reply can only lower it). More in flight lets several threads decode
+// records at once; the device's sysfs knob is writable by root only, so others keep 128 KiB.
+void set_readahead(const mount_options& o, std::FILE* err) {
+  if (o.readahead_kb == 0) return;
+  // The device number from /proc/self/mountinfo: a stat() of the mount point would wait for
+  // this daemon, which does not serve yet.
+  char real[PATH_MAX];
+  if (::realpath(o.mountpoint.c_str(), real) == nullptr) return;
+  std::FILE* mi = std::fopen("/proc/self/mountinfo", "re");
+  if (mi == nullptr) return;
+  std::string dev;
+  char line[8192];
+  while (std::fgets(line, sizeof line, mi) != nullptr) {
+    // id parent major:minor root mountpoint ... - fstype source options
+    char devno[64], root[4096], point[4096];
+    if (std::sscanf(line, "%*s %*s %63s %4095s %4095s", devno, root, point) == 3 && std::strcmp(point, real) == 0 &&
+        std::strstr(line, " - fuse.qzfs ") != nullptr) {
+      dev = devno;  // the last one: mounts stack
+    }
+  }
+  std::fclose(mi);
+  if (dev.empty()) return;
+  const std::string knob = "/sys/class/bdi/" + dev + "/read_ahead_kb";
+  const int fd = ::open(knob.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  const std::string v = std::to_string(o.readahead_kb);
+  if (::write(fd, v.data(), v.size()) < 0 && o.debug) std::fprintf(err, "qzfs mount: %s: %s\n", knob.c_str(), std::strerror(errno));
+  ::close(fd);
+}
+
 int serve(const mount_options& o, std::FILE* err) {
   auto s = std::make_unique<fs_state>();
   s->o = o;
@@ -859,6 +894,7 @@ int serve(const mount_options& o, std::FILE* err) {
   int rc = 1;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, o.mountpoint.c_str()) == 0) {
+      set_readahead(o, err);
       if (fuse_daemonize(o.foreground ? 1 : 0) == 0) {
         // Threads are made after fuse_daemonize's fork: threads do not survive a fork.
         s->cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = o.threads});

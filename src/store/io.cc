@@ -38,6 +38,7 @@ std::error_code fd_io::pread(std::span<std::byte> out, std::uint64_t off, std::s
 }
 
 std::error_code fd_io::pwritev(std::span<const iovec> in, std::uint64_t off) noexcept {
+  std::lock_guard lk(write_m_);
   // Short writes are possible (signals, a full disk): continue from where the last one ended.
   std::size_t first = 0, skip = 0;
   while (first < in.size()) {

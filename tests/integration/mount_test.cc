@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -756,6 +757,27 @@ TEST_F(mount_test, fio_verify_passes_and_the_data_survives_a_remount) {
     std::string out;
     EXPECT_EQ(run(args, &out), 0) << out;
   }
+}
+
+TEST_F(mount_test, read_ahead_is_raised_to_what_was_asked) {
+  // More read-ahead in flight lets several threads decode records at once.
+  auto knob = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(mnt_.c_str(), &st), 0);
+    std::ifstream in("/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev)) +
+                     "/read_ahead_kb");
+    unsigned kb = 0;
+    in >> kb;
+    return kb;
+  };
+  mount();
+  EXPECT_EQ(knob(), 1024u);
+  unmount();
+  mount("readahead=4M");
+  EXPECT_EQ(knob(), 4096u);
+  unmount();
+  mount("readahead=0");
+  EXPECT_EQ(knob(), 128u) << "the kernel's own";
 }
 
 TEST_F(mount_test, clear_errors) {

@@ -165,7 +165,9 @@ TEST(store_budget, writers_on_many_threads_share_it) {
         auto d = some_data(rng, 4096);
         EXPECT_FALSE(files[t]->pwrite(d, off));
         std::memcpy(shadow[t].data() + off, d.data(), d.size());
-        if (w % 50 == 0) EXPECT_FALSE(files[t]->flush());
+        if (w % 50 == 0) {
+          EXPECT_FALSE(files[t]->flush());
+        }
       }
     });
   }

@@ -21,6 +21,7 @@ struct mount_options {
   std::string accel = "auto";          // cpu (none), qat (required), auto (QAT when present), fault:SPEC (tests)
   std::string qatzip;                  // QATzip library; "": $QZFS_QATZIP_LIB, else libqatzip.so.3
   std::uint64_t cache_bytes = 256ull << 20;  // one memory budget for every file's record buffers
+  unsigned readahead_kb = 1024;        // the kernel's read-ahead on the mount (root only; 0: leave it)
   double commit_seconds = 5.0;         // dirty records are committed at least this often
   bool writeback = true;               // the kernel's writeback cache: page-sized writes arrive batched
   bool foreground = false;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <system_error>
 
@@ -65,6 +66,10 @@ class fd_io final : public io {
 
  private:
   int fd_;
+  // Writes to one backing file take turns here. The kernel serialises them on the inode's lock
+  // anyway, but its waiters spin: with a dozen FUSE threads writing raw records into one file,
+  // `fio` at 1 MiB measured 4-7 CPU-s/GiB at ~240 MB/s instead of 1.8 at ~1000 (tmpfs, 2 cores).
+  std::mutex write_m_;
 };
 
 /// Opens `path` relative to `dirfd` (O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra flags).

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# fio through `qzfs mount` against the backing file system without FUSE and against qzfs with
+# compression off (the FUSE cost alone), in the same run (docs/BENCHMARKS.md "fio"):
+#   bench/fio_bench.sh BUILD_DIR [SIZE=512M] [POLICY=gzip] [REPS=3]
+# Buffers are 50% compressible (buffer_compress_percentage=50, as in QZFS's FIO runs), except the
+# "incompressible" job (0%). Writes end with an fsync (end_fsync=1; sync(1) never reaches a FUSE
+# daemon); reads start from cold caches. CPU is the whole machine's busy time during the job
+# (fio, kernel, daemon), per GiB moved. Ratio: logical / allocated bytes of the job's file.
+# "engine" is `qzfs bench --policy POLICY` on the same file (the engine alone, all cores); the
+# targets are POLICY >= 0.8 x min(off, engine) for compressible writes, >= 0.9 x off for the
+# incompressible one. Each cell is the median of REPS rounds; the targets take turns per round.
+set -euo pipefail
+build=${1:?usage: fio_bench.sh BUILD_DIR [SIZE] [POLICY] [REPS]}
+size=${2:-512M}
+pol=${3:-gzip}
+reps=${4:-3}
+q=$(realpath "$build/qzfs")
+command -v fio > /dev/null || { echo "fio_bench: fio is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+# QZFS_BENCH_DIR: where the backing directories go (default /var/tmp, on disk; /dev/shm takes the
+# disk out and leaves the CPU path).
+work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-fio-bench.XXXXXX")
+trap '"$q" umount "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
+hz=$(getconf CLK_TCK)
+busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq (no steal)
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# job NAME RW BS PCT FILE: one fio job; prints "MB/s cpu-s/GiB"
+job() {
+  local name=$1 rw=$2 bs=$3 pct=$4 file=$5 extra=() b0 b1 out
+  case $rw in *write) extra=(--end_fsync=1 --buffer_compress_percentage="$pct" --refill_buffers) ;; *) drop ;; esac
+  b0=$(busy)
+  out=$(fio --name="$name" --filename="$file" --rw="$rw" --bs="$bs" --size="$size" --ioengine=psync \
+            --randseed=1 --output-format=json "${extra[@]}")
+  b1=$(busy)
+  python3 - "$out" "$b0" "$b1" "$hz" <<'PY'
+import json, sys
+j = json.loads(sys.argv[1][sys.argv[1].index('{'):])['jobs'][0]
+d = j['write'] if j['write']['io_bytes'] > 0 else j['read']
+gib = d['io_bytes'] / 2**30
+cpu = (float(sys.argv[3]) - float(sys.argv[2])) / float(sys.argv[4])
+print(f"{d['bw_bytes'] / 1e6:.1f} {cpu / gib:.2f}")
+PY
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+jobs=("seq-write-1M write 1M 50 s1m"
+      "seq-write-128k write 128k 50 s128k"
+      "rand-write-128k randwrite 128k 50 r128k"
+      "incompressible-1M write 1M 0 rnd"
+      "seq-read-1M read 1M - s1m"
+      "seq-read-128k read 128k - s128k"
+      "rand-read-128k randread 128k - r128k")
+targets=(ext4 off "$pol")
+declare -A mb cpu ratio engine
+for ((r = 1; r <= reps; r++)); do
+  for t in "${targets[@]}"; do
+    rm -rf "$work/b-$t"
+    mkdir -p "$work/b-$t" "$work/mnt"
+    dir="$work/b-$t"
+    if [ "$t" != ext4 ]; then
+      "$q" mount -o compression="$t" "$dir" "$work/mnt"
+      dir="$work/mnt"
+    fi
+    for j in "${jobs[@]}"; do
+      read -r name rw bs pct file <<< "$j"
+      read -r m c <<< "$(job "$name" "$rw" "$bs" "$pct" "$dir/$file")"
+      [ -n "${QZFS_BENCH_VERBOSE:-}" ] && echo "round $r $t $name: $m MB/s, $c cpu-s/GiB" >&2
+      mb[$t,$name]+="$m "
+      cpu[$t,$name]+="$c "
+      if [[ $rw == *write ]]; then
+        alloc=$(( $(stat -c %b "$work/b-$t/$file") * 512 ))
+        ratio[$t,$name]=$(awk -v l="$(stat -c %s "$dir/$file")" -v a="$alloc" 'BEGIN { printf "%.2f", (a > 0 ? l / a : 0) }')
+        if [ "$t" = ext4 ] && [ "$r" = 1 ]; then
+          engine[$name]=$("$q" bench -q --policy "$pol" --threads "$(nproc)" --json "$dir/$file" |
+            python3 -c 'import json, sys; j = json.load(sys.stdin); print(round(j["logical_bytes"] / j["wall_s"] / 1e6))')
+        fi
+      fi
+    done
+    [ "$t" = ext4 ] || "$q" umount "$work/mnt"
+    sleep 0.5
+  done
+done
+
+med() { tr ' ' '\n' <<< "$1" | grep . | median; }
+fstype=$(stat -f -c %T "$work")
+printf '%-18s | %-16s | %-16s | %-23s | %-7s | %s\n' job "$fstype (no FUSE)" "qzfs off" "qzfs $pol" engine "$pol vs target"
+printf '%-18s | %-16s | %-16s | %-23s | %-7s | %s\n' "" "MB/s  cpu-s/GiB" "MB/s  cpu-s/GiB" "MB/s  cpu-s/GiB  ratio" "MB/s" ""
+for j in "${jobs[@]}"; do
+  read -r name rw _ pct _ <<< "$j"
+  e_mb=$(med "${mb[ext4,$name]}"); e_cpu=$(med "${cpu[ext4,$name]}")
+  o_mb=$(med "${mb[off,$name]}"); o_cpu=$(med "${cpu[off,$name]}")
+  g_mb=$(med "${mb[$pol,$name]}"); g_cpu=$(med "${cpu[$pol,$name]}")
+  eng=${engine[$name]:-}
+  if [[ $rw == *write && $pct == 0 ]]; then
+    vs=$(awk -v g="$g_mb" -v o="$o_mb" 'BEGIN { printf "%.2f x off (target 0.9)", g / o }')
+  elif [[ $rw == *write ]]; then
+    vs=$(awk -v g="$g_mb" -v o="$o_mb" -v e="$eng" 'BEGIN { m = o < e ? o : e; printf "%.2f x min(off, engine) (target 0.8)", g / m }')
+  else
+    vs=$(awk -v g="$g_mb" -v o="$o_mb" 'BEGIN { printf "%.2f x off", g / o }')
+  fi
+  printf '%-18s | %7s %7s  | %7s %7s  | %7s %7s %6s  | %7s | %s\n' "$name" "$e_mb" "$e_cpu" "$o_mb" "$o_cpu" \
+    "$g_mb" "$g_cpu" "${ratio[$pol,$name]:--}" "${eng:--}" "$vs"
+done
+echo "backing: $fstype under ${QZFS_BENCH_DIR:-/var/tmp}; $(fio --version), $size per job, psync, buffer_compress_percentage=50 (incompressible: 0), median of $reps; $(nproc) cores"
