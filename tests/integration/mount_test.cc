@@ -499,6 +499,19 @@ std::vector<std::string> posix_suite(const fs::path& d) {
   fails_with(::setxattr(g.c_str(), "user.k", "v2", 2, XATTR_CREATE), EEXIST, "XATTR_CREATE existing: EEXIST");
   expect(::removexattr(g.c_str(), "user.k") == 0, "removexattr");
   fails_with(::removexattr(g.c_str(), "user.k"), ENODATA, "removexattr missing: ENODATA");
+  // As root, the namespaces distributed engines keep their metadata in pass through too.
+  expect(::setxattr(g.c_str(), "trusted.k", "t1", 2, 0) == 0, "setxattr trusted.*");
+  expect(::getxattr(g.c_str(), "trusted.k", buf, sizeof buf) == 2 && std::memcmp(buf, "t1", 2) == 0, "getxattr trusted.*");
+  expect(::setxattr(g.c_str(), "security.qzfs_test", "s1", 2, 0) == 0, "setxattr security.*");
+  expect(::getxattr(g.c_str(), "security.qzfs_test", buf, sizeof buf) == 2, "getxattr security.*");
+  {
+    char names[1024];
+    const ssize_t n = ::listxattr(g.c_str(), names, sizeof names);
+    const std::string all(names, n > 0 ? static_cast<std::size_t>(n) : 0);
+    expect(all.find("trusted.k") != std::string::npos && all.find("security.qzfs_test") != std::string::npos,
+           "listxattr shows trusted.* and security.*");
+    expect(all.find("user.qzfs.") == std::string::npos, "no attribute of qzfs listed");
+  }
   expect(::link(g.c_str(), (d / "g2").c_str()) == 0 && ::stat(g.c_str(), &st) == 0 && st.st_nlink == 2, "link count");
   // A sparse file past 4 GiB.
   const std::string big = (d / "big").string();
