@@ -12,6 +12,9 @@ scripts/build.sh build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER
 scripts/build.sh build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQZFS_BENCH=OFF
 scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQZFS_SANITIZE=thread -DQZFS_BENCH=OFF
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The mount's fsx-style exerciser: 100,000 random operations (about 45 s under ASan) in CI;
+# scripts/soak.sh runs it longer.
+export QZFS_FSX_OPS=${QZFS_FSX_OPS:-100000}
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --gtest_brief=1 \
   --gtest_filter='qat.*:cpu_backend.*:accel_backend.*:scheduler.*:modes/faults.*:engine.*:bench_cli.*:store_concurrency.*:store_budget.*:store.sequential*:seeds/store_crash.*:store_failure.*'
 ctest --test-dir build-valgrind --output-on-failure -L valgrind

@@ -334,7 +334,7 @@ TEST_F(mount_test, shared_writable_mmap_reaches_the_store) {
 
 // fsx-style: random operations on one file through the mount, every read checked against a
 // shadow copy in memory; the file is reopened now and then and the mount remounted once.
-// QZFS_FSX_OPS sets the count (CI: 3000; scripts can soak with more).
+// QZFS_FSX_OPS sets the count (3000 by default; scripts/test.sh, as CI, runs 100,000; scripts/soak.sh more).
 TEST_F(mount_test, fsx_random_operations_match_a_shadow_copy) {
   mount("commit=1,recordsize=16K");
   const char* env = std::getenv("QZFS_FSX_OPS");
