@@ -428,9 +428,11 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                  c["workers"].get<unsigned>(), c["jobs"].get<std::uint64_t>(), c["busy_s"].get<double>(),
                  r["to_accel"].get<std::uint64_t>(), r["redone"].get<std::uint64_t>());
       const auto& a = j["accel"];
-      fmt::print(out, "accelerator  {} ({}{}{})\n", a["spec"].get<std::string>(), a["state"].get<std::string>(),
-                 a.contains("reason") && !a["reason"].get<std::string>().empty() ? ": " : "",
-                 a.contains("reason") ? a["reason"].get<std::string>() : "");
+      // The reason names the state already when it is one ("unavailable: cannot load ...").
+      const std::string state = a["state"].get<std::string>();
+      const std::string why = a.contains("reason") ? a["reason"].get<std::string>() : "";
+      fmt::print(out, "accelerator  {} ({})\n", a["spec"].get<std::string>(),
+                 why.empty() ? state : why.rfind(state, 0) == 0 ? why : state + ": " + why);
       const auto& k = j["cache"];
       fmt::print(out, "cache        {:.1f} MiB in use, {:.1f} MiB at most, of {:.0f} MiB; {} reliefs\n", mib(k["used_bytes"]),
                  mib(k["peak_bytes"]), mib(k["limit_bytes"]), k["reliefs"].get<std::uint64_t>());
