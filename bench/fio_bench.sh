@@ -82,7 +82,7 @@ for ((r = 1; r <= reps; r++)); do
 done
 
 med() { tr ' ' '\n' <<< "$1" | grep . | median; }
-fstype=$(findmnt -n -o FSTYPE --target "$work" 2>/dev/null || stat -f -c %T "$work")
+fstype=$(findmnt -n -o FSTYPE --target "$work" 2>/dev/null | head -1)
 printf '%-18s | %-16s | %-16s | %-23s | %-7s | %s\n' job "$fstype (no FUSE)" "qzfs off" "qzfs $pol" engine "$pol vs target"
 printf '%-18s | %-16s | %-16s | %-23s | %-7s | %s\n' "" "MB/s  cpu-s/GiB" "MB/s  cpu-s/GiB" "MB/s  cpu-s/GiB  ratio" "MB/s" ""
 for j in "${jobs[@]}"; do
