@@ -1014,10 +1014,27 @@ std::error_code file::allocate(std::uint64_t off, std::uint64_t len, bool keep_s
     return std::make_error_code(std::errc::file_too_large);
   }
   // Compressed sizes are unknown until the data is written: the range is not reserved on the
-  // backing file system, and compression stays on for it (docs/STORE.md).
+  // backing file system, and compression stays on for it (docs/STORE.md). What can be promised
+  // is checked: the records of the range that hold no data yet must fit, stored raw, in what
+  // the backing file system has left; ENOSPC now if they cannot, as a file system that reserves.
   std::unique_lock layout(layout_);
   std::lock_guard lk(m_);
   if (failed_) return eio();
+  if (len > 0) {
+    // Records without data in [first, last]: those in the map without a frame, every one past
+    // the map (counted, not walked: the range may be huge), less the buffered ones.
+    const std::uint64_t first = off >> shift_, last = (off + len - 1) >> shift_;
+    std::uint64_t empty = 0;
+    for (std::uint64_t i = first; i <= last && i < map_.size(); ++i) empty += map_[i].e.frame() ? 0 : 1;
+    const std::uint64_t beyond = std::max<std::uint64_t>(first, map_.size());
+    if (last >= beyond) empty += last - beyond + 1;
+    for (const auto& [i, d] : dirty_) {
+      if (i >= first && i <= last && (i >= map_.size() || !map_[i].e.frame())) --empty;
+    }
+    std::uint64_t free = 0;
+    const std::uint64_t worst = empty * (rs_ + format::frame_header_size);
+    if (auto ec = io_->available(free); !ec && worst > free) return std::make_error_code(std::errc::no_space_on_device);
+  }
   if (!keep_size && off + len > size_) size_ = off + len, ++change_seq_;
   return {};
 }

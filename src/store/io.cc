@@ -1,5 +1,7 @@
 #include "qzfs/store/io.h"
 
+#include <sys/statvfs.h>
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -34,6 +36,13 @@ std::error_code fd_io::pread(std::span<std::byte> out, std::uint64_t off, std::s
     if (n == 0) break;
     got += static_cast<std::size_t>(n);
   }
+  return {};
+}
+
+std::error_code fd_io::available(std::uint64_t& out) noexcept {
+  struct statvfs sv {};
+  if (::fstatvfs(fd_, &sv) != 0) return last_error();
+  out = static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize;
   return {};
 }
 

@@ -28,6 +28,7 @@ struct mem_disk {
   std::mutex m;
   std::vector<std::byte> bytes;
   std::vector<bool> blocks;  // allocated 4 KiB blocks
+  std::uint64_t capacity = ~std::uint64_t{0};  // what statvfs would say the file system holds
   std::uint64_t bytes_read = 0, reads = 0, writes = 0, syncs = 0, punches = 0;
   // What the last completed sync made durable, and every change since, in order.
   struct change {
@@ -139,6 +140,12 @@ class mem_io final : public store::io {
   std::error_code allocated(std::uint64_t& out) noexcept override {
     std::lock_guard lk(d_->m);
     out = d_->allocated();
+    return {};
+  }
+  std::error_code available(std::uint64_t& out) noexcept override {
+    std::lock_guard lk(d_->m);
+    const std::uint64_t used = d_->allocated();
+    out = d_->capacity > used ? d_->capacity - used : 0;
     return {};
   }
   std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept override {

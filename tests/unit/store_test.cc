@@ -173,6 +173,30 @@ TEST(store, whole_record_writes_with_a_core_to_spare) {
   EXPECT_TRUE(bad.empty());
 }
 
+TEST(store, fallocate_checks_the_space_and_keeps_compression_on) {
+  // The backing file system holds 4 MiB: a range whose records could not all be stored raw is
+  // refused up front (ENOSPC, as a file system that reserves); one that fits is granted, and
+  // data written into it is still compressed (unlike btrfs, which writes preallocated ranges raw).
+  constexpr std::uint32_t rs = 64 * KiB;
+  auto d = std::make_shared<mem_disk>();
+  d->capacity = 4 << 20;
+  std::unique_ptr<file> f;
+  ASSERT_FALSE(file::create(std::make_unique<mem_io>(d), opts("gzip", rs), f));
+  EXPECT_EQ(f->allocate(0, 8 << 20, false), std::errc::no_space_on_device);
+  EXPECT_EQ(f->size(), 0u) << "a refused allocation changes nothing";
+  ASSERT_FALSE(f->allocate(0, 2 << 20, false));
+  EXPECT_EQ(f->size(), 2u << 20);
+  const auto text = test::make_data(test::data_class::text, 2 << 20);
+  ASSERT_FALSE(f->pwrite(text, 0));
+  ASSERT_FALSE(f->sync());
+  const auto st = f->stats();
+  EXPECT_EQ(st.per_format[static_cast<std::size_t>(codec::payload_format::gzip)], 32u);
+  EXPECT_LT(f->physical_size(), (2u << 20) / 2);
+  // Records that already hold data need nothing more: the whole file again fits.
+  EXPECT_FALSE(f->allocate(0, 2 << 20, true));
+  EXPECT_EQ(read_all(*f), text);
+}
+
 TEST(store, offsets_past_4_gib) {
   auto disk = std::make_shared<mem_disk>();
   const auto o = opts("gzip-1", 128 * KiB);

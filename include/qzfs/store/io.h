@@ -36,6 +36,8 @@ class io {
   [[nodiscard]] virtual std::error_code allocated(std::uint64_t& out) noexcept = 0;
   /// lseek SEEK_DATA / SEEK_HOLE (plain files only); ENXIO past the end.
   [[nodiscard]] virtual std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept = 0;
+  /// Bytes the file system could still give this file (statvfs: blocks available to users).
+  [[nodiscard]] virtual std::error_code available(std::uint64_t& out) noexcept = 0;
 
   [[nodiscard]] std::error_code pwrite(std::span<const std::byte> in, std::uint64_t off) noexcept {
     iovec v{const_cast<std::byte*>(in.data()), in.size()};
@@ -62,6 +64,7 @@ class fd_io final : public io {
   std::error_code size(std::uint64_t& out) noexcept override;
   std::error_code allocated(std::uint64_t& out) noexcept override;
   std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept override;
+  std::error_code available(std::uint64_t& out) noexcept override;
   [[nodiscard]] int fd() const noexcept { return fd_; }
 
  private:
