@@ -15,7 +15,7 @@
 #include "tools.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
-#include "qzfs/offload/device.h"
+#include "qzfs/offload/accel_backend.h"
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -339,16 +339,9 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
           if (mo.cache_bytes < (4u << 20)) throw std::invalid_argument("cache must be at least 4M");
         } else if (key == "accel") {
           // A fault spec's items are joined by '+' here: ',' separates mount options.
-          std::string val = kv.substr(eq + 1);
-          if (val.rfind("fault", 0) == 0) std::replace(val.begin(), val.end(), '+', ',');
-          if (val.rfind("fault:", 0) == 0) {
-            (void)offload::parse_fault_spec(val.substr(6));  // throws naming what is wrong
-          } else if (val.rfind("fault-qat:", 0) == 0) {
-            (void)offload::parse_fault_spec(val.substr(10));
-          } else if (val != "auto" && val != "qat" && val != "cpu") {
-            throw std::invalid_argument("accel must be auto, qat or cpu, not '" + val + "'");
-          }
           mo.accel = val;
+          if (mo.accel.rfind("fault", 0) == 0) std::replace(mo.accel.begin(), mo.accel.end(), '+', ',');
+          offload::check_accel_spec(mo.accel, "accel");
         } else if (key == "readahead") {
           mo.readahead_kb = static_cast<unsigned>(parse_size(val) / 1024);
         } else if (key == "qatzip") {

@@ -154,12 +154,7 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
   if (o.record_size == 0 || o.record_size > codec::default_max_input)
     throw std::invalid_argument("record size must be between 1 byte and 1 MiB");
 
-  if (!o.accel.empty()) {  // refuse a bad --accel before any work is done
-    if (o.accel.rfind("fault:", 0) == 0) (void)offload::parse_fault_spec(o.accel.substr(6));
-    else if (o.accel.rfind("fault-qat:", 0) == 0) (void)offload::parse_fault_spec(o.accel.substr(10));
-    else if (o.accel != "cpu" && o.accel != "qat" && o.accel != "auto")
-      throw std::invalid_argument("--accel must be cpu, qat, auto, fault:SPEC or fault-qat:SPEC, not '" + o.accel + "'");
-  }
+  if (!o.accel.empty()) offload::check_accel_spec(o.accel, "--accel");  // refuse a bad one before any work
   const std::size_t nrec = c.records.size();
   const unsigned scatter = std::max(1u, o.scatter);
   const std::vector<iovec> iovs = make_iovecs(c, scatter);

@@ -764,8 +764,6 @@ void committer(fs_state& s) {
   }
 }
 
-}  // namespace
-
 // The kernel reads ahead at most what the FUSE connection's backing device allows: 128 KiB
 // unless raised (the INIT reply can only lower it). More in flight lets several threads decode
 // records at once; the device's sysfs knob is writable by root only, so others keep 128 KiB.
@@ -796,6 +794,8 @@ void set_readahead(const mount_options& o, std::FILE* err) {
   if (::write(fd, v.data(), v.size()) < 0 && o.debug) std::fprintf(err, "qzfs mount: %s: %s\n", knob.c_str(), std::strerror(errno));
   ::close(fd);
 }
+
+}  // namespace
 
 int serve(const mount_options& o, std::FILE* err) {
   auto s = std::make_unique<fs_state>();

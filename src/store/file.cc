@@ -490,8 +490,9 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
   if (off > format::max_container_size || total > format::max_container_size - off) {
     return std::make_error_code(std::errc::file_too_large);
   }
-  // Memory short: other files let go first (no lock of ours is held here).
-  if (o_.budget != nullptr && o_.budget->over()) o_.budget->relieve(this);
+  // Memory short and other files hold some of it: they let go first (no lock of ours is held
+  // here). What this file holds itself goes out through its own write-back below.
+  if (o_.budget != nullptr && o_.budget->over() && o_.budget->used() > charged()) o_.budget->relieve(this);
   bool write_back = false;
   {
     std::shared_lock layout(layout_);

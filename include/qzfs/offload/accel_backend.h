@@ -18,6 +18,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -85,6 +86,9 @@ class accel_backend final : public backend {
 
   std::vector<std::jthread> threads_;
 };
+
+/// Throws std::invalid_argument, naming `option`, unless `spec` is one make_accel() takes.
+void check_accel_spec(const std::string& spec, std::string_view option);
 
 /// The accelerator a user names: "cpu" (none: null), "qat" or "auto" (QAT through QATzip,
 /// `qatzip_lib` or the default library), "fault:SPEC" (the software device with faults injected,
