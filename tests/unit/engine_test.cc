@@ -2,6 +2,8 @@
 // the result cap, holes, and per-file learning.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -91,6 +93,38 @@ TEST(checker, zeros) {
   EXPECT_TRUE(is_zero({}));
 }
 
+
+// The documented rule, byte by byte: 16 bytes from every 256 of the record (all of it below
+// 16 KiB). The checker's fast path must look at exactly these bytes, however the record is cut.
+TEST(checker, samples_exactly_the_documented_bytes) {
+  for (std::size_t n : {std::size_t{100}, std::size_t{16383}, std::size_t{16384}, std::size_t{128 * 1024 + 77}}) {
+    for (auto cls : {data_class::text, data_class::binary, data_class::random}) {
+      auto d = test::make_data(cls, n);
+      std::array<std::uint32_t, 256> hist{};
+      std::uint32_t sampled = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (n < 16384 || i % 256 < 16) {
+          ++hist[static_cast<unsigned char>(d[i])];
+          ++sampled;
+        }
+      }
+      double h = 0;
+      unsigned set = 0;
+      for (auto c : hist) {
+        if (c == 0) continue;
+        ++set;
+        h -= static_cast<double>(c) / sampled * std::log2(static_cast<double>(c) / sampled);
+      }
+      for (bool sc : {false, true}) {
+        auto iov = sc ? test::scatter(d) : test::contiguous(d);
+        const auto r = sample(iov);
+        EXPECT_EQ(r.sampled, sampled) << n << (sc ? " scattered" : "");
+        EXPECT_EQ(r.byte_set, set) << n << (sc ? " scattered" : "");
+        EXPECT_NEAR(r.entropy_bits, h, 1e-9) << n << (sc ? " scattered" : "");
+      }
+    }
+  }
+}
 TEST(checker, judges_real_data_classes) {
   const std::size_t n = 128 * 1024;
   auto text = test::make_data(data_class::text, n);

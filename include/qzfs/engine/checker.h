@@ -26,7 +26,8 @@ struct sample_result {
   compressibility verdict = compressibility::compressible;
   double entropy_bits = 0;   // Shannon entropy of the sample, bits per byte (0..8)
   unsigned byte_set = 0;     // distinct byte values in the sample
-  unsigned core_set = 0;     // byte values covering 90% of the sample
+  unsigned core_set = 0;     // byte values covering 90% of the sample; only worked out (and
+                             // only needed) when there are over 64 values at 7.5 bits or more
   std::uint32_t sampled = 0; // bytes looked at
 };
 
