@@ -37,6 +37,7 @@ bool cpu_backend::try_submit(job& j) noexcept {
     std::lock_guard lk(m_);
     if (stop_ || q_.size() >= o_.queue_capacity) return false;
     q_.push_back(&j);
+    peak_depth_ = std::max(peak_depth_, q_.size());
   }
   submitted_.fetch_add(1, std::memory_order_relaxed);
   not_empty_.notify_one();
@@ -44,13 +45,30 @@ bool cpu_backend::try_submit(job& j) noexcept {
 }
 
 void cpu_backend::submit(job& j) {
+  bool pass_on;
   {
     std::unique_lock lk(m_);
-    not_full_.wait(lk, [&] { return q_.size() < o_.queue_capacity; });
+    if (q_.size() >= o_.queue_capacity) {
+      // Full: wait until the workers have taken half of it, then fill it again. Woken at every
+      // free slot instead, a writer with a batch of records (and the worker that woke it) would
+      // switch once per record.
+      ++blocked_;
+      not_full_.wait(lk, [&] { return q_.size() <= low_water(); });
+      --blocked_;
+    }
     q_.push_back(&j);
+    peak_depth_ = std::max(peak_depth_, q_.size());
+    // Room left and writers still asleep (this one may have had a single job): wake the next.
+    pass_on = blocked_ > 0 && q_.size() <= low_water();
   }
   submitted_.fetch_add(1, std::memory_order_relaxed);
+  if (pass_on) not_full_.notify_one();
   not_empty_.notify_one();
+}
+
+std::size_t cpu_backend::peak_depth() const noexcept {
+  std::lock_guard lk(m_);
+  return peak_depth_;
 }
 
 std::size_t cpu_backend::queue_depth() const noexcept {
@@ -83,14 +101,16 @@ void cpu_backend::work() {
   codec::workspace ws(o_.max_record);
   for (;;) {
     job* j;
+    bool wake;
     {
       std::unique_lock lk(m_);
       not_empty_.wait(lk, [&] { return stop_ || !q_.empty(); });
       if (q_.empty()) return;  // stop_ and drained
       j = q_.front();
       q_.pop_front();
+      wake = blocked_ > 0 && q_.size() == low_water();
     }
-    not_full_.notify_one();
+    if (wake) not_full_.notify_one();
     auto t0 = std::chrono::steady_clock::now();
     run(*j, ws);
     const auto ns = static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count());

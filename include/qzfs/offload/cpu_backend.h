@@ -1,8 +1,8 @@
 #pragma once
 // offload/: the CPU backend, a fixed pool of workers over the codec layer. Each worker owns its
 // codec contexts (a codec::workspace); the queue is bounded, and submit() blocks while it is
-// full (backpressure on the writer). It never fails a job: a codec error is a result (error),
-// not a lost job.
+// full (backpressure on the writer) until the workers have taken half of it. It never fails a
+// job: a codec error is a result (error), not a lost job.
 //
 // Thread-safety: all members may be called from any thread.
 
@@ -36,6 +36,8 @@ class cpu_backend final : public backend {
   std::size_t queue_depth() const noexcept override;
   [[nodiscard]] unsigned workers() const noexcept { return static_cast<unsigned>(threads_.size()); }
   [[nodiscard]] std::size_t capacity() const noexcept { return o_.queue_capacity; }
+  /// The most jobs ever queued at once (never above capacity()).
+  [[nodiscard]] std::size_t peak_depth() const noexcept;
 
   /// Runs one job on the calling thread with `ws` (shared by the workers and by callers that
   /// want to do small jobs inline).
@@ -47,7 +49,11 @@ class cpu_backend final : public backend {
   options o_;
   mutable std::mutex m_;  // lock order: leaf (never held while running a job)
   std::condition_variable not_empty_, not_full_;
+  std::size_t low_water() const noexcept { return o_.queue_capacity / 2; }
+
   std::deque<job*> q_;
+  std::size_t blocked_ = 0;     // submitters waiting for room
+  std::size_t peak_depth_ = 0;
   bool stop_ = false;
   std::vector<std::jthread> threads_;
 };

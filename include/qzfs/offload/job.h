@@ -12,10 +12,9 @@
 
 #include <sys/uio.h>
 
-#include <condition_variable>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <span>
 
 #include "qzfs/codec/codec.h"
@@ -27,23 +26,23 @@ enum class op : std::uint8_t { compress, decompress };
 /// Counts the unfinished jobs of a batch; wait() returns when all have completed.
 class completion {
  public:
-  void expect(std::size_t n) {
-    std::lock_guard lk(m_);
-    pending_ += n;
-  }
+  void expect(std::size_t n) { pending_.fetch_add(static_cast<std::uint32_t>(n), std::memory_order_relaxed); }
   void done_one() {
-    std::lock_guard lk(m_);
-    if (--pending_ == 0) cv_.notify_all();
+    // The last one wakes the waiter (a futex on the counter: with a mutex and a condition
+    // variable, the waiter woke only to block on the mutex still held by the notifier). The
+    // waiter may return and free this object as soon as the count is 0; the wake-up after it
+    // only names the address (libstdc++ reads nothing there), and a stray wake-up of whatever
+    // lives there later is harmless to a futex waiter.
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_all();
   }
   void wait() {
-    std::unique_lock lk(m_);
-    cv_.wait(lk, [&] { return pending_ == 0; });
+    for (auto v = pending_.load(std::memory_order_acquire); v != 0; v = pending_.load(std::memory_order_acquire)) {
+      pending_.wait(v, std::memory_order_acquire);
+    }
   }
 
  private:
-  std::mutex m_;  // lock order: leaf
-  std::condition_variable cv_;
-  std::size_t pending_ = 0;
+  std::atomic<std::uint32_t> pending_{0};
 };
 
 struct job {
