@@ -85,12 +85,16 @@ bool accel_backend::try_submit(job& j) noexcept {
   t->level = j.spec.level;
   t->deadline.store((clock_type::now() + o_.timeout).time_since_epoch().count(), std::memory_order_relaxed);
   t->st.store(ticket::queued, std::memory_order_release);
+  bool wake_dog;
   {
     std::lock_guard lk(m_);
     q_.push_back(t);
+    wake_dog = dog_idle_;
+    dog_idle_ = false;
   }
   submitted_.fetch_add(1, std::memory_order_relaxed);
   work_cv_.notify_one();
+  if (wake_dog) dog_cv_.notify_one();  // it was asleep with nothing to watch
   return true;
 }
 
@@ -301,7 +305,18 @@ void accel_backend::work(unsigned idx) {
 void accel_backend::watchdog() {
   std::unique_lock lk(m_);
   while (!stop_) {
-    dog_cv_.wait_for(lk, std::chrono::milliseconds(5));
+    if (free_.size() < tickets_.size()) {
+      dog_cv_.wait_for(lk, std::chrono::milliseconds(5));  // jobs in flight: watch their deadlines
+    } else {
+      // Nothing in flight, so nothing can be late: sleep until a job goes in (try_submit wakes
+      // this), a re-probe is due or a second has passed (not 200 wake-ups a second on an idle
+      // mount, or with no device at all).
+      auto until = clock_type::now() + std::chrono::seconds(1);
+      if (state() == health::down) until = std::min(until, next_probe_);
+      dog_idle_ = true;
+      dog_cv_.wait_until(lk, until);
+      dog_idle_ = false;
+    }
     if (stop_) break;
     const auto now = clock_type::now().time_since_epoch().count();
     std::vector<job*> stuck;  // running past the deadline: the worker releases the ticket later

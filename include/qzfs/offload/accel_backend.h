@@ -76,6 +76,7 @@ class accel_backend final : public backend {
   std::deque<ticket*> q_;
   std::vector<ticket*> free_;
   bool stop_ = false;
+  bool dog_idle_ = false;                 // the watchdog sleeps with nothing in flight
   std::uint64_t gen_ = 1;                 // bumped at every teardown; sessions of older gens are closed
   std::chrono::steady_clock::time_point next_probe_{};
   std::chrono::milliseconds backoff_;
