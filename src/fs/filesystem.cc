@@ -47,6 +47,9 @@
 namespace qzfs::fs {
 namespace {
 
+// max_write, and the st_blksize of regular files.
+constexpr unsigned preferred_io_size = 1u << 20;
+
 struct inode {
   int fd = -1;  // O_PATH | O_NOFOLLOW, beneath the backing root
   dev_t dev = 0;
@@ -147,6 +150,11 @@ int ensure_file(fs_state& s, inode& in) {
 int stat_of(fs_state& s, inode& in, struct stat& st) {
   if (::fstatat(in.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   if (!S_ISREG(st.st_mode)) return 0;
+  // The I/O size that pays here is the largest the kernel sends in one request: every write(2)
+  // to a FUSE file costs the writer a round trip to the daemon (the kernel asks for
+  // security.capability first), so cp, stdio and friends, which size their buffers by
+  // st_blksize, should write 1 MiB at a time, not 4 KiB or 128 KiB.
+  st.st_blksize = preferred_io_size;
   std::lock_guard lk(in.m);
   if (in.file) {
     st.st_size = static_cast<off_t>(in.file->size());
@@ -228,7 +236,7 @@ void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n) {
 
 void op_init(void* userdata, fuse_conn_info* conn) {
   auto& s = *static_cast<fs_state*>(userdata);
-  conn->max_write = 1u << 20;
+  conn->max_write = preferred_io_size;
   // The kernel keeps the lower of this and its device's read-ahead, which set_readahead() raised
   // before this reply.
   if (s.o.readahead_kb != 0) conn->max_readahead = s.o.readahead_kb * 1024;

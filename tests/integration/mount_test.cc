@@ -120,6 +120,9 @@ TEST_F(mount_test, data_round_trips_compressed_and_du_shows_it) {
   struct stat st {};
   ASSERT_EQ(::stat((mnt_ / "text.txt").c_str(), &st), 0);
   EXPECT_EQ(static_cast<std::size_t>(st.st_size), text.size());
+  // Writers that size their buffers by st_blksize (cp, stdio) write in 1 MiB pieces, each one
+  // FUSE request; the backing file system's 4 KiB would mean 256 round trips a MiB.
+  EXPECT_EQ(st.st_blksize, 1 << 20);
   unmount();
   // On the backing side: a container, much smaller than the data.
   auto stored = qzfs::test::read_file(backing_ / "text.txt");
