@@ -8,18 +8,19 @@
 # (fio, kernel, daemon), per GiB moved. Ratio: logical / allocated bytes of the job's file.
 # "engine" is `qzfs bench --policy POLICY` on the same file (the engine alone, all cores); the
 # targets are POLICY >= 0.8 x min(off, engine) for compressible writes, >= 0.9 x off for the
-# incompressible one. Each cell is the median of REPS rounds; the targets take turns per round.
+# incompressible one. Each cell is the median of REPS rounds; within a round the targets take
+# turns per job.
 set -euo pipefail
 build=${1:?usage: fio_bench.sh BUILD_DIR [SIZE] [POLICY] [REPS]}
 size=${2:-512M}
 pol=${3:-gzip}
 reps=${4:-3}
 q=$(realpath "$build/qzfs")
+[ "$pol" != off ] || { echo "fio_bench: POLICY must compress (off is always measured)" >&2; exit 2; }
 command -v fio > /dev/null || { echo "fio_bench: fio is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 # QZFS_BENCH_DIR: where the backing directories go (default /var/tmp, on disk; /dev/shm takes the
 # disk out and leaves the CPU path).
 work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-fio-bench.XXXXXX")
-trap '"$q" umount "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
 hz=$(getconf CLK_TCK)
 busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq (no steal)
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
@@ -52,33 +53,44 @@ jobs=("seq-write-1M write 1M 50 s1m"
       "rand-read-128k randread 128k - r128k")
 targets=(ext4 off "$pol")
 declare -A mb cpu ratio engine
+# All three targets stay mounted through a round and every job runs on each of them back to back,
+# first target rotating per round: each job meets the same memory state on every target (on a VM,
+# the first touch of memory the host has taken back costs up to ~1 s/GiB, and a job that runs when
+# the page cache grows into such memory is slowed whatever the file system).
+trap '"$q" umount "$work/m-off" 2>/dev/null || true; "$q" umount "$work/m-$pol" 2>/dev/null || true; rm -rf "$work"' EXIT
 for ((r = 1; r <= reps; r++)); do
+  declare -A dir=()
   for t in "${targets[@]}"; do
     rm -rf "$work/b-$t"
-    mkdir -p "$work/b-$t" "$work/mnt"
-    dir="$work/b-$t"
+    mkdir -p "$work/b-$t"
+    dir[$t]="$work/b-$t"
     if [ "$t" != ext4 ]; then
-      "$q" mount -o compression="$t" "$dir" "$work/mnt"
-      dir="$work/mnt"
+      mkdir -p "$work/m-$t"
+      "$q" mount -o compression="$t" "$work/b-$t" "$work/m-$t"
+      dir[$t]="$work/m-$t"
     fi
-    for j in "${jobs[@]}"; do
-      read -r name rw bs pct file <<< "$j"
-      read -r m c <<< "$(job "$name" "$rw" "$bs" "$pct" "$dir/$file")"
+  done
+  order=("${targets[@]:$(( (r - 1) % 3 ))}" "${targets[@]:0:$(( (r - 1) % 3 ))}")
+  for j in "${jobs[@]}"; do
+    read -r name rw bs pct file <<< "$j"
+    for t in "${order[@]}"; do
+      read -r m c <<< "$(job "$name" "$rw" "$bs" "$pct" "${dir[$t]}/$file")"
       [ -n "${QZFS_BENCH_VERBOSE:-}" ] && echo "round $r $t $name: $m MB/s, $c cpu-s/GiB" >&2
       mb[$t,$name]+="$m "
       cpu[$t,$name]+="$c "
       if [[ $rw == *write ]]; then
         alloc=$(( $(stat -c %b "$work/b-$t/$file") * 512 ))
-        ratio[$t,$name]=$(awk -v l="$(stat -c %s "$dir/$file")" -v a="$alloc" 'BEGIN { printf "%.2f", (a > 0 ? l / a : 0) }')
+        ratio[$t,$name]=$(awk -v l="$(stat -c %s "${dir[$t]}/$file")" -v a="$alloc" 'BEGIN { printf "%.2f", (a > 0 ? l / a : 0) }')
         if [ "$t" = ext4 ] && [ "$r" = 1 ]; then
-          engine[$name]=$("$q" bench -q --policy "$pol" --threads "$(nproc)" --json "$dir/$file" |
+          engine[$name]=$("$q" bench -q --policy "$pol" --threads "$(nproc)" --json "${dir[$t]}/$file" |
             python3 -c 'import json, sys; j = json.load(sys.stdin); print(round(j["logical_bytes"] / j["wall_s"] / 1e6))')
         fi
       fi
+      sleep 0.2
     done
-    [ "$t" = ext4 ] || "$q" umount "$work/mnt"
-    sleep 0.5
   done
+  for t in off "$pol"; do "$q" umount "$work/m-$t"; done
+  unset dir
 done
 
 med() { tr ' ' '\n' <<< "$1" | grep . | median; }
