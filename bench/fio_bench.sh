@@ -51,12 +51,19 @@ jobs=("seq-write-1M write 1M 50 s1m"
       "seq-read-1M read 1M - s1m"
       "seq-read-128k read 128k - s128k"
       "rand-read-128k randread 128k - r128k")
+# Run order: each file is read back right after it is written and then deleted, so that little
+# memory is in use at any time (see below).
+run=("seq-write-1M" "seq-read-1M" "rm s1m" "seq-write-128k" "seq-read-128k" "rm s128k"
+     "rand-write-128k" "rand-read-128k" "rm r128k" "incompressible-1M" "rm rnd")
+declare -A spec
+for j in "${jobs[@]}"; do spec[${j%% *}]=$j; done
 targets=(ext4 off "$pol")
 declare -A mb cpu ratio engine
 # All three targets stay mounted through a round and every job runs on each of them back to back,
-# first target rotating per round: each job meets the same memory state on every target (on a VM,
-# the first touch of memory the host has taken back costs up to ~1 s/GiB, and a job that runs when
-# the page cache grows into such memory is slowed whatever the file system).
+# first target rotating per round: each job meets the same memory state on every target. On a VM
+# the first touch of memory the host has taken back costs up to ~1 s/GiB (measured here: a 1 GiB
+# fio write on qzfs off fell from 1100 MB/s to 283 once some 8-12 GiB had been allocated), so the
+# files are also deleted as soon as they have been read.
 trap '"$q" umount "$work/m-off" 2>/dev/null || true; "$q" umount "$work/m-$pol" 2>/dev/null || true; rm -rf "$work"' EXIT
 for ((r = 1; r <= reps; r++)); do
   declare -A dir=()
@@ -71,8 +78,12 @@ for ((r = 1; r <= reps; r++)); do
     fi
   done
   order=("${targets[@]:$(( (r - 1) % 3 ))}" "${targets[@]:0:$(( (r - 1) % 3 ))}")
-  for j in "${jobs[@]}"; do
-    read -r name rw bs pct file <<< "$j"
+  for step in "${run[@]}"; do
+    if [[ $step == rm\ * ]]; then
+      for t in "${targets[@]}"; do rm -f "${dir[$t]}/${step#rm }"; done
+      continue
+    fi
+    read -r name rw bs pct file <<< "${spec[$step]}"
     for t in "${order[@]}"; do
       read -r m c <<< "$(job "$name" "$rw" "$bs" "$pct" "${dir[$t]}/$file")"
       [ -n "${QZFS_BENCH_VERBOSE:-}" ] && echo "round $r $t $name: $m MB/s, $c cpu-s/GiB" >&2
