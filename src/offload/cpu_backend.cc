@@ -45,25 +45,40 @@ bool cpu_backend::try_submit(job& j) noexcept {
 }
 
 void cpu_backend::submit(job& j) {
-  bool pass_on;
-  {
-    std::unique_lock lk(m_);
-    if (q_.size() >= o_.queue_capacity) {
-      // Full: wait until the workers have taken half of it, then fill it again. Woken at every
-      // free slot instead, a writer with a batch of records (and the worker that woke it) would
-      // switch once per record.
-      ++blocked_;
-      not_full_.wait(lk, [&] { return q_.size() <= low_water(); });
-      --blocked_;
+  job* one = &j;
+  submit_all(std::span(&one, 1));
+}
+
+void cpu_backend::submit_all(std::span<job* const> js) {
+  // One lock and one wake-up per batch, not per job: a FUSE request brings eight records, and
+  // the workers popping meanwhile made every extra acquisition a likely futex wake-up.
+  std::size_t i = 0;
+  while (i < js.size()) {
+    std::size_t pushed = 0;
+    bool pass_on;
+    {
+      std::unique_lock lk(m_);
+      if (q_.size() >= o_.queue_capacity) {
+        // Full: wait until the workers have taken half of it, then fill it again. Woken at every
+        // free slot instead, a writer with a batch of records (and the worker that woke it) would
+        // switch once per record.
+        ++blocked_;
+        not_full_.wait(lk, [&] { return q_.size() <= low_water(); });
+        --blocked_;
+      }
+      for (; i < js.size() && q_.size() < o_.queue_capacity; ++i, ++pushed) q_.push_back(js[i]);
+      peak_depth_ = std::max(peak_depth_, q_.size());
+      // Room left and writers still asleep (this one may have had a single job): wake the next.
+      pass_on = blocked_ > 0 && q_.size() <= low_water();
     }
-    q_.push_back(&j);
-    peak_depth_ = std::max(peak_depth_, q_.size());
-    // Room left and writers still asleep (this one may have had a single job): wake the next.
-    pass_on = blocked_ > 0 && q_.size() <= low_water();
+    submitted_.fetch_add(pushed, std::memory_order_relaxed);
+    if (pass_on) not_full_.notify_one();
+    if (pushed >= threads_.size()) {
+      not_empty_.notify_all();
+    } else {
+      for (std::size_t k = 0; k < pushed; ++k) not_empty_.notify_one();
+    }
   }
-  submitted_.fetch_add(1, std::memory_order_relaxed);
-  if (pass_on) not_full_.notify_one();
-  not_empty_.notify_one();
 }
 
 std::size_t cpu_backend::peak_depth() const noexcept {

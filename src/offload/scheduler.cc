@@ -1,5 +1,7 @@
 #include "qzfs/offload/scheduler.h"
 
+#include <vector>
+
 namespace qzfs::offload {
 
 scheduler::scheduler(cpu_backend& cpu, accel_backend* accel, options o)
@@ -29,8 +31,7 @@ void scheduler::after_accel(job& j, void* self) {
   j.complete();
 }
 
-void scheduler::submit(job& j, completion& c) {
-  c.expect(1);
+bool scheduler::route(job& j, completion& c) {
   j.done = &c;
   j.redone = false;
   j.on_finish = nullptr;
@@ -45,19 +46,47 @@ void scheduler::submit(job& j, completion& c) {
       j.on_finish_ctx = this;
       if (accel_->queue_depth() < overflow_depth_ && accel_is_worth_it() && accel_->try_submit(j)) {
         to_accel_.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return true;
       }
       j.on_finish = nullptr;
       overflow_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   to_cpu_.fetch_add(1, std::memory_order_relaxed);
-  cpu_.submit(j);
+  return false;
+}
+
+void scheduler::submit(job& j, completion& c) {
+  c.expect(1);
+  if (!route(j, c)) cpu_.submit(j);
+}
+
+void scheduler::submit(std::span<job* const> js, completion& c) {
+  c.expect(js.size());
+  // The CPU's share goes in at once (the accelerator's is taken job by job above).
+  constexpr std::size_t stack_n = 32;
+  job* on_stack[stack_n];
+  std::vector<job*> many;
+  std::span<job*> cpu_jobs;
+  if (js.size() <= stack_n) {
+    cpu_jobs = std::span(on_stack, js.size());
+  } else {
+    many.resize(js.size());
+    cpu_jobs = many;
+  }
+  std::size_t n = 0;
+  for (job* j : js) {
+    if (!route(*j, c)) cpu_jobs[n++] = j;
+  }
+  cpu_.submit_all(cpu_jobs.first(n));
 }
 
 void scheduler::run(std::span<job> batch) {
   completion c;
-  for (auto& j : batch) submit(j, c);
+  std::vector<job*> js;
+  js.reserve(batch.size());
+  for (auto& j : batch) js.push_back(&j);
+  submit(js, c);
   c.wait();
 }
 

@@ -86,8 +86,8 @@ struct engine_stats {
 class engine {
  public:
   engine(offload::scheduler& sched, engine_options o);
-  /// Decides and compresses every record of the batch; returns when all are done. Each record
-  /// is submitted as soon as it is checked.
+  /// Decides and compresses every record of the batch; returns when all are done. The records
+  /// that need a codec are submitted together once all are checked.
   void compress(std::span<record> batch, file_learning* learning = nullptr);
 
   /// A batch in flight (submit() ... wait()); holds what the workers refer to. Keep it, and the
@@ -99,6 +99,7 @@ class engine {
       file_learning* fl;
     };
     std::vector<offload::job> jobs;
+    std::vector<offload::job*> ready;  // the jobs that go to a backend
     std::vector<finisher> fin;
     offload::completion done;
   };

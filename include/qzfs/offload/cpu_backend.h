@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -33,6 +34,8 @@ class cpu_backend final : public backend {
   bool try_submit(job& j) noexcept override;
   /// Takes the job, waiting while the queue is full.
   void submit(job& j);
+  /// Takes every job, in order, under as few locks and wake-ups as the queue's room allows.
+  void submit_all(std::span<job* const> js);
   std::size_t queue_depth() const noexcept override;
   [[nodiscard]] unsigned workers() const noexcept { return static_cast<unsigned>(threads_.size()); }
   [[nodiscard]] std::size_t capacity() const noexcept { return o_.queue_capacity; }

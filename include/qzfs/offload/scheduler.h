@@ -44,6 +44,8 @@ class scheduler {
 
   /// Queues `j`; `c` counts it and is told when it is done. Blocks while the CPU queue is full.
   void submit(job& j, completion& c);
+  /// Queues every job of `js` the same way (the CPU's share under one lock and wake-up).
+  void submit(std::span<job* const> js, completion& c);
   /// Runs a batch and returns when every job has finished.
   void run(std::span<job> batch);
 
@@ -53,6 +55,8 @@ class scheduler {
 
  private:
   static void after_accel(job& j, void* self);
+  /// Sets `j` up for `c`; true when the accelerator took it, false when it is the CPU's.
+  bool route(job& j, completion& c);
 
   cpu_backend& cpu_;
   accel_backend* accel_;
