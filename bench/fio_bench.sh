@@ -8,8 +8,8 @@
 # (fio, kernel, daemon), per GiB moved. Ratio: logical / allocated bytes of the job's file.
 # "engine" is `qzfs bench --policy POLICY` on the same file (the engine alone, all cores); the
 # targets are POLICY >= 0.8 x min(off, engine) for compressible writes, >= 0.9 x off for the
-# incompressible one. Each cell is the median of REPS rounds; within a round the targets take
-# turns per job.
+# incompressible one. Each cell is the median of REPS rounds, the ratios the median of each
+# round's ratio; within a round the targets take turns per job.
 set -euo pipefail
 build=${1:?usage: fio_bench.sh BUILD_DIR [SIZE] [POLICY] [REPS]}
 size=${2:-512M}
@@ -105,6 +105,12 @@ for ((r = 1; r <= reps; r++)); do
 done
 
 med() { tr ' ' '\n' <<< "$1" | grep . | median; }
+# paired G O [E]: the median over rounds of G / min(O, E) (E absent: G / O), each round's figures
+# measured back to back, so the machine's drift between rounds cancels.
+paired() {
+  paste -d' ' <(tr ' ' '\n' <<< "$1" | grep .) <(tr ' ' '\n' <<< "$2" | grep .) |
+    awk -v e="${3:-0}" '{ m = (e > 0 && e < $2) ? e : $2; printf "%.4f\n", $1 / m }' | median
+}
 fstype=$(findmnt -n -o FSTYPE --target "$work" 2>/dev/null | head -1)
 printf '%-18s | %-16s | %-16s | %-23s | %-7s | %s\n' job "$fstype (no FUSE)" "qzfs off" "qzfs $pol" engine "$pol vs target"
 printf '%-18s | %-16s | %-16s | %-23s | %-7s | %s\n' "" "MB/s  cpu-s/GiB" "MB/s  cpu-s/GiB" "MB/s  cpu-s/GiB  ratio" "MB/s" ""
@@ -115,13 +121,14 @@ for j in "${jobs[@]}"; do
   g_mb=$(med "${mb[$pol,$name]}"); g_cpu=$(med "${cpu[$pol,$name]}")
   eng=${engine[$name]:-}
   if [[ $rw == *write && $pct == 0 ]]; then
-    vs=$(awk -v g="$g_mb" -v o="$o_mb" 'BEGIN { printf "%.2f x off (target 0.9)", g / o }')
+    vs=$(printf '%.2f x off (target 0.9)' "$(paired "${mb[$pol,$name]}" "${mb[off,$name]}")")
   elif [[ $rw == *write ]]; then
-    vs=$(awk -v g="$g_mb" -v o="$o_mb" -v e="$eng" 'BEGIN { m = o < e ? o : e; printf "%.2f x min(off, engine) (target 0.8)", g / m }')
+    vs=$(printf '%.2f x min(off, engine) (target 0.8)' "$(paired "${mb[$pol,$name]}" "${mb[off,$name]}" "$eng")")
   else
-    vs=$(awk -v g="$g_mb" -v o="$o_mb" 'BEGIN { printf "%.2f x off", g / o }')
+    vs=$(printf '%.2f x off' "$(paired "${mb[$pol,$name]}" "${mb[off,$name]}")")
   fi
   printf '%-18s | %7s %7s  | %7s %7s  | %7s %7s %6s  | %7s | %s\n' "$name" "$e_mb" "$e_cpu" "$o_mb" "$o_cpu" \
     "$g_mb" "$g_cpu" "${ratio[$pol,$name]:--}" "${eng:--}" "$vs"
 done
 echo "backing: $fstype under ${QZFS_BENCH_DIR:-/var/tmp}; $(fio --version), $size per job, psync, buffer_compress_percentage=50 (incompressible: 0), median of $reps; $(nproc) cores"
+echo "vs target: the median of each round's ratio (gzip and off of one round ran back to back)"
