@@ -775,6 +775,21 @@ void committer(fs_state& s) {
 // The kernel reads ahead at most what the FUSE connection's backing device allows: 128 KiB
 // unless raised (the INIT reply can only lower it). More in flight lets several threads decode
 // records at once; the device's sysfs knob is writable by root only, so others keep 128 KiB.
+
+// A path as /proc/self/mountinfo writes it: space, tab, newline and backslash as \ooo octal.
+std::string unescape_mountinfo(const char* field) {
+  std::string out;
+  for (const char* p = field; *p != '\0'; ++p) {
+    if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' && p[3] <= '7') {
+      out.push_back(static_cast<char>((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0')));
+      p += 3;
+    } else {
+      out.push_back(*p);
+    }
+  }
+  return out;
+}
+
 void set_readahead(const mount_options& o, std::FILE* err) {
   if (o.readahead_kb == 0) return;
   // The device number from /proc/self/mountinfo: a stat() of the mount point would wait for
@@ -788,8 +803,8 @@ void set_readahead(const mount_options& o, std::FILE* err) {
   while (std::fgets(line, sizeof line, mi) != nullptr) {
     // id parent major:minor root mountpoint ... - fstype source options
     char devno[64], root[4096], point[4096];
-    if (std::sscanf(line, "%*s %*s %63s %4095s %4095s", devno, root, point) == 3 && std::strcmp(point, real) == 0 &&
-        std::strstr(line, " - fuse.qzfs ") != nullptr) {
+    if (std::sscanf(line, "%*s %*s %63s %4095s %4095s", devno, root, point) == 3 &&
+        unescape_mountinfo(point) == real && std::strstr(line, " - fuse.qzfs ") != nullptr) {
       dev = devno;  // the last one: mounts stack
     }
   }

@@ -32,10 +32,21 @@ namespace {
 namespace fs = std::filesystem;
 
 bool mounted(const fs::path& mp) {
+  // mountinfo writes space, tab, newline and backslash as octal escapes.
+  std::string esc;
+  for (char c : mp.string()) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
+      char oct[8];
+      std::snprintf(oct, sizeof oct, "\\%03o", static_cast<unsigned char>(c));
+      esc += oct;
+    } else {
+      esc += c;
+    }
+  }
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.find(" " + mp.string() + " ") != std::string::npos && line.find("fuse.qzfs") != std::string::npos) return true;
+    if (line.find(" " + esc + " ") != std::string::npos && line.find("fuse.qzfs") != std::string::npos) return true;
   }
   return false;
 }
@@ -796,6 +807,12 @@ TEST_F(mount_test, read_ahead_is_raised_to_what_was_asked) {
   unmount();
   mount("readahead=0");
   EXPECT_EQ(knob(), 128u) << "the kernel's own";
+  unmount();
+  // A mount point whose name mountinfo escapes (a space is \040 there).
+  mnt_ = root_ / "mount point";
+  fs::create_directories(mnt_);
+  mount();
+  EXPECT_EQ(knob(), 1024u) << "the daemon found its device under an escaped name";
 }
 
 TEST_F(mount_test, fallocate_checks_the_space_and_keeps_compression_on) {
