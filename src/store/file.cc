@@ -260,13 +260,16 @@ void file::shed() {
     std::lock_guard lk(cache_m_);
     cache_.clear();
   }
+  bool failed_before;
   {
     std::lock_guard lk(m_);
     pool_.clear();
     frame_pool_.clear();
+    failed_before = static_cast<bool>(failed_);
   }
-  // Dirty records go to the backing file (their buffers are freed as the budget is over).
-  if (auto ec = flush()) report("writing back for memory: " + ec.message());
+  // Dirty records go to the backing file (their buffers are freed as the budget is over). A file
+  // that has already failed was reported then; every relief would say it again.
+  if (auto ec = flush(); ec && !failed_before) report("writing back for memory: " + ec.message());
 }
 
 void file::drop_cache(std::uint64_t index) {
