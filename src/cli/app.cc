@@ -411,11 +411,12 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                  mib(e["bytes_in"]), mib(e["bytes_out"]));
       const auto& r = j["routing"];
       const auto& c = j["cpu"];
-      std::string formats;
-      for (const auto& [k, v] : e["per_format"].items()) formats += fmt::format("{}{} {}", formats.empty() ? "" : ", ", k, v.get<std::uint64_t>());
-      std::string producers;
-      for (const auto& [k, v] : e["per_producer"].items())
-        producers += fmt::format("{}{} {}", producers.empty() ? "" : ", ", k, v.get<std::uint64_t>());
+      auto counts = [](const nlohmann::json& o) {  // {"gzip": 3, "lz4": 1} -> "gzip 3, lz4 1"
+        std::string line;
+        for (const auto& [k, v] : o.items()) line += fmt::format("{}{} {}", line.empty() ? "" : ", ", k, v.get<std::uint64_t>());
+        return line;
+      };
+      const std::string formats = counts(e["per_format"]), producers = counts(e["per_producer"]);
       if (!formats.empty()) fmt::print(out, "codecs       {} (made by {})\n", formats, producers);
       fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
                  c["workers"].get<unsigned>(), c["jobs"].get<std::uint64_t>(), c["busy_s"].get<double>(),

@@ -82,27 +82,22 @@ sample_result sample(std::span<const iovec> in) noexcept {
   }
   r.entropy_bits = h;
   // Text, SAM, FASTQ, source: few distinct bytes -> compressible whatever the entropy says.
-  if (r.byte_set <= 64) return r;
-  if (h < 6.5) return r;
-  if (h >= 7.5) {
-    // The core set is only needed here (sorting 256 counts for every record cost more than
-    // the sampling itself).
-    std::array<std::uint32_t, 256> sorted = hist;
-    std::sort(sorted.begin(), sorted.end(), std::greater<>());
-    std::uint64_t acc = 0;
-    for (auto c : sorted) {
-      if (acc * 10 >= static_cast<std::uint64_t>(n) * 9) break;
-      acc += c;
-      ++r.core_set;
-    }
+  if (r.byte_set <= 64 || h < 6.5) return r;
+  r.verdict = compressibility::weak;
+  if (h < 7.5) return r;
+  // The core set is only needed from here on (sorting 256 counts for every record cost more
+  // than the sampling itself).
+  std::array<std::uint32_t, 256> sorted = hist;
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  std::uint64_t acc = 0;
+  for (auto c : sorted) {
+    if (acc * 10 >= static_cast<std::uint64_t>(n) * 9) break;
+    acc += c;
+    ++r.core_set;
   }
   // Near-uniform bytes: compressed, encrypted or random data. 7.5 bits and a core set of at
   // least 200 values leave no room for the 10% a record must save.
-  if (h >= 7.5 && r.core_set >= 200) {
-    r.verdict = compressibility::incompressible;
-    return r;
-  }
-  if (h >= 6.5) r.verdict = compressibility::weak;
+  if (r.core_set >= 200) r.verdict = compressibility::incompressible;
   return r;
 }
 

@@ -626,13 +626,16 @@ std::string stats_json(fs_state& s) {
   const auto es = s.eng->stats();
   const auto ss = s.sched->stats();
   const auto cs = s.cpu->stats();
-  nlohmann::json per_format = nlohmann::json::object(), per_producer = nlohmann::json::object();
-  for (std::size_t i = 0; i < es.per_format.size(); ++i) {
-    if (es.per_format[i] != 0) per_format[std::string(codec::to_string(static_cast<codec::payload_format>(i)))] = es.per_format[i];
-  }
-  for (std::size_t i = 0; i < es.per_producer.size(); ++i) {
-    if (es.per_producer[i] != 0) per_producer[std::string(codec::to_string(static_cast<codec::engine>(i)))] = es.per_producer[i];
-  }
+  // The non-zero counts of an array indexed by an enum, by the enum's name.
+  auto by_name = [](const auto& counts, auto as_enum) {
+    nlohmann::json o = nlohmann::json::object();
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      if (counts[i] != 0) o[std::string(codec::to_string(as_enum(i)))] = counts[i];
+    }
+    return o;
+  };
+  const auto per_format = by_name(es.per_format, [](std::size_t i) { return static_cast<codec::payload_format>(i); });
+  const auto per_producer = by_name(es.per_producer, [](std::size_t i) { return static_cast<codec::engine>(i); });
   nlohmann::json accel{{"spec", s.o.accel}};
   if (s.accel) {
     const auto as = s.accel->stats();
@@ -772,10 +775,6 @@ void committer(fs_state& s) {
   }
 }
 
-// The kernel reads ahead at most what the FUSE connection's backing device allows: 128 KiB
-// unless raised (the INIT reply can only lower it). More in flight lets several threads decode
-// records at once; the device's sysfs knob is writable by root only, so others keep 128 KiB.
-
 // A path as /proc/self/mountinfo writes it: space, tab, newline and backslash as \ooo octal.
 std::string unescape_mountinfo(const char* field) {
   std::string out;
@@ -789,6 +788,10 @@ std::string unescape_mountinfo(const char* field) {
   }
   return out;
 }
+
+// The kernel reads ahead at most what the FUSE connection's backing device allows: 128 KiB
+// unless raised (the INIT reply can only lower it). More in flight lets several threads decode
+// records at once; the device's sysfs knob is writable by root only, so others keep 128 KiB.
 
 void set_readahead(const mount_options& o, std::FILE* err) {
   if (o.readahead_kb == 0) return;

@@ -61,24 +61,14 @@ void scheduler::submit(job& j, completion& c) {
   if (!route(j, c)) cpu_.submit(j);
 }
 
-void scheduler::submit(std::span<job* const> js, completion& c) {
+void scheduler::submit(std::span<job*> js, completion& c) {
   c.expect(js.size());
-  // The CPU's share goes in at once (the accelerator's is taken job by job above).
-  constexpr std::size_t stack_n = 32;
-  job* on_stack[stack_n];
-  std::vector<job*> many;
-  std::span<job*> cpu_jobs;
-  if (js.size() <= stack_n) {
-    cpu_jobs = std::span(on_stack, js.size());
-  } else {
-    many.resize(js.size());
-    cpu_jobs = many;
-  }
+  // The accelerator takes its share job by job; the CPU's, moved to the front, goes in at once.
   std::size_t n = 0;
   for (job* j : js) {
-    if (!route(*j, c)) cpu_jobs[n++] = j;
+    if (!route(*j, c)) js[n++] = j;
   }
-  cpu_.submit_all(cpu_jobs.first(n));
+  cpu_.submit_all(js.first(n));
 }
 
 void scheduler::run(std::span<job> batch) {

@@ -767,7 +767,8 @@ TEST_F(mount_test, fio_verify_passes_and_the_data_survives_a_remount) {
   };
   const std::vector<std::string> common = {"--directory=" + mnt_.string(), "--ioengine=psync", "--verify=crc32c",
                                            "--verify_fatal=1", "--buffer_compress_percentage=50",
-                                           "--refill_buffers", "--randseed=7", "--group_reporting"};
+                                           "--refill_buffers", "--randseed=7", "--group_reporting",
+                                           "--verify_state_save=0"};
   for (const auto& j : jobs) {
     std::vector<std::string> args = {"fio"};
     args.insert(args.end(), j.begin(), j.end());

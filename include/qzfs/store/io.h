@@ -71,7 +71,8 @@ class fd_io final : public io {
   int fd_;
   // Writes to one backing file take turns here. The kernel serialises them on the inode's lock
   // anyway, but its waiters spin: with a dozen FUSE threads writing raw records into one file,
-  // `fio` at 1 MiB measured 4-7 CPU-s/GiB at ~240 MB/s instead of 1.8 at ~1000 (tmpfs, 2 cores).
+  // `fio` at 1 MiB measured 4-7 CPU-s/GiB at ~240 MB/s instead of 1.8 at ~1000 (tmpfs, 2 cores;
+  // some of that may have been the VM's first-touch cost of memory, docs/FS.md).
   std::mutex write_m_;
 };
 
