@@ -85,6 +85,7 @@ std::error_code file::init_empty() {
   shift_ = static_cast<unsigned>(__builtin_ctz(rs));
   durable_gen_ = 1;
   cur_gen_ = 2;
+  durable_epoch_ = 1;
   return {};
 }
 
@@ -224,6 +225,7 @@ std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
   size_ = best.logical_size;
   durable_gen_ = best.generation;
   cur_gen_ = best.generation + 1;
+  durable_epoch_ = best.generation;
   map_off_[0] = best.map_offset[0];
   map_off_[1] = best.map_offset[1];
   map_len_ = mlen;
@@ -260,16 +262,39 @@ void file::shed() {
     std::lock_guard lk(cache_m_);
     cache_.clear();
   }
-  bool failed_before;
   {
     std::lock_guard lk(m_);
     pool_.clear();
     frame_pool_.clear();
-    failed_before = static_cast<bool>(failed_);
   }
-  // Dirty records go to the backing file (their buffers are freed as the budget is over). A file
-  // that has already failed was reported then; every relief would say it again.
-  if (auto ec = flush(); ec && !failed_before) report("writing back for memory: " + ec.message());
+  // Dirty records go to the backing file (their buffers are freed as the budget is over). A
+  // failure keeps them buffered and is counted (error_seq); the file's next fsync or close says
+  // it, not every relief that asks again.
+  try {
+    (void)flush();
+  } catch (const std::exception& e) {
+    report(std::string("writing back for memory: ") + e.what());
+  }
+}
+
+std::error_code file::note_error(std::error_code ec) {
+  if (ec) {
+    std::lock_guard lk(m_);
+    last_error_ = ec;
+    error_seq_.fetch_add(1, std::memory_order_release);
+  }
+  return ec;
+}
+
+std::error_code file::last_error() const {
+  std::lock_guard lk(m_);
+  return last_error_;
+}
+
+bool file::clean() const {
+  if (!container_) return true;
+  std::lock_guard lk(m_);
+  return dirty_.empty() && change_seq_ == committed_seq_ && !resync_;
 }
 
 void file::drop_cache(std::uint64_t index) {
@@ -445,7 +470,6 @@ std::error_code file::write_into(std::uint64_t index, std::uint32_t at, std::spa
     // The common case (page-sized writes into a buffered record) takes the map lock once here
     // and once after the copy.
     std::lock_guard lk(m_);
-    if (failed_) return eio();
     cur_len = record_len_locked(index);
     if (auto it = dirty_.find(index); it != dirty_.end()) d = &it->second;
     // Frozen by a batch in flight: the caller lets it finish and comes back.
@@ -601,7 +625,6 @@ std::error_code file::flush_some(bool all) {
     std::vector<std::uint64_t> pick;
     {
       std::lock_guard lk(m_);
-      if (failed_) return eio();
       const bool over = dirty_.size() > o_.max_dirty_records || acct_.over();
       if (all || over || whole_dirty_ >= batch_) {
         for (auto& [i, d] : dirty_) {
@@ -711,7 +734,7 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   }
   {
     std::lock_guard lk(m_);
-    std::error_code ec = failed_ ? eio() : materialize_locked();
+    std::error_code ec = materialize_locked();
     if (ec) {
       unfreeze_locked(*b);
       return ec;
@@ -942,7 +965,6 @@ std::error_code file::truncate(std::uint64_t size) {
 std::error_code file::settle_locked(std::uint64_t& size) {
   if (auto ec = drain()) return ec;
   std::lock_guard lk(m_);
-  if (failed_) return eio();
   size = size_;
   return {};
 }
@@ -1023,7 +1045,6 @@ std::error_code file::allocate(std::uint64_t off, std::uint64_t len, bool keep_s
   // the backing file system has left; ENOSPC now if they cannot, as a file system that reserves.
   std::unique_lock layout(layout_);
   std::lock_guard lk(m_);
-  if (failed_) return eio();
   if (len > 0) {
     // Records without data in [first, last]: those in the map without a frame, every one past
     // the map (counted, not walked: the range may be huge), less the buffered ones.
@@ -1076,17 +1097,27 @@ std::error_code file::seek(std::uint64_t off, int whence, std::uint64_t& out) {
 std::error_code file::flush() {
   if (!container_) return {};
   std::shared_lock layout(layout_);
-  return flush_some(true);
+  return note_error(flush_some(true));
 }
 
 std::error_code file::sync() {
-  if (!container_) return io_->sync();
+  if (!container_) return note_error(io_->sync());
   std::lock_guard cm(commit_m_);
-  bool over = false;
+  bool over = false, resync = false;
   {
     std::shared_lock layout(layout_);
-    if (auto ec = flush_some(true)) return ec;
-    if (auto ec = commit_locked()) return ec;
+    if (auto ec = flush_some(true)) return note_error(ec);
+    std::lock_guard lk(m_);
+    resync = resync_;
+  }
+  if (resync) {
+    std::unique_lock layout(layout_);
+    if (auto ec = drain()) return note_error(ec);
+    if (auto ec = rewrite_recent()) return note_error(ec);
+  }
+  {
+    std::shared_lock layout(layout_);
+    if (auto ec = commit_locked()) return note_error(ec);
     std::lock_guard lk(m_);
     std::uint64_t pending = 0;
     for (auto& d : deferred_) pending += d.len;
@@ -1094,23 +1125,72 @@ std::error_code file::sync() {
   }
   if (over) {
     std::unique_lock layout(layout_);
-    if (auto ec = drain()) return ec;
-    return compact();
+    if (auto ec = drain()) return note_error(ec);
+    return note_error(compact());
   }
+  return {};
+}
+
+std::error_code file::rewrite_recent() {
+  // After a failed sync the kernel may have dropped the pages it could not write (and marked
+  // them clean): frames written since the last durable commit may never reach the disk, so each
+  // is read back (the page cache still has it, or the disk does), checked against its payload
+  // hash and written again to fresh space before the next commit names it.
+  std::vector<std::pair<std::uint64_t, format::map_entry>> recent;
+  {
+    std::lock_guard lk(m_);
+    for (std::uint64_t i = 0; i < map_.size(); ++i) {
+      if (map_[i].e.frame() && map_[i].alloc_gen > durable_epoch_) recent.emplace_back(i, map_[i].e);
+    }
+  }
+  std::vector<std::byte> buf;
+  for (auto& [i, e] : recent) {
+    buf.resize(e.length);
+    format::frame_view v;
+    if (io_->pread_exact(buf, e.offset) || format::parse_frame(buf, v) != format::frame_error::ok ||
+        v.header.payload_hash != e.payload_hash) {
+      report("record " + std::to_string(i) + " was lost by the backing file system after a failed sync");
+      std::lock_guard lk(m_);
+      set_entry_locked(i, format::map_entry{1, 0, {}, {}, 0}, cur_gen_);
+      ++change_seq_;
+      continue;
+    }
+    std::uint64_t to, gen;
+    {
+      std::lock_guard lk(m_);
+      to = space_.allocate(e.length);
+      gen = cur_gen_;
+    }
+    if (auto ec = io_->pwrite(buf, to)) {
+      std::lock_guard lk(m_);
+      release_locked(to, e.length);
+      return ec;
+    }
+    std::lock_guard lk(m_);
+    backing_len_ = std::max(backing_len_, to + e.length);
+    auto moved = e;
+    moved.offset = to;
+    set_entry_locked(i, moved, gen);
+    ++change_seq_;
+  }
+  std::lock_guard lk(m_);
+  resync_ = false;
   return {};
 }
 
 std::error_code file::commit_locked() {
   std::vector<format::map_entry> snap;
   format::container_slot slot;
-  std::uint64_t seq, new_off[2] = {0, 0}, mlen = 0;
+  std::uint64_t seq, epoch, new_off[2] = {0, 0}, mlen = 0;
   {
     std::lock_guard lk(m_);
-    if (failed_) return eio();
     if (change_seq_ == committed_seq_) return {};
     if (auto ec = materialize_locked()) return ec;
     seq = change_seq_;
-    slot.generation = cur_gen_++;
+    // The same generation again after a failed attempt: the durable slot stays untouched until
+    // its successor is durable (docs/STORE.md "Failures").
+    slot.generation = durable_gen_ + 1;
+    epoch = cur_gen_++;
     slot.record_shift = static_cast<std::uint8_t>(shift_);
     slot.logical_size = size_;
     std::size_t n = map_.size();
@@ -1127,30 +1207,44 @@ std::error_code file::commit_locked() {
     slot.map_offset[0] = new_off[0];
     slot.map_offset[1] = new_off[1];
   }
-  auto fail = [&](std::error_code ec) {
+  bool slot_written = false;
+  auto fail = [&](std::error_code ec, bool synced) {
     std::lock_guard lk(m_);
-    // Whether the slot reached the disk is unknown: nothing may be reused or written any more.
-    failed_ = ec;
+    // Nothing durable was touched and nothing is given up: the records, the map and the size
+    // stay as they are in memory and the next sync() tries again. The new map copies are free
+    // again at once when no slot can name them, else once a later commit is durable.
+    if (mlen > 0) {
+      for (auto off : new_off) {
+        if (slot_written) {
+          deferred_.push_back({off, mlen, cur_gen_});
+        } else {
+          release_locked(off, mlen);
+        }
+      }
+    }
+    if (synced) resync_ = true;
     report("commit of generation " + std::to_string(slot.generation) + " failed (" + ec.message() +
-           "); the file refuses changes until it is reopened");
-    return eio();
+           "); the data stays in memory and the commit is tried again");
+    return ec;
   };
   if (mlen > 0) {
     std::vector<std::byte> buf(mlen);
     format::encode_map(snap, slot.generation, buf);
     iovec v{buf.data(), buf.size()};
-    if (auto ec = io_->pwritev({&v, 1}, new_off[0])) return fail(ec);
-    if (auto ec = io_->pwritev({&v, 1}, new_off[1])) return fail(ec);
+    if (auto ec = io_->pwritev({&v, 1}, new_off[0])) return fail(ec, false);
+    if (auto ec = io_->pwritev({&v, 1}, new_off[1])) return fail(ec, false);
   }
   // Frames and map first, then the slot that names them.
-  if (auto ec = io_->sync()) return fail(ec);
+  if (auto ec = io_->sync()) return fail(ec, true);
   std::array<std::byte, slot_size> sb{};
   format::encode_slot(slot, sb);
-  if (auto ec = io_->pwrite(sb, ((slot.generation + 1) % 2) * slot_size)) return fail(ec);
-  if (auto ec = io_->sync()) return fail(ec);
+  slot_written = true;
+  if (auto ec = io_->pwrite(sb, ((slot.generation + 1) % 2) * slot_size)) return fail(ec, false);
+  if (auto ec = io_->sync()) return fail(ec, true);
 
   std::lock_guard lk(m_);
   durable_gen_ = slot.generation;
+  durable_epoch_ = epoch;
   committed_seq_ = seq;
   backing_len_ = std::max({backing_len_, new_off[0] + mlen, new_off[1] + mlen});
   // The previous map and every extent the new generation no longer names are free now.
@@ -1161,7 +1255,7 @@ std::error_code file::commit_locked() {
   map_off_[0] = new_off[0];
   map_off_[1] = new_off[1];
   map_len_ = mlen;
-  auto keep = std::partition(deferred_.begin(), deferred_.end(), [&](const deferred_free& d) { return d.gen_needed > durable_gen_; });
+  auto keep = std::partition(deferred_.begin(), deferred_.end(), [&](const deferred_free& d) { return d.gen_needed > durable_epoch_; });
   for (auto it = keep; it != deferred_.end(); ++it) release_locked(it->off, it->len);
   deferred_.erase(keep, deferred_.end());
   if (space_.end() < backing_len_) {
@@ -1180,7 +1274,6 @@ std::error_code file::compact() {
     std::vector<std::pair<std::uint64_t, format::map_entry>> frames;
     {
       std::lock_guard lk(m_);
-      if (failed_) return eio();
       for (std::uint64_t i = 0; i < map_.size(); ++i) {
         if (map_[i].e.frame()) frames.emplace_back(i, map_[i].e);
       }

@@ -11,8 +11,11 @@
 // Contract
 // - pread/pwrite/truncate/punch_hole/zero_range behave like their POSIX namesakes on the
 //   logical bytes. Errors are errno values: EIO for damaged records (never wrong bytes; the rest
-//   of the file stays readable) and after a failed commit (the file refuses changes until it is
-//   reopened, which finds the last committed state); ENOSPC and others from the backing file.
+//   of the file stays readable); ENOSPC and others from the backing file. A failed write-back or
+//   commit keeps everything in memory (records stay buffered, nothing durable is touched) and is
+//   tried again by the next flush() or sync(); every failure also advances error_seq(), so a
+//   caller that did not see it (a background committer's) can report it later, as the kernel's
+//   errseq does.
 // - Writes land in per-record buffers (a partial record is merged in memory, not rewritten per
 //   write) and go through the engine in batches: when `batch_records` records are complete, when
 //   more than `max_dirty_records` are buffered, on flush(), and on sync(). Only sync() (and
@@ -124,6 +127,13 @@ class file {
   /// Reads and verifies every record; returns the damaged ones (empty: all good).
   [[nodiscard]] std::error_code check(std::vector<damage>& found);
 
+  /// Nothing written since the last durable commit (no buffered record, no batch in flight, no
+  /// change of the map or the size): letting go of the file loses nothing.
+  [[nodiscard]] bool clean() const;
+  /// Failures of write-back or commit so far, and the last one (for errseq-style reporting).
+  [[nodiscard]] std::uint64_t error_seq() const noexcept { return error_seq_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::error_code last_error() const;
+
   /// Bytes of record buffers this file holds (dirty, clean, in flight, spare).
   [[nodiscard]] std::uint64_t charged() const noexcept { return acct_.used.load(std::memory_order_relaxed); }
   /// Lets go of memory for the budget: drops clean records and spare buffers, writes back dirty
@@ -220,8 +230,13 @@ class file {
   [[nodiscard]] std::error_code commit_locked();  // commit_m_, layout_ exclusive or shared
   [[nodiscard]] std::error_code compact();        // commit_m_ + layout_ exclusive
   [[nodiscard]] std::error_code zero_records(std::uint64_t off, std::uint64_t len);  // layout_ exclusive
-  /// layout_ exclusive: every batch in flight finished, and the size; EIO after a failed commit.
+  /// layout_ exclusive: every batch in flight finished, and the size.
   [[nodiscard]] std::error_code settle_locked(std::uint64_t& size);
+  /// Counts a failure for error_seq() and returns it.
+  std::error_code note_error(std::error_code ec);
+  /// commit_m_ + layout_: rewrites every frame written since the last durable commit (after a
+  /// failed sync their pages may never reach the disk).
+  [[nodiscard]] std::error_code rewrite_recent();
   void free_extent_locked(const entry& en);  // m_
   void set_entry_locked(std::uint64_t index, const format::map_entry& e, std::uint64_t alloc_gen);  // m_
   void release_locked(std::uint64_t off, std::uint64_t len);  // m_: back to the allocator, punched
@@ -255,12 +270,18 @@ class file {
   std::vector<buffer> pool_;
   space_map space_{format::container_header_size};
   std::vector<deferred_free> deferred_;
-  std::uint64_t durable_gen_ = 0, cur_gen_ = 1;
+  // Generations are what slots carry: a commit always writes generation durable_gen_ + 1, again
+  // after a failed attempt, so the durable slot is never overwritten before its successor is
+  // durable. Epochs count snapshots (attempts included): an extent allocated in the current epoch
+  // is named by no snapshot yet; one freed in epoch E is reused once a snapshot of epoch >= E is
+  // durable (durable_epoch_).
+  std::uint64_t durable_gen_ = 0, cur_gen_ = 1, durable_epoch_ = 0;
+  bool resync_ = false;  // a sync failed: frames written since the last durable commit are rewritten first
   std::uint64_t map_off_[2] = {0, 0}, map_len_ = 0, map_alloc_gen_ = 0;
   std::uint64_t live_frames_ = 0;  // bytes of frames in map_
   std::uint64_t change_seq_ = 0, committed_seq_ = 0;  // map_ or size_ changes; the last one committed
   std::size_t whole_dirty_ = 0;    // dirty records with every byte set (ready for write-back)
-  std::error_code failed_;         // a commit failed: refuse changes
+  std::error_code last_error_;     // the last failure of a write-back or commit
   std::uint64_t backing_len_ = 0;  // length of the backing file as last set
   bool low_first_ = false;         // compaction: place maps at the lowest offset that fits
   // --- guarded by flush_m_
@@ -273,6 +294,7 @@ class file {
   std::uint64_t cache_clock_ = 0;
   std::atomic<bool> cache_used_{false};
   // --- counters
+  std::atomic<std::uint64_t> error_seq_{0};
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
 };
 
