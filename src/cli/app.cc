@@ -286,7 +286,10 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3; accel=fault:ITEM+ITEM... "
                                             "injects faults into a software stand-in, for tests), nowriteback (no "
                                             "kernel writeback cache: every write reaches qzfs as the application made "
-                                            "it), allow_other, debug, source=BACKING");
+                                            "it), allow_other (other users may use the mount; each acts as itself), noacl (no POSIX "
+                                            "ACLs), debug, source=BACKING; and mount(8)'s ro, nosuid, nodev, noexec, sync, "
+                                            "dirsync, noatime, relatime, strictatime, lazytime, which reach the kernel as "
+                                            "for any file system (ro: nothing is written to BACKING)");
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
   mount->add_option("-o", mount_o, "Mount options, comma-separated (see above)")->delimiter(',')->allow_extra_args(false);
   mount->add_option("ARGS", mount_pos, "BACKING MOUNTPOINT (or MOUNTPOINT with -o source=BACKING)")->required()->expected(1, 2);
@@ -359,10 +362,23 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
           mo.debug = true;
         } else if (key == "source") {
           mo.backing = val;
-        } else if (key == "rw" || key == "defaults" || key == "dev" || key == "suid" || key == "nosuid" ||
-                   key == "nodev" || key == "exec" || key == "noexec" || key == "auto" || key == "noauto" ||
-                   key == "_netdev" || key == "user" || key == "nouser") {
-          // Generic mount(8) and fstab words: accepted, nothing to do.
+        } else if (key == "acl") {
+          mo.acl = true;
+        } else if (key == "noacl") {
+          mo.acl = false;
+        } else if (key == "ro" || key == "rw" || key == "suid" || key == "nosuid" || key == "dev" || key == "nodev" ||
+                   key == "exec" || key == "noexec" || key == "sync" || key == "async" || key == "dirsync" ||
+                   key == "atime" || key == "noatime" || key == "diratime" || key == "nodiratime" ||
+                   key == "relatime" || key == "norelatime" || key == "strictatime" || key == "lazytime" ||
+                   key == "nolazytime") {
+          // mount(8)'s flags: they reach the kernel as they would for any file system.
+          if (!val.empty()) throw std::invalid_argument("mount option '" + key + "' takes no value");
+          if (key == "ro") mo.read_only = true;
+          if (key == "rw") mo.read_only = false;
+          mo.kernel_options.push_back(key);
+        } else if (key == "defaults" || key == "auto" || key == "noauto" || key == "_netdev" || key == "user" ||
+                   key == "nouser" || key == "nofail") {
+          // fstab words for mount(8) itself: nothing to do here.
         } else {
           throw std::invalid_argument("unknown mount option '" + kv + "'");
         }

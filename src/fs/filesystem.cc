@@ -1,75 +1,50 @@
-// fs/: the FUSE low-level daemon. The only file that includes <fuse_lowlevel.h>.
+// fs/: the FUSE low-level daemon: its operations, the commit thread and serve().
 //
-// Shape (after libfuse's passthrough_hp): one fs_state; an inode per backing object, keyed by
-// (st_dev, st_ino) and holding an O_PATH descriptor to it; do_x helpers return an errno and
-// thin op_x functions send the reply; every op passes one boundary (guard) that turns an
-// unexpected exception into EIO and a log line.
+// Shape (after libfuse's passthrough_hp): one fs_state; an inode per backing object (inodes.cc);
+// do_x helpers return an errno and thin op_x functions send the reply; every op passes one
+// boundary (guard) that turns an unexpected exception into EIO and a log line, and replies
+// exactly once.
 //
-// Regular files: an inode holds one store::file while the file is open or has uncommitted
-// changes; all handles share it. The commit thread syncs every such file each commit_seconds
-// and lets go of those no one has open.
-//
-// Lock order: table_m -> inode::m -> store::file's own locks.
+// Regular files: one store::file per backing file in the registry (state.h) while the file is
+// open or has uncommitted changes; all handles share it. Closed files are committed by the
+// commit thread at once (within ~20 ms, several together) and let go when clean, so the
+// descriptors and memory a mount holds follow the files in use, not the files touched since
+// the last tick; open ones are committed every commit_seconds.
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
+#include <chrono>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "qzfs/engine/engine.h"
-#include "qzfs/offload/accel_backend.h"
-#include "qzfs/offload/cpu_backend.h"
+#include "caller.h"
+#include "inodes.h"
 #include "qzfs/offload/device.h"
-#include "qzfs/offload/scheduler.h"
-#include "qzfs/fs/filesystem.h"
-#include "qzfs/store/file.h"
 
 namespace qzfs::fs {
+using namespace detail;
 namespace {
-
-// max_write, and the st_blksize of regular files.
-constexpr unsigned preferred_io_size = 1u << 20;
-
-struct inode {
-  int fd = -1;  // O_PATH | O_NOFOLLOW, beneath the backing root
-  dev_t dev = 0;
-  ino_t ino = 0;
-  mode_t type = 0;
-  std::uint64_t nlookup = 0;  // guarded by fs_state::table_m
-  std::mutex m;               // guards file and opens
-  std::shared_ptr<store::file> file;
-  int opens = 0;
-  inode() = default;
-  inode(const inode&) = delete;
-  inode& operator=(const inode&) = delete;
-  ~inode() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 struct handle {
   inode* in;
+  file_ptr f;
   int flags;
+  std::uint64_t seen_errors;  // the file's error_seq() when this handle last reported (errseq)
 };
 
 struct dir_handle {
@@ -81,155 +56,80 @@ struct dir_handle {
   }
 };
 
-std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
-
-struct fs_state {
-  mount_options o;
-  inode root;
-  std::unique_ptr<store::memory_budget> budget;  // outlives every store::file in the table
-  std::mutex table_m;  // lock order: first
-  std::map<std::pair<dev_t, ino_t>, std::unique_ptr<inode>> table;
-  std::unique_ptr<offload::cpu_backend> cpu;
-  std::unique_ptr<offload::accel_backend> accel;
-  std::unique_ptr<offload::scheduler> sched;
-  std::unique_ptr<engine::engine> eng;
-  store::options so;
-  std::FILE* err = stderr;
-  std::mutex log_m;
-  bool writeback = false;  // negotiated in init
-
-  std::mutex timer_m;
-  std::condition_variable timer_cv;
-  bool stopping = false;
-  std::thread committer;
-
-  void log(const std::string& m) {
-    std::lock_guard lk(log_m);
-    if (o.foreground) {
-      std::fprintf(err, "qzfs: %s\n", m.c_str());
-      std::fflush(err);
-    } else {
-      ::syslog(LOG_ERR, "%s", m.c_str());  // detached: stderr is /dev/null
-    }
-  }
-  inode& get(fuse_ino_t ino) { return ino == FUSE_ROOT_ID ? root : *reinterpret_cast<inode*>(ino); }
-};
-
 fs_state& state(fuse_req_t req) { return *static_cast<fs_state*>(fuse_req_userdata(req)); }
 
-// The boundary every operation passes: an exception becomes EIO and a log line.
+// The boundary every operation passes: an exception becomes EIO and a log line. `f` replies;
+// an exception after its reply (replied is set) is only logged: a request is answered once.
 template <class F>
 void guard(fuse_req_t req, const char* op, F&& f) {
+  bool replied = false;
   try {
-    f();
+    f(replied);
   } catch (const std::exception& e) {
     state(req).log(std::string(op) + ": " + e.what());
-    fuse_reply_err(req, EIO);
+    if (!replied) fuse_reply_err(req, EIO);
   }
 }
 
 int err_of(std::error_code ec) { return ec ? ec.value() : 0; }
+handle& handle_of(fuse_file_info* fi) { return *reinterpret_cast<handle*>(fi->fh); }
 
-// Opens the store::file of a regular file's inode if it is not open yet.  in.m held.
-int ensure_file(fs_state& s, inode& in) {
-  if (in.file) return 0;
-  int fd = ::open(proc_path(in.fd).c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM)) fd = ::open(proc_path(in.fd).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  std::unique_ptr<store::file> f;
-  auto o = s.so;
-  o.name = proc_path(in.fd);
-  char target[4096];
-  const ssize_t n = ::readlink(o.name.c_str(), target, sizeof target - 1);
-  if (n > 0) o.name.assign(target, static_cast<std::size_t>(n));
-  if (auto ec = store::file::open(std::make_unique<store::fd_io>(fd), o, f)) return err_of(ec);
-  in.file = std::move(f);
-  return 0;
+// An error of the file that this handle has not reported yet (a failed background write-back or
+// commit), as the kernel's errseq: each descriptor hears of each failure once.
+int pending_error(handle& h) {
+  const auto seq = h.f->file->error_seq();
+  if (seq == h.seen_errors) return 0;
+  h.seen_errors = seq;
+  const auto ec = h.f->file->last_error();
+  return ec ? ec.value() : EIO;
 }
 
-int stat_of(fs_state& s, inode& in, struct stat& st) {
-  if (::fstatat(in.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  if (!S_ISREG(st.st_mode)) return 0;
-  // The I/O size that pays here is the largest the kernel sends in one request: every write(2)
-  // to a FUSE file costs the writer a round trip to the daemon (the kernel asks for
-  // security.capability first), so cp, stdio and friends, which size their buffers by
-  // st_blksize, should write 1 MiB at a time, not 4 KiB or 128 KiB.
-  st.st_blksize = preferred_io_size;
-  std::lock_guard lk(in.m);
-  if (in.file) {
-    st.st_size = static_cast<off_t>(in.file->size());
-    return 0;
-  }
-  const int fd = ::open(proc_path(in.fd).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;  // unreadable to the daemon: the backing size is all there is
-  std::uint64_t logical = 0;
-  const auto ec = store::peek_logical_size(fd, static_cast<std::uint64_t>(st.st_size), logical);
-  ::close(fd);
-  if (!ec) st.st_size = static_cast<off_t>(logical);
-  (void)s;
-  return 0;
+timespec now_ts() {
+  timespec t{};
+  ::clock_gettime(CLOCK_REALTIME, &t);
+  return t;
 }
 
-int do_lookup(fs_state& s, fuse_ino_t parent, const char* name, fuse_entry_param* e) {
-  std::memset(e, 0, sizeof *e);
-  e->attr_timeout = 1.0;
-  e->entry_timeout = 1.0;
-  const int fd = ::openat(s.get(parent).fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno;
-  struct stat st {};
-  if (::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-    const int e2 = errno;
-    ::close(fd);
-    return e2;
-  }
-  inode* in;
+// The file's times as set through the mount, back on the backing file after a commit touched it.
+void restore_times(open_file& f) {
+  timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
   {
-    std::lock_guard lk(s.table_m);
-    auto& slot = s.table[{st.st_dev, st.st_ino}];
-    if (slot) {
-      ::close(fd);
-    } else {
-      slot = std::make_unique<inode>();
-      slot->fd = fd;
-      slot->dev = st.st_dev;
-      slot->ino = st.st_ino;
-      slot->type = st.st_mode & S_IFMT;
+    std::lock_guard lk(f.m);
+    if (!f.atime && !f.mtime) return;
+    if (f.atime) ts[0] = *f.atime;
+    if (f.mtime) ts[1] = *f.mtime;
+  }
+  (void)::futimens(f.fd(), ts);
+}
+
+// A write changed the file: its modification time is the write's again.
+void note_write(open_file& f) {
+  std::lock_guard lk(f.m);
+  f.mtime.reset();
+}
+
+// Commits one file; the failure (kept by the store, reported at the file's next fsync or close)
+// is logged. Never throws.
+void commit_one(fs_state& s, open_file& f) {
+  if (f.read_only && s.o.read_only) return;
+  try {
+    const auto before = f.file->commits();
+    if (auto ec = f.file->sync()) {
+      s.log("commit of " + f.name + " failed: " + ec.message() + " (kept in memory, tried again)");
+      return;
     }
-    in = slot.get();
-    ++in->nlookup;
+    if (f.file->commits() != before) restore_times(f);
+  } catch (const std::exception& e) {
+    s.log("commit of " + f.name + ": " + e.what() + " (kept in memory, tried again)");
   }
-  e->ino = reinterpret_cast<fuse_ino_t>(in);
-  if (int r = stat_of(s, *in, e->attr)) return r;
-  return 0;
 }
 
-// Files, directories, nodes and links are created owned by the calling process (with
-// set-group-ID directories passing their group on), as a kernel file system would.
-void chown_to_caller(fs_state& s, fuse_req_t req, int parent_fd, const char* name) {
-  if (::geteuid() != 0) return;
-  const fuse_ctx* ctx = fuse_req_ctx(req);
-  struct stat pst {};
-  gid_t gid = ctx->gid;
-  if (::fstatat(parent_fd, "", &pst, AT_EMPTY_PATH) == 0 && (pst.st_mode & S_ISGID)) gid = pst.st_gid;
-  if (::fchownat(parent_fd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) != 0) s.log(std::string("chown ") + name + ": " + std::strerror(errno));
-}
-
-void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n) {
-  if (ino == FUSE_ROOT_ID) return;
-  std::unique_ptr<inode> gone;
+void wake_committer(fs_state& s) {
   {
-    std::lock_guard lk(s.table_m);
-    inode& in = s.get(ino);
-    in.nlookup -= std::min(in.nlookup, n);
-    if (in.nlookup != 0) return;
-    std::lock_guard il(in.m);
-    if (in.opens != 0) return;
-    auto it = s.table.find({in.dev, in.ino});
-    if (it == s.table.end()) return;
-    gone = std::move(it->second);
-    s.table.erase(it);
+    std::lock_guard lk(s.timer_m);
+    ++s.closed;
   }
-  // The store file (if any) commits in its destructor, outside the table lock.
+  s.timer_cv.notify_all();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -242,8 +142,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (s.o.readahead_kb != 0) conn->max_readahead = s.o.readahead_kb * 1024;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   // The kernel's writeback cache turns page-sized writes into large ones (up to max_write): the
-  // store then gets whole records. Safe here because every change to a file goes through this
-  // mount (the backing directory is ours while mounted), the store serves the kernel's
+  // store then gets whole records. Safe here because every change to a container goes through
+  // this mount (the backing directory is ours while mounted), the store serves the kernel's
   // read-before-partial-write from any handle, and O_APPEND is left to the kernel.
   if (s.o.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
     conn->want |= FUSE_CAP_WRITEBACK_CACHE;
@@ -251,22 +151,36 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   } else {
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   }
+  // Many users (issue 13): the request's umask is applied by the backing file system itself,
+  // exactly once and only where no default ACL applies; ACLs are enforced by the kernel from
+  // the backing file system's; set-user-ID and set-group-ID are cleared by the kernel on every
+  // write, truncate and chown of a non-owner (HANDLE_KILLPRIV would leave that to us, and a
+  // write through the page cache reaches us as the flusher, not as its writer).
+  if (conn->capable & FUSE_CAP_DONT_MASK) {
+    conn->want |= FUSE_CAP_DONT_MASK;
+    s.dont_mask = true;
+  }
+  if (s.o.acl && (conn->capable & FUSE_CAP_POSIX_ACL)) conn->want |= FUSE_CAP_POSIX_ACL;
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 }
 
 void op_destroy(void* userdata) {
   auto& s = *static_cast<fs_state*>(userdata);
-  std::lock_guard lk(s.table_m);
-  for (auto& [key, in] : s.table) {
-    std::lock_guard il(in->m);
-    if (in->file) {
-      if (auto ec = in->file->sync()) s.log("unmount: " + ec.message());
+  if (s.o.read_only) return;
+  for (auto& f : s.files.all()) {
+    commit_one(s, *f);
+    if (!f->file->clean()) {
+      // Only unmount gives up, and it says so, naming the file.
+      const std::string m = "unmount: " + f->name + " could not be committed (" + f->file->last_error().message() +
+                            "); its latest changes are lost";
+      s.log(m);
+      if (!s.o.foreground) std::fprintf(s.err, "qzfs: %s\n", m.c_str());
     }
   }
 }
 
-void reply_entry_of(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_entry_param e;
-  const int r = do_lookup(state(req), parent, name, &e);
+void reply_entry(fuse_req_t req, bool& replied, int r, const fuse_entry_param& e) {
+  replied = true;
   if (r == 0) {
     fuse_reply_entry(req, &e);
   } else {
@@ -275,7 +189,18 @@ void reply_entry_of(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  guard(req, "lookup", [&] { reply_entry_of(req, parent, name); });
+  guard(req, "lookup", [&](bool& replied) {
+    fuse_entry_param e;
+    const int r = do_lookup(state(req), parent, name, &e);
+    if (r == ENOENT) {
+      // A negative entry the kernel may keep: it cannot appear behind the mount's back.
+      std::memset(&e, 0, sizeof e);
+      e.entry_timeout = 1.0;
+      replied = true;
+      return (void)fuse_reply_entry(req, &e);
+    }
+    reply_entry(req, replied, r, e);
+  });
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
@@ -288,129 +213,229 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   fuse_reply_none(req);
 }
 
+double attr_timeout(bool plain) { return plain ? 0.0 : 1.0; }
+
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  guard(req, "getattr", [&] {
+  guard(req, "getattr", [&](bool& replied) {
     struct stat st {};
-    if (int r = stat_of(state(req), state(req).get(ino), st)) return (void)fuse_reply_err(req, r);
-    fuse_reply_attr(req, &st, 1.0);
+    bool plain = false;
+    replied = true;
+    if (int r = stat_of(state(req), state(req).get(ino), st, &plain)) return (void)fuse_reply_err(req, r);
+    fuse_reply_attr(req, &st, attr_timeout(plain));
   });
 }
 
-void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
-  guard(req, "setattr", [&] {
+// A descriptor that stands for the object in metadata calls: the store's for a regular file that
+// has one (it works even once the file is unlinked), else the inode's O_PATH one.
+struct meta_target {
+  fd_ptr path;
+  file_ptr file;
+  int fd = -1;
+};
+int target_of(fs_state& s, inode& in, meta_target& t) {
+  if (in.type == S_IFREG && (t.file = s.files.find({in.dev, in.ino}))) {
+    t.fd = t.file->fd();
+    return 0;
+  }
+  int err = 0;
+  t.path = path_fd(s, in, err);
+  if (!t.path) return err;
+  t.fd = t.path->fd;
+  return 0;
+}
+
+int do_setattr(fs_state& s, inode& in, struct stat* attr, int to_set) {
+  meta_target t;
+  if (int r = target_of(s, in, t)) return r;
+  const std::string path = proc_path(t.fd);
+  if ((to_set & FUSE_SET_ATTR_MODE) && ::fchmodat(AT_FDCWD, path.c_str(), attr->st_mode, 0) != 0) return errno;
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    const uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    const gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    if (::fchownat(t.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (in.type != S_IFREG) return EINVAL;
+    if (!t.file) {
+      if (int r = open_store(s, in, t.file)) return r;
+    }
+    if (auto ec = t.file->file->truncate(static_cast<std::uint64_t>(attr->st_size))) return err_of(ec);
+    note_write(*t.file);
+    if (t.file->opens == 0) wake_committer(s);  // a truncate of a closed file: commit it soon
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+    timespec tv[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+      tv[0] = now_ts();
+    } else if (to_set & FUSE_SET_ATTR_ATIME) {
+      tv[0] = attr->st_atim;
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+      tv[1] = now_ts();
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+      tv[1] = attr->st_mtim;
+    }
+    // On the object itself (a symlink too: AT_EMPTY_PATH on its O_PATH descriptor).
+    if (::utimensat(t.fd, "", tv, AT_EMPTY_PATH) != 0) return errno;
+    if (t.file) {
+      // A write-back or commit still to come touches the backing file: these times are put back
+      // after it (and shown meanwhile).
+      std::lock_guard lk(t.file->m);
+      if (tv[0].tv_nsec != UTIME_OMIT) t.file->atime = tv[0];
+      if (tv[1].tv_nsec != UTIME_OMIT) t.file->mtime = tv[1];
+    }
+  }
+  return 0;
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  guard(req, "setattr", [&](bool& replied) {
     auto& s = state(req);
     inode& in = s.get(ino);
-    const std::string path = proc_path(in.fd);
-    if ((to_set & FUSE_SET_ATTR_MODE) && ::fchmodat(AT_FDCWD, path.c_str(), attr->st_mode, 0) != 0) {
-      return (void)fuse_reply_err(req, errno);
-    }
-    if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-      const uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
-      const gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
-      if (::fchownat(in.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return (void)fuse_reply_err(req, errno);
-    }
-    if (to_set & FUSE_SET_ATTR_SIZE) {
-      if (in.type != S_IFREG) return (void)fuse_reply_err(req, EINVAL);
-      std::lock_guard lk(in.m);
-      if (int r = ensure_file(s, in)) return (void)fuse_reply_err(req, r);
-      if (auto ec = in.file->truncate(static_cast<std::uint64_t>(attr->st_size))) return (void)fuse_reply_err(req, err_of(ec));
-    }
-    if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
-      struct timespec tv[2];
-      tv[0].tv_nsec = UTIME_OMIT;
-      tv[1].tv_nsec = UTIME_OMIT;
-      if (to_set & FUSE_SET_ATTR_ATIME_NOW) tv[0].tv_nsec = UTIME_NOW;
-      else if (to_set & FUSE_SET_ATTR_ATIME) tv[0] = attr->st_atim;
-      if (to_set & FUSE_SET_ATTR_MTIME_NOW) tv[1].tv_nsec = UTIME_NOW;
-      else if (to_set & FUSE_SET_ATTR_MTIME) tv[1] = attr->st_mtim;
-      if (in.type == S_IFLNK) return (void)fuse_reply_err(req, EPERM);
-      if (::utimensat(AT_FDCWD, path.c_str(), tv, 0) != 0) return (void)fuse_reply_err(req, errno);
-    }
-    (void)fi;
+    replied = true;
+    if (int r = do_setattr(s, in, attr, to_set)) return (void)fuse_reply_err(req, r);
     struct stat st {};
-    if (int r = stat_of(s, in, st)) return (void)fuse_reply_err(req, r);
-    fuse_reply_attr(req, &st, 1.0);
+    bool plain = false;
+    if (int r = stat_of(s, in, st, &plain)) return (void)fuse_reply_err(req, r);
+    fuse_reply_attr(req, &st, attr_timeout(plain));
   });
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
-  guard(req, "readlink", [&] {
+  guard(req, "readlink", [&](bool& replied) {
+    int err = 0;
+    auto fd = path_fd(state(req), state(req).get(ino), err);
+    replied = true;
+    if (!fd) return (void)fuse_reply_err(req, err);
     char buf[PATH_MAX + 1];
-    const ssize_t n = ::readlinkat(state(req).get(ino).fd, "", buf, sizeof buf - 1);
+    const ssize_t n = ::readlinkat(fd->fd, "", buf, sizeof buf - 1);
     if (n < 0) return (void)fuse_reply_err(req, errno);
     buf[n] = '\0';
     fuse_reply_readlink(req, buf);
   });
 }
 
-// mknod, mkdir, symlink: `make` creates `name` under the parent's descriptor; then the new
-// object is given to the caller and its entry returned.
+// mknod, mkdir, symlink: `make` creates `name` under the parent's descriptor as the caller (so
+// it is the caller's from its first instant, with the caller's umask and the backing file
+// system's rules for groups and default ACLs); then its entry is returned. If that fails the new
+// object is removed again: a failed operation leaves nothing behind.
 template <class Make>
-void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char* name, Make&& make) {
-  guard(req, op, [&] {
+void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char* name, bool mknod, Make&& make) {
+  guard(req, op, [&](bool& replied) {
     auto& s = state(req);
-    const int pfd = s.get(parent).fd;
-    if (make(pfd) != 0) return (void)fuse_reply_err(req, errno);
-    chown_to_caller(s, req, pfd, name);
-    reply_entry_of(req, parent, name);
+    int err = 0;
+    auto pfd = path_fd(s, s.get(parent), err);
+    replied = true;
+    if (!pfd) return (void)fuse_reply_err(req, err);
+    {
+      as_caller as(req, s.dont_mask, mknod);
+      if (as.error() != 0) return (void)fuse_reply_err(req, as.error());
+      if (make(pfd->fd) != 0) return (void)fuse_reply_err(req, errno);
+    }
+    const int fd = ::openat(pfd->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    fuse_entry_param e;
+    const int r = fd < 0 ? errno : entry_of(s, std::make_shared<owned_fd>(fd), &e);
+    if (r != 0) {
+      struct stat st {};
+      const bool dir = ::fstatat(pfd->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+      (void)::unlinkat(pfd->fd, name, dir ? AT_REMOVEDIR : 0);
+      return (void)fuse_reply_err(req, r);
+    }
+    fuse_reply_entry(req, &e);
   });
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
-  create_entry(req, "mknod", parent, name,
-               [&](int pfd) { return S_ISDIR(mode) ? ::mkdirat(pfd, name, mode) : ::mknodat(pfd, name, mode, rdev); });
+  create_entry(req, "mknod", parent, name, S_ISCHR(mode) || S_ISBLK(mode), [&](int pfd) {
+    return S_ISDIR(mode) ? ::mkdirat(pfd, name, mode) : ::mknodat(pfd, name, mode, rdev);
+  });
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  create_entry(req, "mkdir", parent, name, [&](int pfd) { return ::mkdirat(pfd, name, mode); });
+  create_entry(req, "mkdir", parent, name, false, [&](int pfd) { return ::mkdirat(pfd, name, mode); });
 }
 
 void op_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
-  create_entry(req, "symlink", parent, name, [&](int pfd) { return ::symlinkat(link, pfd, name); });
+  create_entry(req, "symlink", parent, name, false, [&](int pfd) { return ::symlinkat(link, pfd, name); });
 }
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
-  guard(req, "link", [&] {
+  guard(req, "link", [&](bool& replied) {
     auto& s = state(req);
-    if (::linkat(AT_FDCWD, proc_path(s.get(ino).fd).c_str(), s.get(newparent).fd, newname, AT_SYMLINK_FOLLOW) != 0) {
+    int err = 0;
+    auto fd = path_fd(s, s.get(ino), err);
+    auto pfd = fd ? path_fd(s, s.get(newparent), err) : fd_ptr{};
+    replied = true;
+    if (!fd || !pfd) return (void)fuse_reply_err(req, err);
+    if (::linkat(AT_FDCWD, proc_path(fd->fd).c_str(), pfd->fd, newname, AT_SYMLINK_FOLLOW) != 0) {
       return (void)fuse_reply_err(req, errno);
     }
-    reply_entry_of(req, newparent, newname);
+    fuse_entry_param e;
+    const int r = entry_of(s, fd, &e);
+    reply_entry(req, replied, r, e);
   });
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, ::unlinkat(state(req).get(parent).fd, name, 0) == 0 ? 0 : errno);
+  guard(req, "unlink", [&](bool& replied) {
+    int err = 0;
+    auto pfd = path_fd(state(req), state(req).get(parent), err);
+    replied = true;
+    if (!pfd) return (void)fuse_reply_err(req, err);
+    fuse_reply_err(req, ::unlinkat(pfd->fd, name, 0) == 0 ? 0 : errno);
+  });
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_reply_err(req, ::unlinkat(state(req).get(parent).fd, name, AT_REMOVEDIR) == 0 ? 0 : errno);
+  guard(req, "rmdir", [&](bool& replied) {
+    int err = 0;
+    auto pfd = path_fd(state(req), state(req).get(parent), err);
+    replied = true;
+    if (!pfd) return (void)fuse_reply_err(req, err);
+    fuse_reply_err(req, ::unlinkat(pfd->fd, name, AT_REMOVEDIR) == 0 ? 0 : errno);
+  });
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
                unsigned int flags) {
-  auto& s = state(req);
-  fuse_reply_err(req, ::renameat2(s.get(parent).fd, name, s.get(newparent).fd, newname, flags) == 0 ? 0 : errno);
+  guard(req, "rename", [&](bool& replied) {
+    auto& s = state(req);
+    int err = 0;
+    auto a = path_fd(s, s.get(parent), err);
+    auto b = a ? path_fd(s, s.get(newparent), err) : fd_ptr{};
+    replied = true;
+    if (!a || !b) return (void)fuse_reply_err(req, err);
+    fuse_reply_err(req, ::renameat2(a->fd, name, b->fd, newname, flags) == 0 ? 0 : errno);
+  });
 }
 
 int do_open(fs_state& s, inode& in, fuse_file_info* fi) {
   if (in.type != S_IFREG) return EINVAL;
-  std::lock_guard lk(in.m);
-  if (int r = ensure_file(s, in)) return r;
+  file_ptr f;
+  if (int r = open_store(s, in, f)) return r;
+  if ((fi->flags & O_ACCMODE) != O_RDONLY && f->read_only) return s.o.read_only ? EROFS : EACCES;
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
-    if (auto ec = in.file->truncate(0)) return err_of(ec);
+    if (auto ec = f->file->truncate(0)) return err_of(ec);
+    note_write(*f);
   }
-  ++in.opens;
+  {
+    std::lock_guard lk(f->m);
+    ++f->opens;
+  }
   // With the writeback cache the kernel places appends itself (its size is the truth).
-  fi->fh = reinterpret_cast<std::uint64_t>(new handle{&in, s.writeback ? (fi->flags & ~O_APPEND) : fi->flags});
-  // O_DIRECT: no page cache at the FUSE level either; the store still batches records.
+  const int flags = s.writeback ? (fi->flags & ~O_APPEND) : fi->flags;
+  fi->fh = reinterpret_cast<std::uint64_t>(new handle{&in, f, flags, f->file->error_seq()});
+  // O_DIRECT: no page cache at the FUSE level either; the store still batches records. A plain
+  // file may change beside the mount: the kernel's cached pages of it go at every open.
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  fi->keep_cache = f->file->is_container() ? 1 : 0;
   return 0;
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  guard(req, "open", [&] {
+  guard(req, "open", [&](bool& replied) {
     const int r = do_open(state(req), state(req).get(ino), fi);
+    replied = true;
     if (r == 0) {
       fuse_reply_open(req, fi);
     } else {
@@ -420,17 +445,43 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
-  guard(req, "create", [&] {
+  guard(req, "create", [&](bool& replied) {
     auto& s = state(req);
-    const int pfd = s.get(parent).fd;
-    const int fd = ::openat(pfd, name, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW | (fi->flags & O_EXCL), mode);
-    if (fd < 0) return (void)fuse_reply_err(req, errno);
-    ::close(fd);
-    chown_to_caller(s, req, pfd, name);
+    int err = 0;
+    auto pfd = path_fd(s, s.get(parent), err);
+    replied = true;
+    if (!pfd) return (void)fuse_reply_err(req, err);
+    int fd;
+    bool made = true;
+    {
+      as_caller as(req, s.dont_mask);
+      if (as.error() != 0) return (void)fuse_reply_err(req, as.error());
+      // Always exclusive: a name that exists (someone made it since the kernel's lookup, or
+      // renamed another file there) is opened through the open path with the caller's own
+      // rights, never created over or handed over.
+      fd = ::openat(pfd->fd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, mode);
+      if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+        made = false;
+        fd = ::openat(pfd->fd, name, (fi->flags & O_ACCMODE) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+      }
+      if (fd < 0) return (void)fuse_reply_err(req, errno);
+    }
+    auto holder = std::make_shared<owned_fd>(fd);
+    struct stat made_st {};
+    (void)::fstat(fd, &made_st);
     fuse_entry_param e;
-    if (int r = do_lookup(s, parent, name, &e)) return (void)fuse_reply_err(req, r);
-    if (int r = do_open(s, s.get(e.ino), fi)) {
-      forget_one(s, e.ino, 1);
+    int r = entry_of(s, holder, &e);
+    if (r == 0) {
+      r = do_open(s, s.get(e.ino), fi);
+      if (r != 0) forget_one(s, e.ino, 1);
+    }
+    if (r != 0) {
+      // Undo what this call made, and only that (the name may have been reused meanwhile).
+      struct stat now {};
+      if (made && ::fstatat(pfd->fd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == made_st.st_ino &&
+          now.st_dev == made_st.st_dev) {
+        (void)::unlinkat(pfd->fd, name, 0);
+      }
       return (void)fuse_reply_err(req, r);
     }
     fuse_reply_create(req, &e, fi);
@@ -438,68 +489,109 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  guard(req, "read", [&] {
-    auto* h = reinterpret_cast<handle*>(fi->fh);
+  guard(req, "read", [&](bool& replied) {
+    auto& h = handle_of(fi);
     thread_local std::vector<std::byte> buf;
     if (buf.size() < size) buf.resize(size);
     std::size_t got = 0;
-    auto ec = h->in->file->pread(std::span(buf).first(size), static_cast<std::uint64_t>(off), got);
-    if (ec && got == 0) return (void)fuse_reply_err(req, err_of(ec));
+    auto ec = h.f->file->pread(std::span(buf).first(size), static_cast<std::uint64_t>(off), got);
+    replied = true;
+    // An error is an error: a short answer would be zero-filled by the kernel (its page cache
+    // and read-ahead), so bytes a damaged record covers would read as zeros (issue 12, item 2).
+    if (ec) return (void)fuse_reply_err(req, err_of(ec));
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), got);
   });
 }
 
+// A direct write (no page cache, so not the kernel's file_remove_privs) by a non-owner clears
+// set-user-ID, and set-group-ID of a group-executable file, as a local file system does.
+void kill_privs(fuse_req_t req, open_file& f) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0) return;
+  struct stat st {};
+  if (::fstat(f.fd(), &st) != 0) return;
+  mode_t m = st.st_mode & 07777;
+  if (m & S_ISUID) m &= ~S_ISUID;
+  if ((m & S_ISGID) && (m & S_IXGRP)) m &= ~S_ISGID;
+  if (m != (st.st_mode & 07777)) (void)::fchmod(f.fd(), m);
+}
+
 void op_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
-  guard(req, "write", [&] {
-    auto* h = reinterpret_cast<handle*>(fi->fh);
-    inode& in = *h->in;
+  guard(req, "write", [&](bool& replied) {
+    auto& h = handle_of(fi);
     std::error_code ec;
     const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
-    if (h->flags & O_APPEND) {
+    if (fi->direct_io) kill_privs(req, *h.f);
+    if (h.flags & O_APPEND) {
       // Appends from every descriptor go one after the other, each at the end.
-      std::lock_guard lk(in.m);
-      ec = in.file->pwrite(bytes, in.file->size());
+      std::lock_guard lk(h.f->append_m);
+      ec = h.f->file->pwrite(bytes, h.f->file->size());
     } else {
-      ec = in.file->pwrite(bytes, static_cast<std::uint64_t>(off));
+      ec = h.f->file->pwrite(bytes, static_cast<std::uint64_t>(off));
     }
+    replied = true;
     if (ec) return (void)fuse_reply_err(req, err_of(ec));
+    note_write(*h.f);
     fuse_reply_write(req, size);
   });
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  guard(req, "flush", [&] {
-    auto* h = reinterpret_cast<handle*>(fi->fh);
-    fuse_reply_err(req, err_of(h->in->file->flush()));
+  guard(req, "flush", [&](bool& replied) {
+    auto& h = handle_of(fi);
+    int r = err_of(h.f->file->flush());
+    const int pending = pending_error(h);
+    replied = true;
+    fuse_reply_err(req, r != 0 ? r : pending);
   });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  guard(req, "release", [&] {
-    auto* h = reinterpret_cast<handle*>(fi->fh);
-    std::shared_ptr<store::file> last;
+  guard(req, "release", [&](bool& replied) {
+    auto& s = state(req);
+    std::unique_ptr<handle> h(&handle_of(fi));
+    file_ptr f = std::move(h->f);
+    h.reset();
+    bool last;
     {
-      std::lock_guard lk(h->in->m);
-      if (--h->in->opens == 0) last = h->in->file;
+      std::lock_guard lk(f->m);
+      last = --f->opens == 0;
     }
-    delete h;
+    replied = true;
     fuse_reply_err(req, 0);
-    // Closed everywhere: its spare and clean buffers go back to the budget now, not when the
-    // commit thread lets go of the file.
-    if (last) last->shed();
+    if (!last) return;
+    // Closed everywhere: its spare and clean buffers go back to the budget now, and the commit
+    // thread commits it and lets it go at once. With more files held than descriptors allow
+    // for, this thread does it itself: resources never decide correctness.
+    f->file->shed();
+    if (s.files.size() > s.max_files) {
+      commit_one(s, *f);
+      (void)s.files.let_go_if_idle(f);
+    } else {
+      wake_committer(s);
+    }
   });
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
-  guard(req, "fsync", [&] {
-    auto* h = reinterpret_cast<handle*>(fi->fh);
-    fuse_reply_err(req, err_of(h->in->file->sync()));
+  guard(req, "fsync", [&](bool& replied) {
+    auto& h = handle_of(fi);
+    const auto before = h.f->file->commits();
+    int r = err_of(h.f->file->sync());
+    if (r == 0 && h.f->file->commits() != before) restore_times(*h.f);
+    const int pending = pending_error(h);
+    replied = true;
+    fuse_reply_err(req, r != 0 ? r : pending);
   });
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  guard(req, "opendir", [&] {
-    const int fd = ::openat(state(req).get(ino).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  guard(req, "opendir", [&](bool& replied) {
+    int err = 0;
+    auto pfd = path_fd(state(req), state(req).get(ino), err);
+    replied = true;
+    if (!pfd) return (void)fuse_reply_err(req, err);
+    const int fd = ::openat(pfd->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return (void)fuse_reply_err(req, errno);
     auto d = std::make_unique<dir_handle>();
     d->dp = ::fdopendir(fd);
@@ -514,7 +606,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  guard(req, "readdir", [&] {
+  guard(req, "readdir", [&](bool& replied) {
     auto* d = reinterpret_cast<dir_handle*>(fi->fh);
     std::vector<char> buf(size);
     std::size_t pos = 0;
@@ -528,7 +620,10 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
         errno = 0;
         d->entry = ::readdir(d->dp);
         if (d->entry == nullptr) {
-          if (errno != 0 && pos == 0) return (void)fuse_reply_err(req, errno);
+          if (errno != 0 && pos == 0) {
+            replied = true;
+            return (void)fuse_reply_err(req, errno);
+          }
           break;
         }
       }
@@ -542,6 +637,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
       d->entry = nullptr;
       d->offset = next;
     }
+    replied = true;
     fuse_reply_buf(req, buf.data(), pos);
   });
 }
@@ -559,142 +655,52 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
 
 void op_statfs(fuse_req_t req, fuse_ino_t) {
   struct statvfs sv {};
-  if (::fstatvfs(state(req).root.fd, &sv) != 0) return (void)fuse_reply_err(req, errno);
+  if (::fstatvfs(state(req).root_fd->fd, &sv) != 0) return (void)fuse_reply_err(req, errno);
   fuse_reply_statfs(req, &sv);
-}
-
-void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
-  if (std::strncmp(name, "user.qzfs.", 10) == 0) return (void)fuse_reply_err(req, EPERM);  // qzfs's own
-  inode& in = state(req).get(ino);
-  if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
-  fuse_reply_err(req, ::setxattr(proc_path(in.fd).c_str(), name, value, size, flags) == 0 ? 0 : errno);
-}
-
-// Live statistics: the root's "user.qzfs.stats" attribute (read by `qzfs stats`). The sizes come
-// from a walk of the backing directory (the cost of a `du`); the rest from the engine and the
-// backends since the mount.
-std::string stats_json(fs_state& s) {
-  std::uint64_t files = 0, containers = 0, plain = 0, logical = 0, allocated = 0, open_files = 0, dirty = 0;
-  // Files being written: their size is the store's, not yet the committed one.
-  std::map<std::pair<dev_t, ino_t>, std::pair<std::uint64_t, bool>> live;
-  {
-    std::lock_guard lk(s.table_m);
-    for (auto& [key, in] : s.table) {
-      std::lock_guard il(in->m);
-      if (!in->file) continue;
-      ++open_files;
-      const auto st = in->file->stats();
-      dirty += st.dirty;
-      live[key] = {st.logical_size, in->file->is_container()};
-    }
-  }
-  std::vector<int> stack;
-  stack.push_back(::openat(s.root.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  while (!stack.empty()) {
-    const int dfd = stack.back();
-    stack.pop_back();
-    if (dfd < 0) continue;
-    DIR* dp = ::fdopendir(dfd);
-    if (dp == nullptr) {
-      ::close(dfd);
-      continue;
-    }
-    while (dirent* e = ::readdir(dp)) {
-      if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-      struct stat st {};
-      if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      if (S_ISDIR(st.st_mode)) {
-        stack.push_back(::openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      } else if (S_ISREG(st.st_mode)) {
-        ++files;
-        allocated += static_cast<std::uint64_t>(st.st_blocks) * 512;
-        std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
-        bool container = false;
-        if (auto it = live.find({st.st_dev, st.st_ino}); it != live.end()) {
-          size = it->second.first;
-          container = it->second.second;
-        } else if (const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC); fd >= 0) {
-          (void)store::peek_logical_size(fd, static_cast<std::uint64_t>(st.st_size), size, &container);
-          ::close(fd);
-        }
-        logical += size;
-        container ? ++containers : ++plain;
-      }
-    }
-    ::closedir(dp);
-  }
-  const auto es = s.eng->stats();
-  const auto ss = s.sched->stats();
-  const auto cs = s.cpu->stats();
-  // The non-zero counts of an array indexed by an enum, by the enum's name.
-  auto by_name = [](const auto& counts, auto as_enum) {
-    nlohmann::json o = nlohmann::json::object();
-    for (std::size_t i = 0; i < counts.size(); ++i) {
-      if (counts[i] != 0) o[std::string(codec::to_string(as_enum(i)))] = counts[i];
-    }
-    return o;
-  };
-  const auto per_format = by_name(es.per_format, [](std::size_t i) { return static_cast<codec::payload_format>(i); });
-  const auto per_producer = by_name(es.per_producer, [](std::size_t i) { return static_cast<codec::engine>(i); });
-  nlohmann::json accel{{"spec", s.o.accel}};
-  if (s.accel) {
-    const auto as = s.accel->stats();
-    accel["name"] = std::string(s.accel->name());
-    accel["state"] = std::string(offload::to_string(s.accel->state()));
-    accel["reason"] = s.accel->reason();
-    accel["jobs"] = as.completed;
-    accel["failed"] = as.failed;
-    accel["probes"] = as.probes;
-    accel["teardowns"] = as.teardowns;
-    accel["bytes_in"] = as.bytes_in;
-    accel["bytes_out"] = as.bytes_out;
-  } else {
-    accel["state"] = "none";
-  }
-  nlohmann::json j{
-      {"backing", s.o.backing},
-      {"compression", s.o.compression},
-      {"recordsize", s.o.recordsize},
-      {"files", files},
-      {"containers", containers},
-      {"plain_files", plain},
-      {"logical_bytes", logical},
-      {"allocated_bytes", allocated},
-      {"ratio", allocated > 0 ? static_cast<double>(logical) / static_cast<double>(allocated) : 1.0},
-      {"open_files", open_files},
-      {"dirty_records", dirty},
-      {"engine",
-       {{"records", es.records}, {"holes", es.holes}, {"raw", es.raw}, {"compressed", es.compressed},
-        {"checker_skips", es.checker_skips}, {"probe_skips", es.probe_skips}, {"cap_misses", es.cap_misses},
-        {"errors", es.errors}, {"bytes_in", es.bytes_in}, {"bytes_out", es.bytes_out},
-        {"per_format", per_format}, {"per_producer", per_producer}}},
-      {"cache",
-       {{"limit_bytes", s.budget->limit()}, {"used_bytes", s.budget->used()}, {"peak_bytes", s.budget->peak()},
-        {"reliefs", s.budget->reliefs()}}},
-      {"accel", accel},
-      {"routing",
-       {{"to_accel", ss.to_accel}, {"to_cpu", ss.to_cpu}, {"small", ss.small}, {"overflow", ss.overflow},
-        {"not_serving", ss.not_serving}, {"redone", ss.redone}}},
-      {"cpu",
-       {{"workers", s.cpu->workers()}, {"jobs", cs.completed}, {"failed", cs.failed}, {"bytes_in", cs.bytes_in},
-        {"bytes_out", cs.bytes_out}, {"busy_s", static_cast<double>(cs.busy_ns) / 1e9}}}};
-  return j.dump();
 }
 
 constexpr const char* stats_attr = "user.qzfs.stats";
 
+// Extended attributes of the object (through its descriptor's /proc path; a symlink's cannot be
+// reached that way and user.* ones are not allowed on symlinks anyway).
+template <class F>
+void with_xattr_target(fuse_req_t req, const char* op, fuse_ino_t ino, F&& f) {
+  guard(req, op, [&](bool& replied) {
+    auto& s = state(req);
+    inode& in = s.get(ino);
+    replied = true;
+    if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
+    meta_target t;
+    if (int r = target_of(s, in, t)) return (void)fuse_reply_err(req, r);
+    f(proc_path(t.fd));
+  });
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (std::strncmp(name, "user.qzfs.", 10) == 0) return (void)fuse_reply_err(req, EPERM);  // qzfs's own
+  with_xattr_target(req, "setxattr", ino, [&](const std::string& path) {
+    fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) == 0 ? 0 : errno);
+  });
+}
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  guard(req, "getxattr", [&] {
-    if (ino == FUSE_ROOT_ID && std::strcmp(name, stats_attr) == 0) {
-      const std::string j = stats_json(state(req));
+  if (ino == FUSE_ROOT_ID && std::strcmp(name, stats_attr) == 0) {
+    return guard(req, "getxattr", [&](bool& replied) {
+      auto& s = state(req);
+      const uid_t uid = fuse_req_ctx(req)->uid;
+      replied = true;
+      // The statistics name the backing directory and count what is under every directory:
+      // root's and the mount owner's to read, nobody else's.
+      if (uid != 0 && uid != s.owner) return (void)fuse_reply_err(req, EACCES);
+      const std::string j = stats_json(s);
       if (size == 0) return (void)fuse_reply_xattr(req, j.size() + 4096);  // it may grow by the next call
       if (size < j.size()) return (void)fuse_reply_err(req, ERANGE);
-      return (void)fuse_reply_buf(req, j.data(), j.size());
-    }
-    inode& in = state(req).get(ino);
-    if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
+      fuse_reply_buf(req, j.data(), j.size());
+    });
+  }
+  with_xattr_target(req, "getxattr", ino, [&](const std::string& path) {
     std::vector<char> buf(size);
-    const ssize_t n = ::getxattr(proc_path(in.fd).c_str(), name, size ? buf.data() : nullptr, size);
+    const ssize_t n = ::getxattr(path.c_str(), name, size ? buf.data() : nullptr, size);
     if (n < 0) return (void)fuse_reply_err(req, errno);
     if (size == 0) return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
     fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
@@ -702,11 +708,9 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  guard(req, "listxattr", [&] {
-    inode& in = state(req).get(ino);
-    if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
+  with_xattr_target(req, "listxattr", ino, [&](const std::string& path) {
     std::vector<char> buf(size);
-    const ssize_t n = ::listxattr(proc_path(in.fd).c_str(), size ? buf.data() : nullptr, size);
+    const ssize_t n = ::listxattr(path.c_str(), size ? buf.data() : nullptr, size);
     if (n < 0) return (void)fuse_reply_err(req, errno);
     if (size == 0) return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
     fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
@@ -714,14 +718,15 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  inode& in = state(req).get(ino);
-  if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
-  fuse_reply_err(req, ::removexattr(proc_path(in.fd).c_str(), name) == 0 ? 0 : errno);
+  with_xattr_target(req, "removexattr", ino, [&](const std::string& path) {
+    fuse_reply_err(req, ::removexattr(path.c_str(), name) == 0 ? 0 : errno);
+  });
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
-  guard(req, "fallocate", [&] {
-    auto& f = *reinterpret_cast<handle*>(fi->fh)->in->file;
+  guard(req, "fallocate", [&](bool& replied) {
+    auto& h = handle_of(fi);
+    auto& f = *h.f->file;
     const auto o = static_cast<std::uint64_t>(off), l = static_cast<std::uint64_t>(len);
     const bool keep = (mode & FALLOC_FL_KEEP_SIZE) != 0;
     std::error_code ec;
@@ -734,44 +739,54 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fu
     } else {
       ec = std::make_error_code(std::errc::operation_not_supported);
     }
+    if (!ec) note_write(*h.f);
+    replied = true;
     fuse_reply_err(req, err_of(ec));
   });
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
-  guard(req, "lseek", [&] {
-    auto& f = *reinterpret_cast<handle*>(fi->fh)->in->file;
+  guard(req, "lseek", [&](bool& replied) {
+    auto& f = *handle_of(fi).f->file;
     std::uint64_t at = 0;
+    replied = true;
     if (auto ec = f.seek(static_cast<std::uint64_t>(off), whence, at)) return (void)fuse_reply_err(req, err_of(ec));
     fuse_reply_lseek(req, static_cast<off_t>(at));
   });
 }
 
-// Commits every open or recently closed file each commit_seconds (sync(1) never reaches a
-// FUSE daemon), and lets go of the files no one has open.
+// Commits every open file each commit_seconds (sync(1) never reaches a FUSE daemon), and every
+// closed one as soon as it is closed (a few together), then lets it go.
 void committer(fs_state& s) {
+  using clock = std::chrono::steady_clock;
+  const auto period = std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s.o.commit_seconds));
+  auto next_tick = clock::now() + period;
   std::unique_lock tl(s.timer_m);
-  while (!s.timer_cv.wait_for(tl, std::chrono::duration<double>(s.o.commit_seconds), [&] { return s.stopping; })) {
+  while (!s.stopping) {
+    s.timer_cv.wait_until(tl, next_tick, [&] { return s.stopping || s.closed > 0; });
+    if (s.stopping) break;
+    const bool tick = clock::now() >= next_tick;
+    if (!tick) {
+      // Closed files: a moment to gather more (an untar closes thousands a second).
+      s.timer_cv.wait_for(tl, std::chrono::milliseconds(20), [&] { return s.stopping; });
+      if (s.stopping) break;
+    }
+    s.closed = 0;
     tl.unlock();
-    std::vector<std::pair<std::pair<dev_t, ino_t>, std::shared_ptr<store::file>>> files;
-    {
-      std::lock_guard lk(s.table_m);
-      for (auto& [key, in] : s.table) {
-        std::lock_guard il(in->m);
-        if (in->file) files.emplace_back(key, in->file);
+    auto files = s.files.all();
+    for (auto& slot : files) {
+      file_ptr f = std::move(slot);
+      bool idle;
+      {
+        std::lock_guard lk(f->m);
+        idle = f->opens == 0;
       }
+      if (!tick && !idle) continue;
+      if (!s.o.read_only) commit_one(s, *f);
+      if (idle) (void)s.files.let_go_if_idle(f);
     }
-    for (auto& [key, f] : files) {
-      if (auto ec = f->sync()) s.log("commit: " + ec.message());
-      // By key: the inode may have been forgotten meanwhile.
-      std::lock_guard lk(s.table_m);
-      auto it = s.table.find(key);
-      if (it == s.table.end()) continue;
-      std::lock_guard il(it->second->m);
-      if (it->second->opens == 0 && it->second->file == f) it->second->file.reset();
-    }
-    files.clear();  // a file let go of commits again in its destructor (nothing new: no I/O)
     tl.lock();
+    if (tick) next_tick = clock::now() + period;
   }
 }
 
@@ -821,12 +836,43 @@ void set_readahead(const mount_options& o, std::FILE* err) {
   ::close(fd);
 }
 
+
+// The descriptor limit decides how many files can be served at once: the hard limit, and a
+// share of it for the inodes' cached descriptors and for the store files held.
+std::size_t raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &rl);
+    (void)::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : static_cast<std::size_t>(rl.rlim_cur);
+}
+
+// Whether inodes can be reopened by file handle: the daemon may (CAP_DAC_READ_SEARCH) and the
+// backing file system gives handles that open again.
+bool handles_work(int root_fd) {
+  std::vector<unsigned char> h(sizeof(file_handle) + MAX_HANDLE_SZ);
+  auto* fh = reinterpret_cast<file_handle*>(h.data());
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::name_to_handle_at(root_fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return false;
+  const int fd = ::open_by_handle_at(root_fd, fh, O_PATH | O_CLOEXEC);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
 }  // namespace
 
 int serve(const mount_options& o, std::FILE* err) {
   auto s = std::make_unique<fs_state>();
   s->o = o;
   s->err = err;
+  s->owner = ::getuid();
+  init_caller_support();
+  const std::size_t nofile = raise_fd_limit();
   struct stat st {};
   const int root = ::open(o.backing.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root < 0) {
@@ -834,9 +880,25 @@ int serve(const mount_options& o, std::FILE* err) {
                  errno == ENOTDIR ? "not a directory" : std::strerror(errno));
     return 1;
   }
-  s->root.fd = root;
+  s->root_fd = std::make_shared<owned_fd>(root);
+  if (::fstat(root, &st) != 0) {
+    std::fprintf(err, "qzfs mount: backing %s: %s\n", o.backing.c_str(), std::strerror(errno));
+    return 1;
+  }
+  s->root.dev = st.st_dev;
+  s->root.ino = st.st_ino;
   s->root.type = S_IFDIR;
   s->root.nlookup = 2;
+  // One mount per backing directory: a second daemon would keep its own state of the same files
+  // and each would overwrite the other's commits. The lock lives as long as the daemon (its
+  // descriptor survives fuse_daemonize's fork) and is what `qzfs pack` checks too.
+  s->lock_fd = ::open(o.backing.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (s->lock_fd < 0 || ::flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(err, "qzfs mount: backing %s: %s\n", o.backing.c_str(),
+                 errno == EWOULDBLOCK ? "already mounted by another qzfs (one mount per backing directory)"
+                                      : std::strerror(errno));
+    return 1;
+  }
   if (::stat(o.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     std::fprintf(err, "qzfs mount: mount point %s: %s\n", o.mountpoint.c_str(),
                  errno == 0 || S_ISDIR(st.st_mode) ? "not a directory" : std::strerror(errno));
@@ -851,6 +913,10 @@ int serve(const mount_options& o, std::FILE* err) {
     std::fprintf(err, "qzfs mount: compression=%s: unknown (off, lz4, gzip[-N], zstd[-N], auto)\n", o.compression.c_str());
     return 1;
   }
+  s->handles = handles_work(root);
+  const std::size_t spare = nofile > 256 ? nofile - 128 : nofile / 2;
+  s->max_files = std::max<std::size_t>(16, spare / 2);
+  s->fds.setup(root, std::max<std::size_t>(16, spare / 4));
   s->so.record_size = o.recordsize;
   s->budget = std::make_unique<store::memory_budget>(o.cache_bytes);
   s->so.budget = s->budget.get();
@@ -907,6 +973,8 @@ int serve(const mount_options& o, std::FILE* err) {
   const std::string backing_abs = ::realpath(o.backing.c_str(), real) != nullptr ? std::string(real) : o.backing;
   std::string mount_opts = "default_permissions,fsname=qzfs:" + backing_abs + ",subtype=qzfs";
   if (o.allow_other) mount_opts += ",allow_other";
+  // mount(8)'s own options reach the kernel's mount flags (libfuse turns them into MS_*).
+  for (const auto& k : o.kernel_options) mount_opts += "," + k;
   std::vector<std::string> argv_s = {"qzfs", "-o", mount_opts};
   if (o.debug) argv_s.emplace_back("-d");
   std::vector<char*> argv;
@@ -948,7 +1016,7 @@ int serve(const mount_options& o, std::FILE* err) {
   }
   fuse_session_destroy(se);
   fuse_opt_free_args(&args);
-  // Every file commits as the table goes (store::file's destructor syncs).
+  // Every file commits as the registry goes (store::file's destructor syncs; op_destroy did).
   s->table.clear();
   return rc;
 }

@@ -120,7 +120,9 @@ class qat_device final : public device {
  public:
   explicit qat_device(qat_options o) : o_(std::move(o)) {
     if (o_.library.empty()) {
-      const char* env = std::getenv("QZFS_QATZIP_LIB");
+      // secure_getenv: a root daemon started from a set-user-ID or capability-raising context must
+      // not load a library that the starting user's environment names.
+      const char* env = ::secure_getenv("QZFS_QATZIP_LIB");
       o_.library = env != nullptr && *env != '\0' ? env : "libqatzip.so.3";
     }
     unsigned b = 4096;

@@ -55,6 +55,9 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
     best = s.generation;
     out = s.logical_size;
   }
+  // No valid slot in a container longer than its header: damaged, and its size is unknown (the
+  // backing size would be the stored one, never the logical one). A torn creation reads as empty.
+  if (best == 0 && backing_size > format::container_header_size) return std::make_error_code(std::errc::io_error);
   return {};
 }
 

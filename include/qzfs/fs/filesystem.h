@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace qzfs::fs {
 
@@ -24,6 +25,9 @@ struct mount_options {
   unsigned readahead_kb = 1024;        // the kernel's read-ahead on the mount (root only; 0: leave it)
   double commit_seconds = 5.0;         // dirty records are committed at least this often
   bool writeback = true;               // the kernel's writeback cache: page-sized writes arrive batched
+  bool read_only = false;              // ro: nothing is written, the commit thread included
+  bool acl = true;                     // POSIX ACLs enforced by the kernel from the backing ones
+  std::vector<std::string> kernel_options;  // mount(8)'s: nosuid, nodev, noexec, ro, sync, dirsync, noatime, ...
   bool foreground = false;
   bool allow_other = false;
   bool debug = false;

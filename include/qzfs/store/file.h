@@ -124,6 +124,8 @@ class file {
   /// Bytes the backing file system has allocated for the container (or the plain file).
   [[nodiscard]] std::uint64_t physical_size() const noexcept;
   [[nodiscard]] file_stats stats() const;
+  /// Commits that wrote something, so far.
+  [[nodiscard]] std::uint64_t commits() const noexcept { return commits_.load(std::memory_order_relaxed); }
   /// Reads and verifies every record; returns the damaged ones (empty: all good).
   [[nodiscard]] std::error_code check(std::vector<damage>& found);
 

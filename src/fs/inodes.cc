@@ -1,0 +1,311 @@
+// fs/: inodes and their descriptors, the registry of open store files, stat.
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "inodes.h"
+
+namespace qzfs::fs::detail {
+
+owned_fd::~owned_fd() {
+  if (fd >= 0) ::close(fd);
+}
+
+void fs_state::log(const std::string& m) {
+  std::lock_guard lk(log_m);
+  if (o.foreground) {
+    std::fprintf(err, "qzfs: %s\n", m.c_str());
+    std::fflush(err);
+  } else {
+    ::syslog(LOG_ERR, "%s", m.c_str());  // detached: stderr is /dev/null
+  }
+}
+
+inode& fs_state::get(std::uint64_t ino) { return ino == FUSE_ROOT_ID ? root : *reinterpret_cast<inode*>(ino); }
+
+// ---------------------------------------------------------------------------------------------
+// Descriptors
+
+void fd_cache::touch_locked(inode& in) {
+  if (in.in_lru) lru_.splice(lru_.begin(), lru_, in.lru);
+}
+
+fd_ptr fd_cache::get(inode& in, int& err) {
+  std::lock_guard lk(m_);
+  if (in.fd) {
+    touch_locked(in);
+    return in.fd;
+  }
+  if (in.handle.empty()) {
+    err = ESTALE;  // a pinned descriptor is never dropped while the inode lives
+    return {};
+  }
+  const int fd = ::open_by_handle_at(mount_fd_, reinterpret_cast<file_handle*>(in.handle.data()), O_PATH | O_CLOEXEC);
+  if (fd < 0) {
+    err = errno;
+    return {};
+  }
+  in.fd = std::make_shared<owned_fd>(fd);
+  lru_.push_front(&in);
+  in.lru = lru_.begin();
+  in.in_lru = true;
+  while (lru_.size() > capacity_) {
+    inode* victim = lru_.back();
+    lru_.pop_back();
+    victim->in_lru = false;
+    victim->fd.reset();  // closed when its last user lets go
+  }
+  return in.fd;
+}
+
+void fd_cache::put(inode& in, fd_ptr fd) {
+  std::lock_guard lk(m_);
+  in.fd = std::move(fd);
+  if (in.handle.empty()) return;  // pinned
+  if (in.in_lru) {
+    touch_locked(in);
+  } else {
+    lru_.push_front(&in);
+    in.lru = lru_.begin();
+    in.in_lru = true;
+  }
+  while (lru_.size() > capacity_) {
+    inode* victim = lru_.back();
+    lru_.pop_back();
+    victim->in_lru = false;
+    victim->fd.reset();
+  }
+}
+
+void fd_cache::drop(inode& in) {
+  std::lock_guard lk(m_);
+  if (in.in_lru) lru_.erase(in.lru);
+  in.in_lru = false;
+  in.fd.reset();
+}
+
+std::size_t fd_cache::open_count() const {
+  std::lock_guard lk(m_);
+  return lru_.size();
+}
+
+fd_ptr path_fd(fs_state& s, inode& in, int& err) {
+  if (&in == &s.root) return s.root_fd;
+  return s.fds.get(in, err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry of open store files
+
+int open_file::fd() const {
+  auto* io = dynamic_cast<store::fd_io*>(&file->backing());
+  return io != nullptr ? io->fd() : -1;
+}
+
+file_ptr registry::find(const key& k) {
+  std::lock_guard lk(m_);
+  auto it = files_.find(k);
+  return it == files_.end() ? file_ptr{} : it->second;
+}
+
+std::vector<file_ptr> registry::all() {
+  std::lock_guard lk(m_);
+  std::vector<file_ptr> v;
+  v.reserve(files_.size());
+  for (auto& [k, f] : files_) v.push_back(f);
+  return v;
+}
+
+bool registry::let_go_if_idle(const file_ptr& f) {
+  std::lock_guard lk(m_);
+  auto it = files_.find(f->k);
+  // Held by the map and by the caller alone: no handle, no operation in progress, and none can
+  // start (every acquisition goes through this lock). The store file goes when the caller lets
+  // go of `f`, outside the lock.
+  if (it == files_.end() || it->second != f || f.use_count() != 2 || !f->file->clean()) return false;
+  files_.erase(it);
+  return true;
+}
+
+std::size_t registry::size() const {
+  std::lock_guard lk(m_);
+  return files_.size();
+}
+
+std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+int open_store(fs_state& s, inode& in, file_ptr& out) {
+  if (in.type != S_IFREG) return EINVAL;
+  return s.files.get({in.dev, in.ino}, out, [&](file_ptr& made) {
+    int err = 0;
+    auto pfd = path_fd(s, in, err);
+    if (!pfd) return err;
+    const std::string path = proc_path(pfd->fd);
+    bool read_only = s.o.read_only;
+    int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM)) {
+      read_only = true;
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    }
+    if (fd < 0) return errno;
+    auto o = s.so;
+    char target[4096];
+    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    o.name = n > 0 ? std::string(target, static_cast<std::size_t>(n)) : path;
+    std::unique_ptr<store::file> f;
+    if (auto ec = store::file::open(std::make_unique<store::fd_io>(fd), o, f)) return ec.value();
+    made = std::make_shared<open_file>();
+    made->file = std::move(f);
+    made->k = {in.dev, in.ino};
+    made->name = o.name;
+    made->read_only = read_only;
+    return 0;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// stat
+
+int stat_of(fs_state& s, inode& in, struct stat& st, bool* plain) {
+  if (plain != nullptr) *plain = false;
+  if (in.type == S_IFREG) {
+    if (auto f = s.files.find({in.dev, in.ino})) {
+      // Open, or closed with changes not yet committed: its size and times are the store's and
+      // the mount's, not yet the backing file's.
+      if (::fstat(f->fd(), &st) != 0) return errno;
+      st.st_size = static_cast<off_t>(f->file->size());
+      st.st_blksize = preferred_io_size;
+      if (plain != nullptr) *plain = !f->file->is_container();
+      std::lock_guard lk(f->m);
+      if (f->atime) st.st_atim = *f->atime;
+      if (f->mtime) st.st_mtim = *f->mtime;
+      return 0;
+    }
+  }
+  int err = 0;
+  auto pfd = path_fd(s, in, err);
+  if (!pfd) return err;
+  if (::fstatat(pfd->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (!S_ISREG(st.st_mode)) return 0;
+  // The I/O size that pays here is the largest the kernel sends in one request: every write(2)
+  // to a FUSE file costs the writer a round trip to the daemon, so cp, stdio and friends, which
+  // size their buffers by st_blksize, should write 1 MiB at a time, not 4 KiB or 128 KiB.
+  st.st_blksize = preferred_io_size;
+  const int fd = ::open(proc_path(pfd->fd).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    // Unreadable to the daemon (a non-root daemon, a file it did not make): it cannot be one of
+    // its containers, so its own size is its size. Any other failure (no descriptors left, no
+    // memory) is an error, never a guess: the backing size of a container is its stored size.
+    if (errno == EACCES || errno == EPERM) {
+      if (plain != nullptr) *plain = true;
+      return 0;
+    }
+    return errno;
+  }
+  std::uint64_t logical = 0;
+  bool container = false;
+  const auto ec = store::peek_logical_size(fd, static_cast<std::uint64_t>(st.st_size), logical, &container);
+  ::close(fd);
+  if (ec) {
+    // A container whose header is damaged: its size is unknown. It is listed (so it can be
+    // renamed or removed) with size 0; opening it fails with EIO and says why.
+    s.log("stat: a container with no valid slot (damaged header)");
+    logical = 0;
+  }
+  st.st_size = static_cast<off_t>(logical);
+  if (plain != nullptr) *plain = !container;
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookup and forget
+
+namespace {
+
+std::vector<unsigned char> handle_of(int fd) {
+  std::vector<unsigned char> h(sizeof(file_handle) + MAX_HANDLE_SZ);
+  auto* fh = reinterpret_cast<file_handle*>(h.data());
+  fh->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (::name_to_handle_at(fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return {};
+  h.resize(sizeof(file_handle) + fh->handle_bytes);
+  return h;
+}
+
+}  // namespace
+
+inode* remember(fs_state& s, fd_ptr fd, const struct stat& st) {
+  std::vector<unsigned char> h;
+  if (s.handles && st.st_dev == s.root.dev) h = handle_of(fd->fd);
+  std::lock_guard lk(s.table_m);
+  auto& slot = s.table[{st.st_dev, st.st_ino}];
+  if (!slot) {
+    slot = std::make_unique<inode>();
+    slot->dev = st.st_dev;
+    slot->ino = st.st_ino;
+    slot->type = st.st_mode & S_IFMT;
+    slot->handle = std::move(h);
+    s.fds.put(*slot, std::move(fd));
+  } else if (!h.empty() && h != slot->handle) {
+    // The same (st_dev, st_ino) for another object: the one the kernel still knows was removed
+    // and its inode number reused. The new object is what the name means now.
+    slot->handle = std::move(h);
+    slot->type = st.st_mode & S_IFMT;
+    s.fds.put(*slot, std::move(fd));
+  }
+  ++slot->nlookup;
+  return slot.get();
+}
+
+int entry_of(fs_state& s, fd_ptr fd, fuse_entry_param* e) {
+  std::memset(e, 0, sizeof *e);
+  struct stat st {};
+  if (::fstatat(fd->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  inode* in = remember(s, std::move(fd), st);
+  e->ino = reinterpret_cast<fuse_ino_t>(in);
+  bool plain = false;
+  if (int r = stat_of(s, *in, e->attr, &plain)) {
+    forget_one(s, e->ino, 1);
+    return r;
+  }
+  e->generation = 0;
+  // A plain file can be changed beside the mount (it is the backing directory's own): its size
+  // is asked for each time. Everything else changes only through this mount.
+  e->attr_timeout = plain ? 0.0 : 1.0;
+  e->entry_timeout = 1.0;
+  return 0;
+}
+
+int do_lookup(fs_state& s, fuse_ino_t parent, const char* name, fuse_entry_param* e) {
+  int err = 0;
+  auto pfd = path_fd(s, s.get(parent), err);
+  if (!pfd) return err;
+  const int fd = ::openat(pfd->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  return entry_of(s, std::make_shared<owned_fd>(fd), e);
+}
+
+void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n) {
+  if (ino == FUSE_ROOT_ID) return;
+  std::unique_ptr<inode> gone;
+  {
+    std::lock_guard lk(s.table_m);
+    inode& in = s.get(ino);
+    in.nlookup -= std::min(in.nlookup, n);
+    if (in.nlookup != 0) return;
+    auto it = s.table.find({in.dev, in.ino});
+    if (it == s.table.end() || it->second.get() != &in) return;
+    gone = std::move(it->second);
+    s.table.erase(it);
+    s.fds.drop(*gone);
+  }
+  // A store file of this inode (open, or with changes to commit) lives on in the registry: a
+  // later lookup finds the same one.
+}
+
+}  // namespace qzfs::fs::detail

@@ -1,0 +1,32 @@
+#pragma once
+// fs/: inodes, their descriptors and stat (inodes.cc); see state.h for the model.
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <string>
+
+#include "state.h"
+
+namespace qzfs::fs::detail {
+
+// max_write, and the st_blksize of regular files.
+inline constexpr unsigned preferred_io_size = 1u << 20;
+
+std::string proc_path(int fd);
+/// The inode's O_PATH descriptor (reopened by handle when it was let go); errno in `err`.
+fd_ptr path_fd(fs_state& s, inode& in, int& err);
+/// The registry's store file of a regular file's inode, opened if needed.
+int open_store(fs_state& s, inode& in, file_ptr& out);
+/// stat of the backing object with the logical size of a regular file; `plain`: a regular file
+/// that is not a container.
+int stat_of(fs_state& s, inode& in, struct stat& st, bool* plain = nullptr);
+/// The inode of an object the daemon holds a descriptor to (found or made; one lookup counted).
+inode* remember(fs_state& s, fd_ptr fd, const struct stat& st);
+/// remember() and the entry the kernel gets for it.
+int entry_of(fs_state& s, fd_ptr fd, fuse_entry_param* e);
+int do_lookup(fs_state& s, fuse_ino_t parent, const char* name, fuse_entry_param* e);
+void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n);
+/// Live statistics (stats.cc).
+std::string stats_json(fs_state& s);
+
+}  // namespace qzfs::fs::detail

@@ -1,0 +1,173 @@
+#pragma once
+// fs/ internals shared by the daemon's source files (not a public header; only src/fs/ sees it).
+//
+// - inode: one per backing object the kernel knows (keyed by st_dev, st_ino). It does not keep a
+//   descriptor open: it keeps a file handle (name_to_handle_at) and the fd_cache reopens it on
+//   demand (open_by_handle_at), so the number of objects a mount serves does not depend on the
+//   descriptor limit. Where handles cannot be used (no CAP_DAC_READ_SEARCH, a backing file
+//   system without them, another file system mounted below the backing root) the inode's
+//   O_PATH descriptor is pinned instead, as libfuse's passthrough_hp does.
+// - open_file: the one store::file of a regular file (by st_dev, st_ino) while it is open or
+//   holds uncommitted changes. Every open, truncate, stat and the commit thread go through the
+//   registry, so a file's state can never fork into two store files (issue 12, item 6). It is
+//   let go only when nobody holds it and it is clean (everything committed).
+//
+// Lock order: fs_state::table_m -> fd_cache::m_ ; registry::m_ -> open_file::m -> store::file.
+// (The registry lock and the table lock are never held together.)
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "qzfs/engine/engine.h"
+#include "qzfs/fs/filesystem.h"
+#include "qzfs/offload/accel_backend.h"
+#include "qzfs/offload/cpu_backend.h"
+#include "qzfs/offload/scheduler.h"
+#include "qzfs/store/budget.h"
+#include "qzfs/store/file.h"
+
+namespace qzfs::fs::detail {
+
+using key = std::pair<dev_t, ino_t>;
+
+/// A descriptor, closed when the last holder lets go.
+struct owned_fd {
+  int fd = -1;
+  explicit owned_fd(int f) noexcept : fd(f) {}
+  ~owned_fd();
+  owned_fd(const owned_fd&) = delete;
+  owned_fd& operator=(const owned_fd&) = delete;
+};
+using fd_ptr = std::shared_ptr<const owned_fd>;
+
+struct inode {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  mode_t type = 0;
+  std::uint64_t nlookup = 0;         // guarded by fs_state::table_m
+  std::vector<unsigned char> handle;  // struct file_handle; empty: `fd` is pinned
+  // --- guarded by fd_cache::m_
+  fd_ptr fd;
+  bool in_lru = false;
+  std::list<inode*>::iterator lru;
+  inode() = default;
+  inode(const inode&) = delete;
+  inode& operator=(const inode&) = delete;
+};
+
+/// The O_PATH descriptors of inodes with handles, reopened on demand, at most `capacity` kept.
+class fd_cache {
+ public:
+  void setup(int mount_fd, std::size_t capacity) {
+    mount_fd_ = mount_fd;
+    capacity_ = capacity;
+  }
+  /// The inode's descriptor (errno in `err` when it cannot be had: ESTALE once it is gone).
+  fd_ptr get(inode& in, int& err);
+  /// Makes `fd` the inode's (pinned when the inode has no handle).
+  void put(inode& in, fd_ptr fd);
+  /// Before the inode is destroyed.
+  void drop(inode& in);
+  [[nodiscard]] std::size_t open_count() const;
+
+ private:
+  void touch_locked(inode& in);
+  mutable std::mutex m_;
+  std::list<inode*> lru_;  // front: most recently used
+  int mount_fd_ = -1;
+  std::size_t capacity_ = 256;
+};
+
+struct open_file {
+  std::unique_ptr<store::file> file;
+  key k{};
+  std::string name;  // for log lines
+  std::mutex m;      // guards the fields below
+  int opens = 0;
+  // Times set through the mount since the file was opened: a later write-back or commit touches
+  // the backing file and would move them, so they are put back after each commit and shown by
+  // getattr meanwhile (issue 12, item 1).
+  std::optional<timespec> atime, mtime;
+  bool read_only = false;
+  std::mutex append_m;  // O_APPEND writes (without the writeback cache) one after the other
+  [[nodiscard]] int fd() const;  // the backing file's descriptor
+};
+using file_ptr = std::shared_ptr<open_file>;
+
+/// One open_file per backing file.
+class registry {
+ public:
+  /// The entry of `k`, or none.
+  file_ptr find(const key& k);
+  /// The entry of `k`, made with `make` (called without the lock; a racing maker's result loses).
+  template <class Make>
+  int get(const key& k, file_ptr& out, Make&& make) {
+    if ((out = find(k))) return 0;
+    file_ptr made;
+    if (int r = make(made)) return r;
+    std::lock_guard lk(m_);
+    auto& slot = files_[k];
+    if (!slot) slot = std::move(made);
+    out = slot;
+    return 0;
+  }
+  /// Every entry (for the commit thread and statistics).
+  std::vector<file_ptr> all();
+  /// Lets go of `f` if nobody else holds it and it is clean; true if it went.
+  bool let_go_if_idle(const file_ptr& f);
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  mutable std::mutex m_;
+  std::map<key, file_ptr> files_;
+};
+
+struct fs_state {
+  mount_options o;
+  inode root;
+  fd_ptr root_fd;
+  int lock_fd = -1;  // the backing root, flocked: one mount per backing directory
+  std::unique_ptr<store::memory_budget> budget;  // outlives every store::file
+  std::mutex table_m;  // lock order: before fd_cache's
+  std::map<key, std::unique_ptr<inode>> table;
+  fd_cache fds;
+  registry files;
+  std::size_t max_files = 1024;  // store files held before closing ones are committed at once
+  bool handles = false;          // inodes reopen by file handle
+  uid_t owner = 0;               // who mounted (may read the statistics)
+  std::unique_ptr<offload::cpu_backend> cpu;
+  std::unique_ptr<offload::accel_backend> accel;
+  std::unique_ptr<offload::scheduler> sched;
+  std::unique_ptr<engine::engine> eng;
+  store::options so;
+  std::FILE* err = stderr;
+  std::mutex log_m;
+  bool writeback = false;  // negotiated in init
+  bool dont_mask = false;  // the kernel leaves the umask to us (FUSE_CAP_DONT_MASK)
+
+  std::mutex timer_m;
+  std::condition_variable timer_cv;
+  bool stopping = false;
+  std::size_t closed = 0;  // files closed since the commit thread last looked (timer_m)
+  std::thread committer;
+
+  void log(const std::string& m);
+  inode& get(std::uint64_t ino);
+};
+
+}  // namespace qzfs::fs::detail
