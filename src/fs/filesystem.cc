@@ -102,6 +102,24 @@ void restore_times(open_file& f) {
   (void)::futimens(f.fd(), ts);
 }
 
+// Writes to a plain file: refused when the file changed beside the mount since the mount last
+// saw it (its cached pages and size are stale), else `write` runs and what it left is noted.
+template <class Write>
+std::error_code plain_write(fs_state& s, open_file& f, Write&& write) {
+  std::lock_guard lk(f.plain_m);
+  struct stat now {};
+  if (::fstat(f.fd(), &now) != 0) return {errno, std::generic_category()};
+  if (now.st_size != f.seen.st_size || now.st_mtim.tv_sec != f.seen.st_mtim.tv_sec ||
+      now.st_mtim.tv_nsec != f.seen.st_mtim.tv_nsec || now.st_ctim.tv_sec != f.seen.st_ctim.tv_sec ||
+      now.st_ctim.tv_nsec != f.seen.st_ctim.tv_nsec) {
+    s.log(f.name + ": changed in the backing directory while mounted; the mount's writes to it fail until it is closed everywhere");
+    return std::make_error_code(std::errc::io_error);
+  }
+  auto ec = write();
+  (void)::fstat(f.fd(), &f.seen);
+  return ec;
+}
+
 // A write changed the file: its modification time is the write's again.
 void note_write(open_file& f) {
   std::lock_guard lk(f.m);
@@ -259,7 +277,8 @@ int do_setattr(fs_state& s, inode& in, struct stat* attr, int to_set) {
     if (!t.file) {
       if (int r = open_store(s, in, t.file)) return r;
     }
-    if (auto ec = t.file->file->truncate(static_cast<std::uint64_t>(attr->st_size))) return err_of(ec);
+    auto trunc = [&] { return t.file->file->truncate(static_cast<std::uint64_t>(attr->st_size)); };
+    if (auto ec = t.file->file->is_container() ? trunc() : plain_write(s, *t.file, trunc)) return err_of(ec);
     note_write(*t.file);
     if (t.file->opens == 0) wake_committer(s);  // a truncate of a closed file: commit it soon
   }
@@ -522,13 +541,15 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t o
     std::error_code ec;
     const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
     if (fi->direct_io) kill_privs(req, *h.f);
-    if (h.flags & O_APPEND) {
-      // Appends from every descriptor go one after the other, each at the end.
-      std::lock_guard lk(h.f->append_m);
-      ec = h.f->file->pwrite(bytes, h.f->file->size());
-    } else {
-      ec = h.f->file->pwrite(bytes, static_cast<std::uint64_t>(off));
-    }
+    auto write = [&] {
+      if (h.flags & O_APPEND) {
+        // Appends from every descriptor go one after the other, each at the end.
+        std::lock_guard lk(h.f->append_m);
+        return h.f->file->pwrite(bytes, h.f->file->size());
+      }
+      return h.f->file->pwrite(bytes, static_cast<std::uint64_t>(off));
+    };
+    ec = h.f->file->is_container() ? write() : plain_write(state(req), *h.f, write);
     replied = true;
     if (ec) return (void)fuse_reply_err(req, err_of(ec));
     note_write(*h.f);
@@ -852,13 +873,13 @@ std::size_t raise_fd_limit() {
 
 // Whether inodes can be reopened by file handle: the daemon may (CAP_DAC_READ_SEARCH) and the
 // backing file system gives handles that open again.
-bool handles_work(int root_fd) {
+bool handles_work(int root_fd, int mount_fd) {
   std::vector<unsigned char> h(sizeof(file_handle) + MAX_HANDLE_SZ);
   auto* fh = reinterpret_cast<file_handle*>(h.data());
   fh->handle_bytes = MAX_HANDLE_SZ;
   int mount_id = 0;
   if (::name_to_handle_at(root_fd, "", fh, &mount_id, AT_EMPTY_PATH) != 0) return false;
-  const int fd = ::open_by_handle_at(root_fd, fh, O_PATH | O_CLOEXEC);
+  const int fd = ::open_by_handle_at(mount_fd, fh, O_PATH | O_CLOEXEC);
   if (fd < 0) return false;
   ::close(fd);
   return true;
@@ -913,10 +934,11 @@ int serve(const mount_options& o, std::FILE* err) {
     std::fprintf(err, "qzfs mount: compression=%s: unknown (off, lz4, gzip[-N], zstd[-N], auto)\n", o.compression.c_str());
     return 1;
   }
-  s->handles = handles_work(root);
+  // (open_by_handle_at wants a real descriptor of the file system, not an O_PATH one.)
+  s->handles = handles_work(root, s->lock_fd);
   const std::size_t spare = nofile > 256 ? nofile - 128 : nofile / 2;
   s->max_files = std::max<std::size_t>(16, spare / 2);
-  s->fds.setup(root, std::max<std::size_t>(16, spare / 4));
+  s->fds.setup(s->lock_fd, std::max<std::size_t>(16, spare / 4));
   s->so.record_size = o.recordsize;
   s->budget = std::make_unique<store::memory_budget>(o.cache_bytes);
   s->so.budget = s->budget.get();

@@ -164,6 +164,7 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
     made->k = {in.dev, in.ino};
     made->name = o.name;
     made->read_only = read_only;
+    if (!made->file->is_container()) (void)::fstat(made->fd(), &made->seen);
     return 0;
   });
 }

@@ -105,6 +105,12 @@ struct open_file {
   std::optional<timespec> atime, mtime;
   bool read_only = false;
   std::mutex append_m;  // O_APPEND writes (without the writeback cache) one after the other
+  // A plain file (not a container) belongs to the backing directory too: what the mount last
+  // saw of it (size, mtime, ctime). A change made beside the mount makes the mount's writes fail
+  // (EIO) instead of writing the kernel's stale view over it (issue 12, item 9). plain_m orders
+  // the mount's own writes, which move these.
+  std::mutex plain_m;
+  struct stat seen {};
   [[nodiscard]] int fd() const;  // the backing file's descriptor
 };
 using file_ptr = std::shared_ptr<open_file>;

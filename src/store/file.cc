@@ -277,6 +277,12 @@ void file::shed() {
   }
 }
 
+bool file::keep_in_memory(std::error_code ec) const noexcept {
+  if (ec == std::errc::file_too_large || ec == std::errc::invalid_argument) return false;  // the caller's own
+  // Memory is bounded: past twice the budget the writer hears of the failure at once.
+  return acct_.budget == nullptr || acct_.budget->used() <= 2 * acct_.budget->limit();
+}
+
 std::error_code file::note_error(std::error_code ec) {
   if (ec) {
     std::lock_guard lk(m_);
@@ -589,7 +595,17 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
           }
           if (!ec) ec = finish_batch(*b, false);
           for (auto it = stripes.rbegin(); it != stripes.rend(); ++it) stripes_[*it].unlock();
-          if (ec) return ec;
+          if (ec) {
+            // The backing file system refused (full, quota, I/O error): the records are kept in
+            // memory like any buffered write and written back later; the failure is counted
+            // for the next fsync or close. With the kernel's writeback cache a failed WRITE
+            // would be data the kernel drops.
+            if (!keep_in_memory(ec)) return ec;
+            (void)note_error(ec);
+            next_whole = ~std::uint64_t{0};
+            --i;
+            continue;
+          }
         }
         done += (last - i) * rs_;
         if (last < end_whole) next_whole = last;
@@ -614,7 +630,9 @@ std::error_code file::pwrite(std::span<const iovec> in, std::uint64_t off) {
   }
   if (write_back) {
     std::shared_lock layout(layout_);
-    return flush_some(false);
+    // This write's bytes are buffered: a write-back that fails keeps them (and the earlier ones)
+    // in memory and is counted for the next fsync or close.
+    if (auto ec = note_error(flush_some(false)); ec && !keep_in_memory(ec)) return ec;
   }
   return {};
 }

@@ -234,6 +234,8 @@ class file {
   [[nodiscard]] std::error_code zero_records(std::uint64_t off, std::uint64_t len);  // layout_ exclusive
   /// layout_ exclusive: every batch in flight finished, and the size.
   [[nodiscard]] std::error_code settle_locked(std::uint64_t& size);
+  /// Whether a failed write-back leaves the records buffered and the write succeeds.
+  [[nodiscard]] bool keep_in_memory(std::error_code ec) const noexcept;
   /// Counts a failure for error_seq() and returns it.
   std::error_code note_error(std::error_code ec);
   /// commit_m_ + layout_: rewrites every frame written since the last durable commit (after a
