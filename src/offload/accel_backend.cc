@@ -234,6 +234,7 @@ void accel_backend::work(unsigned idx) {
       t = q_.front();
       q_.pop_front();
     }
+    if (o_.after_pop) o_.after_pop();
     std::uint8_t expect = ticket::queued;
     if (!t->st.compare_exchange_strong(expect, ticket::running)) {  // cancelled meanwhile
       release(*t);

@@ -140,7 +140,8 @@ std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
     format::container_slot s;
     if (got < (i + 1) * slot_size) continue;
     if (format::parse_slot(hdr.subspan(i * slot_size, slot_size), s) != format::container_error::ok) continue;
-    if ((s.generation + 1) % 2 != static_cast<std::uint64_t>(i)) continue;  // odd generations in slot 0
+    // A commit writes generation G to slot (G + 1) % 2, then copies it into the other slot: any
+    // valid slot may hold any generation; the newest is the state.
     if (!found || s.generation > best.generation) best = s, found = true;
   }
   if (!found) {
@@ -1259,6 +1260,10 @@ std::error_code file::commit_locked() {
   slot_written = true;
   if (auto ec = io_->pwrite(sb, ((slot.generation + 1) % 2) * slot_size)) return fail(ec, false);
   if (auto ec = io_->sync()) return fail(ec, true);
+  // The other slot becomes a copy (it held the generation before, superseded now): a damaged
+  // slot then never rolls the file back to an older state, the copy says the same. Not synced:
+  // whichever of the two reaches the disk, the newest valid one is this generation.
+  (void)io_->pwrite(sb, (slot.generation % 2) * slot_size);
 
   std::lock_guard lk(m_);
   durable_gen_ = slot.generation;

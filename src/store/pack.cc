@@ -51,7 +51,7 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
     format::container_slot s;
     if (got < (i + 1) * format::slot_size) continue;
     if (format::parse_slot(std::span(head + i * format::slot_size, format::slot_size), s) != format::container_error::ok) continue;
-    if ((s.generation + 1) % 2 != i || s.generation <= best) continue;
+    if (s.generation <= best) continue;
     best = s.generation;
     out = s.logical_size;
   }

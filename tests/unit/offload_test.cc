@@ -3,6 +3,7 @@
 // backend or stored raw, the bytes round-trip, and the counters account for every job.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -283,6 +284,117 @@ TEST(accel_backend, saturated_device_overflows_to_the_cpu) {
   EXPECT_GT(s.overflow, 0u);
   EXPECT_EQ(s.to_accel + s.to_cpu, 100u);
   EXPECT_EQ(accel.stats().failed, 0u);
+}
+
+// What a test sees of one job: how often the accelerator finished it, how often a final result
+// reached the submitter, and the scheduler's redo on the CPU of what the device failed back.
+struct tally {
+  cpu_backend* cpu = nullptr;
+  std::atomic<int> from_accel{0}, final{0};
+
+  static void accel_done(job& j, void* self) {
+    auto& t = *static_cast<tally*>(self);
+    t.from_accel.fetch_add(1);
+    if (j.st == codec::status::error) {
+      j.redone = true;
+      t.cpu->submit(j);
+      return;
+    }
+    j.complete();
+  }
+  static void final_result(job&, void* self) { static_cast<tally*>(self)->final.fetch_add(1); }
+};
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!pred() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+  return pred();
+}
+
+// Issue 12, item 11. A worker takes a ticket off the queue, drops the lock, and only then marks
+// it running; the ticket is still 'queued' in between. The watchdog used to cancel such a ticket
+// once its deadline had passed, fail the job and release the ticket; the worker, finding it
+// cancelled, released it a second time: the ticket was free twice over (queue_depth() wrapped
+// around) and two later jobs shared its buffers (one of them never finished). The seam holds the
+// worker there until the deadline is long past: the ticket is its worker's, the job finishes
+// once, the pool stays whole, and more jobs than it holds all get through.
+TEST(accel_backend, watchdog_leaves_a_taken_ticket_to_its_worker) {
+  batch first(1, 32 * 1024), more(16, 32 * 1024);
+  tally first_tally;
+  auto more_tally = std::make_unique<tally[]>(more.jobs.size());
+  std::atomic<int> pops{0};
+  std::atomic<bool> held{false}, finished_while_held{false};
+
+  auto o = fast_accel();
+  o.sessions = 1;
+  o.queue_capacity = 2;
+  o.timeout = 100ms;  // the watchdog looks every 5 ms
+  o.after_pop = [&, hold = o.timeout + 400ms] {
+    if (pops.fetch_add(1) != 0) return;
+    held = true;
+    const auto until = std::chrono::steady_clock::now() + hold;
+    while (first_tally.from_accel.load() == 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(1ms);
+    finished_while_held = first_tally.from_accel.load() != 0;
+    held = false;
+  };
+  cpu_backend cpu({.workers = 1});
+  accel_backend accel(make_software_device(), o);
+  ASSERT_EQ(accel.state(), health::up) << accel.reason();
+
+  auto submit = [&](job& j, tally& t) {
+    t.cpu = &cpu;
+    j.on_finish = &tally::accel_done;
+    j.on_finish_ctx = &t;
+    j.then = &tally::final_result;
+    j.then_ctx = &t;
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    while (!accel.try_submit(j)) {
+      if (std::chrono::steady_clock::now() > give_up) {
+        ADD_FAILURE() << "the device never took the job (state " << to_string(accel.state()) << ")";
+        j.on_finish = nullptr;
+        cpu.submit(j);
+        return;
+      }
+      if (!accel.serving()) accel.probe_now();  // a timeout took it down
+      std::this_thread::sleep_for(200us);
+    }
+  };
+
+  submit(first.jobs[0], first_tally);
+  ASSERT_TRUE(eventually([&] { return first_tally.final.load() != 0; }, 20s)) << "the first job never finished";
+  ASSERT_TRUE(eventually([&] { return !held.load(); }, 20s));
+  EXPECT_FALSE(finished_while_held.load()) << "the watchdog finished a job whose ticket a worker held";
+  EXPECT_TRUE(eventually([&] { return accel.queue_depth() == 0; }, 5s))
+      << "queue depth " << accel.queue_depth() << " with nothing in flight: a ticket was released twice";
+  std::this_thread::sleep_for(20ms);  // a second finish would come now
+  EXPECT_EQ(first_tally.from_accel.load(), 1);
+  EXPECT_EQ(first_tally.final.load(), 1);
+  first.check_all_round_trip();
+
+  // Eight times what the pool holds, one by one as tickets come free.
+  for (std::size_t i = 0; i < more.jobs.size(); ++i) submit(more.jobs[i], more_tally[i]);
+  const bool all = eventually(
+      [&] {
+        for (std::size_t i = 0; i < more.jobs.size(); ++i)
+          if (more_tally[i].final.load() == 0) return false;
+        return true;
+      },
+      20s);
+  std::this_thread::sleep_for(20ms);
+  for (std::size_t i = 0; i < more.jobs.size(); ++i) {
+    EXPECT_LE(more_tally[i].from_accel.load(), 1) << "job " << i << " finished twice by the device";
+    EXPECT_EQ(more_tally[i].final.load(), 1) << "job " << i;
+  }
+  ASSERT_TRUE(all) << "a job was lost";
+  more.check_all_round_trip();
+  EXPECT_TRUE(eventually([&] { return accel.queue_depth() == 0; }, 5s)) << accel.queue_depth();
+  auto a = accel.stats();
+  EXPECT_EQ(a.submitted, 1 + more.jobs.size());
+  EXPECT_EQ(a.submitted, a.completed + a.failed) << "accelerator jobs unaccounted for";
+  EXPECT_GT(a.completed, 0u) << "the device took nothing after the race: nothing was tested";
+  EXPECT_GE(pops.load(), 1 + static_cast<int>(more.jobs.size()));
 }
 
 TEST(scheduler, a_slow_device_gets_only_what_the_cpu_cannot_absorb) {

@@ -137,7 +137,8 @@ TEST(store, sequential_page_writes_merge_in_memory) {
   EXPECT_EQ(st.rmw_reads, 0u) << "a page-sized write re-read its record";
   EXPECT_EQ(st.per_format[1], 32u);
   EXPECT_LE(st.flushes, 32u / 4 + 1) << "records go to the engine in batches";
-  EXPECT_LE(disk->writes, 32u + 4) << "a record was written more than once";
+  // 32 frames, the header, two map copies, the slot and its copy.
+  EXPECT_LE(disk->writes, 32u + 5) << "a record was written more than once";
   EXPECT_EQ(read_all(*f), d);
 }
 

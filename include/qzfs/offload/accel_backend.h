@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,9 @@ class accel_backend final : public backend {
     std::chrono::milliseconds timeout{2000};
     std::chrono::milliseconds backoff_initial{100}, backoff_max{30000};
     verify_mode verify = verify_mode::full;
+    // Tests only: a worker calls this right after it has taken a ticket off the queue and
+    // dropped the lock, before it starts the ticket (to hold it there while the watchdog looks).
+    std::function<void()> after_pop;
   };
   accel_backend(std::unique_ptr<device> dev, options o);
   ~accel_backend() override;
