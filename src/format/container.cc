@@ -54,7 +54,7 @@ void encode_slot(const container_slot& s, std::span<std::byte, slot_size> out) n
   std::byte* p = out.data();
   std::memset(p, 0, slot_size);
   std::memcpy(p, magic, 4);
-  p[4] = std::byte{container_version};
+  p[4] = std::byte{s.version};
   p[5] = std::byte{slot_size};
   p[6] = std::byte{s.record_shift};
   put64(p + 8, s.generation);
@@ -68,7 +68,7 @@ void encode_slot(const container_slot& s, std::span<std::byte, slot_size> out) n
 container_error parse_slot(std::span<const std::byte> in, container_slot& out) noexcept {
   if (in.size() < slot_size || !has_container_magic(in)) return container_error::not_container;
   const std::byte* p = in.data();
-  if (p[4] != std::byte{container_version}) return container_error::bad_version;
+  if (p[4] != std::byte{1} && p[4] != std::byte{2}) return container_error::bad_version;
   if (p[5] != std::byte{slot_size} || get32(p + 60) != slot_check(p) || p[7] != std::byte{0}) {
     return container_error::bad_header;
   }
@@ -76,6 +76,7 @@ container_error parse_slot(std::span<const std::byte> in, container_slot& out) n
     if (p[i] != std::byte{0}) return container_error::bad_header;
   }
   container_slot s;
+  s.version = static_cast<std::uint8_t>(p[4]);
   s.record_shift = static_cast<std::uint8_t>(p[6]);
   s.generation = get64(p + 8);
   s.logical_size = get64(p + 16);
@@ -147,6 +148,101 @@ bool decode_map_chunk(std::span<const std::byte> chunk, std::size_t k, std::uint
       return false;
     }
     out[i] = e;
+  }
+  return true;
+}
+
+namespace {
+
+// A version-1 entry's 24 bytes (shared by both versions; v2 puts the index in front).
+void put_entry(std::byte* p, const map_entry& e) noexcept {
+  put64(p, e.offset);
+  put32(p + 8, e.length);
+  p[12] = std::byte(e.format);
+  p[13] = std::byte(e.producer);
+  put16(p + 14, 0);
+  put64(p + 16, e.payload_hash);
+}
+
+// Reads and checks one entry; `lost_as_range`: v2's lost entries carry their last index.
+bool get_entry(const std::byte* p, map_entry& e, bool lost_as_range) noexcept {
+  e.offset = get64(p);
+  e.length = get32(p + 8);
+  const auto fmt = static_cast<std::uint8_t>(p[12]);
+  const auto prod = static_cast<std::uint8_t>(p[13]);
+  e.payload_hash = get64(p + 16);
+  if (get16(p + 14) != 0 || fmt >= codec::payload_format_count || prod >= codec::engine_count) return false;
+  e.format = static_cast<codec::payload_format>(fmt);
+  e.producer = static_cast<codec::engine>(prod);
+  if (e.offset <= 1) {
+    return e.length == 0 && fmt == 0 && prod == 0 && (e.payload_hash == 0 || (lost_as_range && e.offset == 1));
+  }
+  return e.offset >= container_header_size && e.offset <= max_container_size && e.length > frame_header_size &&
+         e.length <= max_frame_size;
+}
+
+}  // namespace
+
+void encode_map_v2(std::span<const indexed_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept {
+  const std::size_t chunks = map_chunks_v2(entries.size());
+  for (std::size_t k = 0; k < chunks; ++k) {
+    std::byte* c = out.data() + map_chunk_offset_v2(k);
+    const std::size_t first = k * map_chunk_entries_v2;
+    const std::size_t n = (map_chunk_length_v2(entries.size(), k) - map_trailer_size) / map_entry_size_v2;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::byte* p = c + i * map_entry_size_v2;
+      put64(p, entries[first + i].index);
+      put_entry(p + 8, entries[first + i].e);
+    }
+    std::byte* t = c + n * map_entry_size_v2;
+    put64(t, generation);
+    put64(t + 8, XXH3_64bits_withSeed(c, n * map_entry_size_v2 + 8, chunk_seed(generation, k)));
+  }
+}
+
+bool decode_map_chunk_v2(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
+                         std::span<indexed_entry> out) noexcept {
+  if (chunk.size() < map_trailer_size || (chunk.size() - map_trailer_size) % map_entry_size_v2 != 0) return false;
+  const std::size_t n = (chunk.size() - map_trailer_size) / map_entry_size_v2;
+  if (n != out.size() || n > map_chunk_entries_v2 || n == 0) return false;
+  const std::byte* c = chunk.data();
+  const std::byte* t = c + n * map_entry_size_v2;
+  if (get64(t) != generation) return false;
+  if (get64(t + 8) != XXH3_64bits_withSeed(c, n * map_entry_size_v2 + 8, chunk_seed(generation, k))) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::byte* p = c + i * map_entry_size_v2;
+    indexed_entry x;
+    x.index = get64(p);
+    if (!get_entry(p + 8, x.e, true) || x.e.hole()) return false;
+    if (x.e.lost() && x.e.payload_hash < x.index) return false;
+    if (i > 0 && x.index <= out[i - 1].last()) return false;  // ascending, ranges apart
+    out[i] = x;
+  }
+  return true;
+}
+
+bool decode_map(std::span<const std::byte> copy, const container_slot& s, std::vector<indexed_entry>& out) {
+  out.clear();
+  const std::size_t n = s.map_records;
+  if (copy.size() < map_bytes(s)) return false;
+  if (s.version == 1) {
+    std::vector<map_entry> dense(n);
+    for (std::size_t k = 0; k < map_chunks(n); ++k) {
+      const std::size_t len = map_chunk_length(n, k);
+      auto dst = std::span(dense).subspan(k * map_chunk_entries, (len - map_trailer_size) / map_entry_size);
+      if (!decode_map_chunk(copy.subspan(map_chunk_offset(k), len), k, s.generation, dst)) return false;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!dense[i].hole()) out.push_back({i, dense[i]});
+    }
+    return true;
+  }
+  out.resize(n);
+  for (std::size_t k = 0; k < map_chunks_v2(n); ++k) {
+    const std::size_t len = map_chunk_length_v2(n, k);
+    auto dst = std::span(out).subspan(k * map_chunk_entries_v2, (len - map_trailer_size) / map_entry_size_v2);
+    if (!decode_map_chunk_v2(copy.subspan(map_chunk_offset_v2(k), len), k, s.generation, dst)) return false;
+    if (k > 0 && dst.front().index <= out[k * map_chunk_entries_v2 - 1].last()) return false;
   }
   return true;
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "qzfs/codec/workspace.h"
@@ -157,34 +158,89 @@ std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
 
   // The map: copy 0 in one read, each damaged chunk from copy 1, else its records are lost.
   const std::size_t n = best.map_records;
-  if (n > 0 && (format::map_bytes(n) > len || best.map_offset[0] > len - format::map_bytes(n) ||
-                best.map_offset[1] > len - format::map_bytes(n))) {
+  const std::uint64_t mlen = n > 0 ? format::map_bytes(best) : 0;
+  if (n > 0 && (mlen > len || best.map_offset[0] > len - mlen || best.map_offset[1] > len - mlen)) {
     report("the record map lies past the end of the container");
     return eio();
   }
-  std::vector<format::map_entry> entries(n);
-  std::vector<bool> lost(n, false);
+  const std::uint64_t records = (best.logical_size + rs_ - 1) >> shift_;
+  std::vector<format::indexed_entry> entries;  // ascending
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> lost;  // ranges, inclusive
   if (n > 0) {
-    const std::size_t bytes = format::map_bytes(n);
-    std::vector<std::byte> copy(bytes);
+    std::vector<std::byte> copy(mlen);
     std::size_t got0 = 0;
     if (auto ec = io_->pread(copy, best.map_offset[0], got0)) return ec;
     std::vector<std::byte> chunk;
-    for (std::size_t k = 0; k < format::map_chunks(n); ++k) {
-      const std::size_t at = format::map_chunk_offset(k), clen = format::map_chunk_length(n, k);
-      const std::size_t first = k * format::map_chunk_entries;
-      auto dst = std::span(entries).subspan(first, (clen - format::map_trailer_size) / format::map_entry_size);
-      if (got0 >= at + clen && format::decode_map_chunk(std::span(copy).subspan(at, clen), k, best.generation, dst)) continue;
-      chunk.resize(clen);
-      std::size_t got1 = 0;
-      if (!io_->pread(chunk, best.map_offset[1] + at, got1) && got1 == clen &&
-          format::decode_map_chunk(chunk, k, best.generation, dst)) {
-        report("map chunk " + std::to_string(k) + " damaged in copy 0, read from copy 1");
+    const bool v1 = best.version == 1;
+    const std::size_t chunks = v1 ? format::map_chunks(n) : format::map_chunks_v2(n);
+    std::vector<format::map_entry> dense;
+    std::vector<format::indexed_entry> part;
+    // A chunk damaged in both copies: its records are lost, never zeros. For a sparse map that is
+    // everything between the chunks around it; `gap_from` is where the gap began.
+    std::optional<std::uint64_t> gap_from;
+    auto close_gap = [&](std::uint64_t next_index) {
+      if (gap_from && *gap_from < next_index) lost.emplace_back(*gap_from, next_index - 1);
+      gap_from.reset();
+    };
+    for (std::size_t k = 0; k < chunks; ++k) {
+      const std::size_t at = v1 ? format::map_chunk_offset(k) : format::map_chunk_offset_v2(k);
+      const std::size_t clen = v1 ? format::map_chunk_length(n, k) : format::map_chunk_length_v2(n, k);
+      const std::size_t cn = (clen - format::map_trailer_size) / (v1 ? format::map_entry_size : format::map_entry_size_v2);
+      auto decode = [&](std::span<const std::byte> bytes) {
+        if (v1) {
+          dense.assign(cn, {});
+          return format::decode_map_chunk(bytes, k, best.generation, dense);
+        }
+        part.assign(cn, {});
+        return format::decode_map_chunk_v2(bytes, k, best.generation, part);
+      };
+      bool ok = got0 >= at + clen && decode(std::span(copy).subspan(at, clen));
+      if (!ok) {
+        chunk.resize(clen);
+        std::size_t got1 = 0;
+        ok = !io_->pread(chunk, best.map_offset[1] + at, got1) && got1 == clen && decode(chunk);
+        if (ok) report("map chunk " + std::to_string(k) + " damaged in copy 0, read from copy 1");
+      }
+      if (v1) {
+        const std::uint64_t first = k * format::map_chunk_entries;
+        if (!ok) {
+          report("map chunk " + std::to_string(k) + " damaged in both copies: records " + std::to_string(first) + ".." +
+                 std::to_string(first + cn - 1) + " are lost");
+          lost.emplace_back(first, first + cn - 1);
+          continue;
+        }
+        for (std::size_t i = 0; i < cn; ++i) {
+          if (dense[i].lost()) {
+            lost.emplace_back(first + i, first + i);
+          } else if (!dense[i].hole()) {
+            entries.push_back({first + i, dense[i]});
+          }
+        }
         continue;
       }
-      report("map chunk " + std::to_string(k) + " damaged in both copies: records " + std::to_string(first) + ".." +
-             std::to_string(first + dst.size() - 1) + " are lost");
-      for (std::size_t i = 0; i < dst.size(); ++i) lost[first + i] = true, dst[i] = format::map_entry{};
+      if (!ok) {
+        if (!gap_from) gap_from = entries.empty() && lost.empty() ? 0 : std::max(entries.empty() ? 0 : entries.back().last() + 1,
+                                                                                  lost.empty() ? 0 : lost.back().second + 1);
+        continue;
+      }
+      // Chunks must follow each other in order, like the entries inside them.
+      const std::uint64_t floor = std::max(entries.empty() ? 0 : entries.back().last() + 1, lost.empty() ? 0 : lost.back().second + 1);
+      if ((!entries.empty() || !lost.empty() || gap_from) && part.front().index < floor) {
+        report("map chunk " + std::to_string(k) + " is out of order");
+        return eio();
+      }
+      close_gap(part.front().index);
+      for (const auto& x : part) {
+        if (x.e.lost()) {
+          lost.emplace_back(x.index, x.last());
+        } else {
+          entries.push_back(x);
+        }
+      }
+    }
+    if (gap_from) {
+      if (records > *gap_from) report("records from " + std::to_string(*gap_from) + " on are lost: their map chunk is damaged in both copies");
+      close_gap(std::max<std::uint64_t>(records, *gap_from));
     }
   }
 
@@ -192,36 +248,50 @@ std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
   // that has them (crafted, or a bug) loses the overlapping records rather than sharing bytes.
   struct ext {
     std::uint64_t off, len;
-    std::size_t index;  // n for a map copy
+    std::size_t at;  // position in `entries`; ~0 for a map copy
   };
+  constexpr std::size_t map_copy = ~std::size_t{0};
   std::vector<ext> used;
-  used.reserve(n + 2);
-  const std::uint64_t mlen = n > 0 ? format::map_bytes(n) : 0;
-  if (n > 0) used.push_back({best.map_offset[0], mlen, n}), used.push_back({best.map_offset[1], mlen, n});
-  for (std::size_t i = 0; i < n; ++i) {
-    if (entries[i].frame()) used.push_back({entries[i].offset, entries[i].length, i});
+  used.reserve(entries.size() + 2);
+  if (n > 0) used.push_back({best.map_offset[0], mlen, map_copy}), used.push_back({best.map_offset[1], mlen, map_copy});
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto& x = entries[i];
+    if (x.index >= records) {
+      report("the record map names record " + std::to_string(x.index) + " past the end of the file");
+      return eio();
+    }
+    used.push_back({x.e.offset, x.e.length, i});
   }
   std::sort(used.begin(), used.end(), [](const ext& a, const ext& b) { return a.off < b.off; });
   std::uint64_t reach = container_header_size;
-  map_.assign(n, entry{});
+  std::vector<bool> overlapping(entries.size(), false);
   for (const auto& u : used) {
     if (u.off < reach) {
-      if (u.index == n) {
+      if (u.at == map_copy) {
         report("map copies overlap other extents");
         return eio();
       }
-      report("record " + std::to_string(u.index) + " overlaps another extent: lost");
-      lost[u.index] = true;
-      entries[u.index] = format::map_entry{};
+      report("record " + std::to_string(entries[u.at].index) + " overlaps another extent: lost");
+      overlapping[u.at] = true;
       continue;
     }
     space_.take(u.off, u.len);
     reach = u.off + u.len;
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    map_[i].e = lost[i] ? format::map_entry{1, 0, {}, {}, 0} : entries[i];
-    map_[i].alloc_gen = best.generation;
-    if (map_[i].e.frame()) live_frames_ += map_[i].e.length;
+  map_.clear();
+  lost_.clear();
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto& x = entries[i];
+    if (overlapping[i]) {
+      lost.emplace_back(x.index, x.index);
+      continue;
+    }
+    map_.emplace_hint(map_.end(), x.index, entry{x.e, best.generation});
+    live_frames_ += x.e.length;
+  }
+  for (auto [first, last] : lost) {
+    if (first >= records) continue;
+    add_lost_locked(first, std::min(last, records - 1));
   }
   size_ = best.logical_size;
   durable_gen_ = best.generation;
@@ -377,8 +447,8 @@ std::error_code file::pread(std::span<std::byte> out, std::uint64_t off, std::si
       std::lock_guard lk(m_);
       if (auto it = dirty_.find(i); it != dirty_.end()) {
         dirty_buf = it->second.buf.get();
-      } else if (i < map_.size()) {
-        en = map_[i];
+      } else {
+        en = entry_locked(i);
       }
     }
     if (dirty_buf != nullptr) {
@@ -444,7 +514,7 @@ std::error_code file::make_dirty(std::uint64_t index, dirty*& d, bool need_old, 
       d = &it->second;
       return {};
     }
-    if (index < map_.size()) en = map_[index];
+    en = entry_locked(index);
     buf = take_buffer();
   }
   std::uint32_t len = 0;
@@ -917,13 +987,62 @@ void file::free_extent_locked(const entry& en) {
 }
 
 void file::set_entry_locked(std::uint64_t index, const format::map_entry& e, std::uint64_t alloc_gen) {
-  if (index >= map_.size()) {
-    if (e.hole()) return;
-    map_.resize(index + 1);
+  if (auto it = map_.find(index); it != map_.end()) {
+    free_extent_locked(it->second);
+    if (e.frame()) {
+      it->second = entry{e, alloc_gen};
+    } else {
+      map_.erase(it);
+    }
+  } else if (e.frame()) {
+    map_.emplace(index, entry{e, alloc_gen});
   }
-  free_extent_locked(map_[index]);
-  map_[index] = entry{e, alloc_gen};
+  if (e.lost()) {
+    add_lost_locked(index, index);
+  } else {
+    unlose_locked(index, index);
+  }
   if (e.frame()) live_frames_ += e.length;
+}
+
+file::entry file::entry_locked(std::uint64_t index) const {
+  if (auto it = map_.find(index); it != map_.end()) return it->second;
+  if (lost_locked(index)) return entry{format::map_entry{1, 0, {}, {}, 0}, 0};
+  return {};
+}
+
+bool file::lost_locked(std::uint64_t index) const {
+  if (lost_.empty()) return false;
+  auto it = lost_.upper_bound(index);
+  if (it == lost_.begin()) return false;
+  --it;
+  return index <= it->second;
+}
+
+void file::add_lost_locked(std::uint64_t first, std::uint64_t last) {
+  unlose_locked(first, last);  // no overlaps
+  lost_[first] = last;
+}
+
+void file::unlose_locked(std::uint64_t first, std::uint64_t last) {
+  if (lost_.empty()) return;
+  auto it = lost_.upper_bound(first);
+  if (it != lost_.begin()) --it;
+  while (it != lost_.end() && it->first <= last) {
+    const auto [a, b] = *it;
+    it = lost_.erase(it);
+    if (b < first) continue;  // entirely before
+    if (a < first) lost_[a] = first - 1;
+    if (b > last) lost_[last + 1] = b;
+  }
+}
+
+std::uint64_t file::lost_count_locked(std::uint64_t records) const {
+  std::uint64_t n = 0;
+  for (auto [a, b] : lost_) {
+    if (a < records) n += std::min(b, records - 1) - a + 1;
+  }
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -965,8 +1084,11 @@ std::error_code file::truncate(std::uint64_t size) {
     if (cut != 0) {
       if (auto it = dirty_.find(b); it != dirty_.end() && it->second.whole) it->second.whole = false, --whole_dirty_;
     }
-    for (std::uint64_t i = keep; i < map_.size(); ++i) free_extent_locked(map_[i]);
-    if (map_.size() > keep) map_.resize(keep);
+    for (auto it = map_.lower_bound(keep); it != map_.end();) {
+      free_extent_locked(it->second);
+      it = map_.erase(it);
+    }
+    unlose_locked(keep, ~std::uint64_t{0});
     size_ = size;
     ++change_seq_;
   } else if (size > old) {
@@ -989,8 +1111,20 @@ std::error_code file::settle_locked(std::uint64_t& size) {
 }
 
 std::error_code file::zero_records(std::uint64_t off, std::uint64_t len) {
+  // Costs what the range holds, not its length: a punch over 2^50 bytes of a sparse file visits
+  // only the records with data (layout_ is held exclusively: nothing changes meanwhile).
   const std::uint64_t end = off + len;
-  for (std::uint64_t i = off >> shift_; (i << shift_) < end; ++i) {
+  const std::uint64_t first = off >> shift_, last = (end - 1) >> shift_;
+  auto clear_whole_locked = [&](std::uint64_t i) {
+    if (auto it = dirty_.find(i); it != dirty_.end()) {
+      if (it->second.whole) --whole_dirty_;
+      give_buffer(std::move(it->second.buf));
+      dirty_.erase(it);
+    }
+    set_entry_locked(i, format::map_entry{}, cur_gen_);
+    ++change_seq_;
+  };
+  auto zero_one = [&](std::uint64_t i) -> std::error_code {
     const std::uint64_t start = i << shift_;
     const auto a = static_cast<std::uint32_t>(std::max(off, start) - start);
     const auto b = static_cast<std::uint32_t>(std::min<std::uint64_t>(end, start + rs_) - start);
@@ -1002,22 +1136,36 @@ std::error_code file::zero_records(std::uint64_t off, std::uint64_t len) {
     drop_cache(i);
     if (a == 0 && b >= cur) {
       std::lock_guard lk(m_);
-      if (auto it = dirty_.find(i); it != dirty_.end()) {
-        if (it->second.whole) --whole_dirty_;
-        give_buffer(std::move(it->second.buf));
-        dirty_.erase(it);
-      }
-      if (i < map_.size()) set_entry_locked(i, format::map_entry{}, cur_gen_);
-      ++change_seq_;
-      continue;
+      clear_whole_locked(i);
+      return {};
     }
     dirty* d = nullptr;
     if (auto ec = make_dirty(i, d, true)) return ec;
     std::memset(d->buf.get() + a, 0, b - a);
     std::lock_guard lk(m_);
     ++change_seq_;
+    return {};
+  };
+  if (auto ec = zero_one(first)) return ec;
+  if (last == first) return {};
+  if (last > first + 1) {
+    std::vector<std::uint64_t> with_data;
+    {
+      std::lock_guard lk(m_);
+      for (auto it = map_.upper_bound(first); it != map_.end() && it->first < last; ++it) with_data.push_back(it->first);
+      for (auto& [j, d] : dirty_) {
+        if (j > first && j < last && !map_.count(j)) with_data.push_back(j);
+      }
+      unlose_locked(first + 1, last - 1);
+      ++change_seq_;
+    }
+    for (auto i : with_data) {
+      drop_cache(i);
+      std::lock_guard lk(m_);
+      clear_whole_locked(i);
+    }
   }
-  return {};
+  return zero_one(last);
 }
 
 std::error_code file::punch_hole(std::uint64_t off, std::uint64_t len) {
@@ -1068,12 +1216,10 @@ std::error_code file::allocate(std::uint64_t off, std::uint64_t len, bool keep_s
     // Records without data in [first, last]: those in the map without a frame, every one past
     // the map (counted, not walked: the range may be huge), less the buffered ones.
     const std::uint64_t first = off >> shift_, last = (off + len - 1) >> shift_;
-    std::uint64_t empty = 0;
-    for (std::uint64_t i = first; i <= last && i < map_.size(); ++i) empty += map_[i].e.frame() ? 0 : 1;
-    const std::uint64_t beyond = std::max<std::uint64_t>(first, map_.size());
-    if (last >= beyond) empty += last - beyond + 1;
+    std::uint64_t empty = last - first + 1;
+    for (auto it = map_.lower_bound(first); it != map_.end() && it->first <= last; ++it) --empty;
     for (const auto& [i, d] : dirty_) {
-      if (i >= first && i <= last && (i >= map_.size() || !map_[i].e.frame())) --empty;
+      if (i >= first && i <= last && !map_.count(i)) --empty;
     }
     std::uint64_t free = 0;
     const std::uint64_t worst = empty * (rs_ + format::frame_header_size);
@@ -1089,25 +1235,35 @@ std::error_code file::seek(std::uint64_t off, int whence, std::uint64_t& out) {
   std::shared_lock layout(layout_);
   std::lock_guard lk(m_);
   if (off >= size_) return std::make_error_code(std::errc::no_such_device_or_address);
-  const std::uint64_t last = (size_ - 1) >> shift_;
-  for (std::uint64_t i = off >> shift_; i <= last; ++i) {
-    const bool data = dirty_.count(i) != 0 || (i < map_.size() && !map_[i].e.hole());
-    if (data == (whence == SEEK_DATA)) {
-      out = std::max(off, i << shift_);
-      return {};
+  // O(log n) in the records with data (and the few buffered ones), whatever the offsets.
+  const std::uint64_t last = (size_ - 1) >> shift_, i0 = off >> shift_;
+  if (whence == SEEK_DATA) {
+    std::uint64_t cand = ~std::uint64_t{0};
+    if (auto it = map_.lower_bound(i0); it != map_.end()) cand = it->first;
+    if (auto lt = lost_.upper_bound(i0); lt != lost_.begin() && std::prev(lt)->second >= i0) {
+      cand = i0;
+    } else if (lt != lost_.end()) {
+      cand = std::min(cand, lt->first);
     }
-    // Past the map there is nothing but holes.
-    if (whence == SEEK_DATA && i >= map_.size()) {
-      bool any = false;
-      for (auto& [j, d] : dirty_) any = any || j >= i;
-      if (!any) break;
+    for (auto& [j, d] : dirty_) {
+      if (j >= i0) cand = std::min(cand, j);
     }
-  }
-  if (whence == SEEK_HOLE) {
-    out = size_;
+    if (cand > last) return std::make_error_code(std::errc::no_such_device_or_address);
+    out = std::max(off, cand << shift_);
     return {};
   }
-  return std::make_error_code(std::errc::no_such_device_or_address);
+  std::uint64_t i = i0;
+  while (i <= last) {
+    if (auto lt = lost_.upper_bound(i); lt != lost_.begin() && std::prev(lt)->second >= i) {
+      i = std::prev(lt)->second + 1;
+    } else if (map_.count(i) != 0 || dirty_.count(i) != 0) {
+      ++i;
+    } else {
+      break;
+    }
+  }
+  out = i > last ? size_ : std::max(off, i << shift_);
+  return {};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1158,8 +1314,8 @@ std::error_code file::rewrite_recent() {
   std::vector<std::pair<std::uint64_t, format::map_entry>> recent;
   {
     std::lock_guard lk(m_);
-    for (std::uint64_t i = 0; i < map_.size(); ++i) {
-      if (map_[i].e.frame() && map_[i].alloc_gen > durable_epoch_) recent.emplace_back(i, map_[i].e);
+    for (auto& [i, en] : map_) {
+      if (en.alloc_gen > durable_epoch_) recent.emplace_back(i, en.e);
     }
   }
   std::vector<std::byte> buf;
@@ -1198,7 +1354,7 @@ std::error_code file::rewrite_recent() {
 }
 
 std::error_code file::commit_locked() {
-  std::vector<format::map_entry> snap;
+  std::vector<format::indexed_entry> snap;
   format::container_slot slot;
   std::uint64_t seq, epoch, new_off[2] = {0, 0}, mlen = 0;
   {
@@ -1212,14 +1368,24 @@ std::error_code file::commit_locked() {
     epoch = cur_gen_++;
     slot.record_shift = static_cast<std::uint8_t>(shift_);
     slot.logical_size = size_;
-    std::size_t n = map_.size();
-    while (n > 0 && map_[n - 1].e.hole()) --n;
     // Lost records stay lost in every later generation: they must never come back as zeros.
-    snap.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) snap.push_back(map_[i].e);
+    const std::uint64_t records = (size_ + rs_ - 1) >> shift_;
+    snap.reserve(map_.size() + lost_.size());
+    auto lt = lost_.begin();
+    auto put_lost = [&] {
+      if (lt->first < records) snap.push_back({lt->first, format::map_entry{1, 0, {}, {}, std::min(lt->second, records - 1)}});
+      ++lt;
+    };
+    for (auto& [i, en] : map_) {
+      while (lt != lost_.end() && lt->first < i) put_lost();
+      snap.push_back({i, en.e});
+    }
+    while (lt != lost_.end()) put_lost();
+    const std::size_t n = snap.size();
+    if (n > std::numeric_limits<std::uint32_t>::max()) return std::make_error_code(std::errc::file_too_large);
     slot.map_records = static_cast<std::uint32_t>(n);
     if (n > 0) {
-      mlen = format::map_bytes(n);
+      mlen = format::map_bytes_v2(n);
       new_off[0] = low_first_ ? space_.allocate_low(mlen) : space_.allocate(mlen);
       new_off[1] = low_first_ ? space_.allocate_low(mlen) : space_.allocate(mlen);
     }
@@ -1248,7 +1414,7 @@ std::error_code file::commit_locked() {
   };
   if (mlen > 0) {
     std::vector<std::byte> buf(mlen);
-    format::encode_map(snap, slot.generation, buf);
+    format::encode_map_v2(snap, slot.generation, buf);
     iovec v{buf.data(), buf.size()};
     if (auto ec = io_->pwritev({&v, 1}, new_off[0])) return fail(ec, false);
     if (auto ec = io_->pwritev({&v, 1}, new_off[1])) return fail(ec, false);
@@ -1297,9 +1463,7 @@ std::error_code file::compact() {
     std::vector<std::pair<std::uint64_t, format::map_entry>> frames;
     {
       std::lock_guard lk(m_);
-      for (std::uint64_t i = 0; i < map_.size(); ++i) {
-        if (map_[i].e.frame()) frames.emplace_back(i, map_[i].e);
-      }
+      for (auto& [i, en] : map_) frames.emplace_back(i, en.e);
     }
     std::sort(frames.begin(), frames.end(), [](auto& x, auto& y) { return x.second.offset < y.second.offset; });
     std::vector<std::byte> buf;
@@ -1376,17 +1540,17 @@ file_stats file::stats() const {
   const std::uint64_t records = (size_ + rs_ - 1) >> shift_;
   st.records = records;
   st.holes = records;
-  for (std::uint64_t i = 0; i < std::min<std::uint64_t>(records, map_.size()); ++i) {
-    if (map_[i].e.hole()) continue;
+  for (auto& [i, en] : map_) {
+    if (i >= records) break;
     --st.holes;
-    if (map_[i].e.lost()) {
-      ++st.damaged;
-    } else if (map_[i].e.format == codec::payload_format::none) {
+    if (en.e.format == codec::payload_format::none) {
       ++st.raw;
     } else {
-      ++st.per_format[static_cast<std::size_t>(map_[i].e.format)];
+      ++st.per_format[static_cast<std::size_t>(en.e.format)];
     }
   }
+  st.damaged = lost_count_locked(records);
+  st.holes -= st.damaged;
   return st;
 }
 
@@ -1395,18 +1559,24 @@ std::error_code file::check(std::vector<damage>& found) {
   if (!container_) return {};
   std::shared_lock layout(layout_);
   std::vector<std::byte> rec(rs_);
-  std::size_t n;
+  std::vector<std::uint64_t> indices;
   {
     std::lock_guard lk(m_);
-    n = map_.size();
+    const std::uint64_t records = (size_ + rs_ - 1) >> shift_;
+    for (auto [a, b] : lost_) {
+      if (a >= records) continue;
+      found.push_back({a, "records " + std::to_string(a) + ".." + std::to_string(std::min(b, records - 1)) +
+                              " are lost: their map chunk was damaged"});
+    }
+    indices.reserve(map_.size());
+    for (auto& [i, en] : map_) indices.push_back(i);
   }
-  for (std::uint64_t i = 0; i < n; ++i) {
+  for (auto i : indices) {
     std::shared_lock s(stripe(i));
     entry en;
     {
       std::lock_guard lk(m_);
-      if (i >= map_.size()) break;
-      en = map_[i];
+      en = entry_locked(i);
     }
     if (en.e.hole()) continue;
     std::string what;

@@ -331,13 +331,16 @@ TEST(store, opening_reads_only_the_header_and_the_map) {
   }
   disk->bytes_read = 0;
   auto f = open_mem(disk, o);
-  EXPECT_LE(disk->bytes_read, format::container_header_size + format::map_bytes(64));
+  EXPECT_LE(disk->bytes_read, format::container_header_size + format::map_bytes_v2(64));
 }
 
-// Every build reads the frozen container of format version 1 (QZFS_REGEN_GOLDEN=1 writes it
-// anew, only when the format version changes, into a new folder).
-TEST(store, golden_v1_container_still_reads) {
-  const std::string path = QZFS_SOURCE_DIR "/tests/golden/v1/container-4k.qzc";
+// Every build reads the frozen container of every format version: v1 (a dense record map) and
+// v2 (a sparse one). QZFS_REGEN_GOLDEN=1 writes the current version's anew (only when the format
+// version changes, into a new folder).
+class golden_container : public ::testing::TestWithParam<const char*> {};
+INSTANTIATE_TEST_SUITE_P(versions, golden_container, ::testing::Values("v1", "v2"));
+TEST_P(golden_container, still_reads) {
+  const std::string path = QZFS_SOURCE_DIR "/tests/golden/" + std::string(GetParam()) + "/container-4k.qzc";
   const auto text = test::read_file(QZFS_SOURCE_DIR "/tests/golden/v1/input.txt");
   ASSERT_EQ(text.size(), 20000u);
   std::vector<std::byte> expect(32768);
@@ -346,7 +349,8 @@ TEST(store, golden_v1_container_still_reads) {
   for (std::size_t i = 24576; i < 28672; ++i) expect[i] = std::byte(rng());       // raw
   std::copy(text.begin(), text.begin() + 4096, expect.begin() + 4096);            // zstd, 2nd generation
   std::copy(text.begin() + 100, text.begin() + 100 + 4096, expect.begin() + 28672);  // zstd, 2nd generation
-  if (std::getenv("QZFS_REGEN_GOLDEN") != nullptr) {
+  if (std::getenv("QZFS_REGEN_GOLDEN") != nullptr && std::string(GetParam()) == "v" + std::to_string(format::container_version)) {
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
     auto disk = std::make_shared<mem_disk>();
     {
       auto f = open_mem(disk, opts("gzip-1", 4096));
@@ -365,6 +369,9 @@ TEST(store, golden_v1_container_still_reads) {
   disk->bytes = test::read_file(path);
   ASSERT_FALSE(disk->bytes.empty()) << path;
   disk->blocks.assign((disk->bytes.size() + 4095) / 4096, true);
+  format::container_slot slot;
+  ASSERT_EQ(format::parse_slot(std::span(disk->bytes).first(64), slot), format::container_error::ok);
+  EXPECT_EQ("v" + std::to_string(slot.version), GetParam());
   auto f = open_mem(disk, opts("gzip-1", 128 * KiB));
   ASSERT_TRUE(f->is_container());
   EXPECT_EQ(f->record_size(), 4096u);

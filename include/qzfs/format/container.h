@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "qzfs/codec/ids.h"
 
@@ -24,17 +25,18 @@ namespace qzfs::format {
 
 inline constexpr std::size_t slot_size = 64;
 inline constexpr std::size_t container_header_size = 2 * slot_size;
-inline constexpr std::uint8_t container_version = 1;
+inline constexpr std::uint8_t container_version = 2;  // written; version 1 is read too
 inline constexpr unsigned min_record_shift = 12, max_record_shift = 20;  // 4 KiB .. 1 MiB
 /// Largest logical size a container describes (2^56 bytes; the kernel's limit is 2^63).
 inline constexpr std::uint64_t max_container_size = std::uint64_t{1} << 56;
 
 struct container_slot {
+  std::uint8_t version = container_version;  // 1: dense record map; 2: sparse (indexed entries)
   std::uint64_t generation = 0;
   std::uint8_t record_shift = 17;
   std::uint64_t logical_size = 0;
   std::uint64_t map_offset[2] = {0, 0};  // both 0 when the map is empty
-  std::uint32_t map_records = 0;         // entries in the map
+  std::uint32_t map_records = 0;         // entries in the map (v1: records 0..n-1; v2: entries)
   friend bool operator==(const container_slot&, const container_slot&) = default;
 };
 
@@ -81,6 +83,46 @@ inline constexpr std::uint32_t max_frame_size = (16u << 20) + 64;
   const std::size_t n = records - first < map_chunk_entries ? records - first : map_chunk_entries;
   return n * map_entry_size + map_trailer_size;
 }
+
+// ---- version 2: a sparse map (docs/FORMAT.md "Record map, version 2") ----
+// One 32-byte entry per record that holds data, in ascending record order: the record's index,
+// then a version-1 entry (never a hole). A lost entry (offset 1) stands for the records
+// index..payload_hash (inclusive): a range, so a damaged chunk of a sparse map loses what lay
+// between its neighbours without listing it.
+struct indexed_entry {
+  std::uint64_t index = 0;
+  map_entry e;
+  [[nodiscard]] std::uint64_t last() const noexcept { return e.lost() ? e.payload_hash : index; }
+  friend bool operator==(const indexed_entry&, const indexed_entry&) = default;
+};
+inline constexpr std::size_t map_entry_size_v2 = 32;
+inline constexpr std::size_t map_chunk_entries_v2 = (map_chunk_size - map_trailer_size) / map_entry_size_v2;  // 127
+[[nodiscard]] constexpr std::size_t map_chunks_v2(std::size_t entries) noexcept {
+  return (entries + map_chunk_entries_v2 - 1) / map_chunk_entries_v2;
+}
+[[nodiscard]] constexpr std::size_t map_bytes_v2(std::size_t entries) noexcept {
+  return entries * map_entry_size_v2 + map_chunks_v2(entries) * map_trailer_size;
+}
+[[nodiscard]] constexpr std::size_t map_chunk_offset_v2(std::size_t k) noexcept {
+  return k * (map_chunk_entries_v2 * map_entry_size_v2 + map_trailer_size);
+}
+[[nodiscard]] constexpr std::size_t map_chunk_length_v2(std::size_t entries, std::size_t k) noexcept {
+  const std::size_t first = k * map_chunk_entries_v2;
+  const std::size_t n = entries - first < map_chunk_entries_v2 ? entries - first : map_chunk_entries_v2;
+  return n * map_entry_size_v2 + map_trailer_size;
+}
+/// The map bytes of a slot of either version.
+[[nodiscard]] constexpr std::size_t map_bytes(const container_slot& s) noexcept {
+  return s.version == 1 ? map_bytes(s.map_records) : map_bytes_v2(s.map_records);
+}
+/// Encodes entries (ascending, non-overlapping); out.size() must be map_bytes_v2(entries.size()).
+void encode_map_v2(std::span<const indexed_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept;
+/// Decodes chunk `k` of a version-2 map; false when damaged, stale, out of order or invalid.
+[[nodiscard]] bool decode_map_chunk_v2(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
+                                       std::span<indexed_entry> out) noexcept;
+/// Decodes one whole copy of a slot's map (either version) into indexed entries (holes left
+/// out); false if any chunk does not verify. For tools and tests; the store reads chunk by chunk.
+[[nodiscard]] bool decode_map(std::span<const std::byte> copy, const container_slot& s, std::vector<indexed_entry>& out);
 
 /// Encodes every entry; out.size() must be map_bytes(entries.size()).
 void encode_map(std::span<const map_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept;

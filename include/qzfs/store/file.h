@@ -39,6 +39,8 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -243,6 +245,11 @@ class file {
   [[nodiscard]] std::error_code rewrite_recent();
   void free_extent_locked(const entry& en);  // m_
   void set_entry_locked(std::uint64_t index, const format::map_entry& e, std::uint64_t alloc_gen);  // m_
+  [[nodiscard]] entry entry_locked(std::uint64_t index) const;  // m_: a hole when not in the map
+  [[nodiscard]] bool lost_locked(std::uint64_t index) const;    // m_
+  void add_lost_locked(std::uint64_t first, std::uint64_t last);  // m_
+  void unlose_locked(std::uint64_t first, std::uint64_t last);    // m_: those records are no longer lost
+  [[nodiscard]] std::uint64_t lost_count_locked(std::uint64_t records) const;  // m_
   void release_locked(std::uint64_t off, std::uint64_t len);  // m_: back to the allocator, punched
   void drop_cache(std::uint64_t index);
   void report(std::string_view what);
@@ -269,7 +276,10 @@ class file {
 
   // --- guarded by m_
   std::uint64_t size_ = 0;
-  std::vector<entry> map_;
+  // The record map, sparse: only records with a frame (memory and map bytes follow the data, not
+  // the highest offset). Records known to be lost are ranges apart; every other record is a hole.
+  std::map<std::uint64_t, entry> map_;
+  std::map<std::uint64_t, std::uint64_t> lost_;  // first -> last (inclusive)
   std::unordered_map<std::uint64_t, dirty> dirty_;
   std::vector<buffer> pool_;
   space_map space_{format::container_header_size};
