@@ -126,6 +126,31 @@ void note_write(open_file& f) {
   f.mtime.reset();
 }
 
+// A change of the file's data by a caller without CAP_FSETID (taken as: not root) clears
+// set-user-ID, and set-group-ID when the file is group-executable or the caller is not in its
+// group, as a local file system does (setattr_should_drop_suidgid). The kernel does this itself
+// for writes through its page cache, but its FUSE code clears S_ISGID only with S_IXGRP, and it
+// never sees direct writes, O_TRUNC opens or truncates as such: those come here with their
+// caller. (Writes the kernel's writeback cache sends later carry no caller: docs/FS.md.)
+void drop_privs(fuse_req_t req, int fd) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->uid == 0) return;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_ISUID | S_ISGID)) == 0) return;
+  mode_t m = st.st_mode & 07777;
+  m &= ~S_ISUID;
+  if (m & S_ISGID) {
+    bool member = ctx->gid == st.st_gid;
+    if (!member && !(m & S_IXGRP)) {
+      gid_t groups[256];
+      const int n = fuse_req_getgroups(req, 256, groups);
+      for (int i = 0; i < std::min(n, 256) && !member; ++i) member = groups[i] == st.st_gid;
+    }
+    if ((m & S_IXGRP) || !member) m &= ~S_ISGID;
+  }
+  if (m != (st.st_mode & 07777)) (void)::fchmod(fd, m);
+}
+
 // Commits one file; the failure (kept by the store, reported at the file's next fsync or close)
 // is logged. Never throws.
 void commit_one(fs_state& s, open_file& f) {
@@ -262,7 +287,7 @@ int target_of(fs_state& s, inode& in, meta_target& t) {
   return 0;
 }
 
-int do_setattr(fs_state& s, inode& in, struct stat* attr, int to_set) {
+int do_setattr(fuse_req_t req, fs_state& s, inode& in, struct stat* attr, int to_set) {
   meta_target t;
   if (int r = target_of(s, in, t)) return r;
   const std::string path = proc_path(t.fd);
@@ -280,6 +305,7 @@ int do_setattr(fs_state& s, inode& in, struct stat* attr, int to_set) {
     auto trunc = [&] { return t.file->file->truncate(static_cast<std::uint64_t>(attr->st_size)); };
     if (auto ec = t.file->file->is_container() ? trunc() : plain_write(s, *t.file, trunc)) return err_of(ec);
     note_write(*t.file);
+    if (!(to_set & FUSE_SET_ATTR_MODE)) drop_privs(req, t.file->fd());
     if (t.file->opens == 0) wake_committer(s);  // a truncate of a closed file: commit it soon
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -312,7 +338,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     auto& s = state(req);
     inode& in = s.get(ino);
     replied = true;
-    if (int r = do_setattr(s, in, attr, to_set)) return (void)fuse_reply_err(req, r);
+    if (int r = do_setattr(req, s, in, attr, to_set)) return (void)fuse_reply_err(req, r);
     struct stat st {};
     bool plain = false;
     if (int r = stat_of(s, in, st, &plain)) return (void)fuse_reply_err(req, r);
@@ -428,7 +454,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
   });
 }
 
-int do_open(fs_state& s, inode& in, fuse_file_info* fi) {
+int do_open(fuse_req_t req, fs_state& s, inode& in, fuse_file_info* fi) {
   if (in.type != S_IFREG) return EINVAL;
   file_ptr f;
   if (int r = open_store(s, in, f)) return r;
@@ -436,6 +462,7 @@ int do_open(fs_state& s, inode& in, fuse_file_info* fi) {
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     if (auto ec = f->file->truncate(0)) return err_of(ec);
     note_write(*f);
+    drop_privs(req, f->fd());  // the kernel's atomic O_TRUNC sends no setattr that would
   }
   {
     std::lock_guard lk(f->m);
@@ -453,7 +480,7 @@ int do_open(fs_state& s, inode& in, fuse_file_info* fi) {
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guard(req, "open", [&](bool& replied) {
-    const int r = do_open(state(req), state(req).get(ino), fi);
+    const int r = do_open(req, state(req), state(req).get(ino), fi);
     replied = true;
     if (r == 0) {
       fuse_reply_open(req, fi);
@@ -491,7 +518,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fuse_entry_param e;
     int r = entry_of(s, holder, &e);
     if (r == 0) {
-      r = do_open(s, s.get(e.ino), fi);
+      r = do_open(req, s, s.get(e.ino), fi);
       if (r != 0) forget_one(s, e.ino, 1);
     }
     if (r != 0) {
@@ -522,25 +549,13 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   });
 }
 
-// A direct write (no page cache, so not the kernel's file_remove_privs) by a non-owner clears
-// set-user-ID, and set-group-ID of a group-executable file, as a local file system does.
-void kill_privs(fuse_req_t req, open_file& f) {
-  const fuse_ctx* ctx = fuse_req_ctx(req);
-  if (ctx->uid == 0) return;
-  struct stat st {};
-  if (::fstat(f.fd(), &st) != 0) return;
-  mode_t m = st.st_mode & 07777;
-  if (m & S_ISUID) m &= ~S_ISUID;
-  if ((m & S_ISGID) && (m & S_IXGRP)) m &= ~S_ISGID;
-  if (m != (st.st_mode & 07777)) (void)::fchmod(f.fd(), m);
-}
-
 void op_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   guard(req, "write", [&](bool& replied) {
     auto& h = handle_of(fi);
     std::error_code ec;
     const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
-    if (fi->direct_io) kill_privs(req, *h.f);
+    // A write the caller made itself (direct, or without the writeback cache).
+    if ((h.flags & O_DIRECT) || !state(req).writeback) drop_privs(req, h.f->fd());
     auto write = [&] {
       if (h.flags & O_APPEND) {
         // Appends from every descriptor go one after the other, each at the end.
@@ -760,7 +775,10 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fu
     } else {
       ec = std::make_error_code(std::errc::operation_not_supported);
     }
-    if (!ec) note_write(*h.f);
+    if (!ec) {
+      note_write(*h.f);
+      drop_privs(req, h.f->fd());
+    }
     replied = true;
     fuse_reply_err(req, err_of(ec));
   });

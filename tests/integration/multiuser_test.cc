@@ -421,10 +421,9 @@ class multiuser_set_id : public multiuser {
 // (the kernel's file_remove_privs), with O_DIRECT (which bypasses it: the daemon must do it),
 // by truncate(2) and by open(O_TRUNC) (with atomic O_TRUNC the kernel leaves that to the
 // daemon too); kept when root writes; chown and chmod clear them as the kernel does.
-// DISABLED until the daemon is fixed: on 6e5f69f the direct write and open(O_TRUNC) cases keep
-// 6777 (op_write's kill_privs tests fi->direct_io, which libfuse never sets on a WRITE request;
-// do_open truncates for O_TRUNC without clearing, and with atomic O_TRUNC the kernel does not).
-TEST_F(multiuser_set_id, DISABLED_bits_are_cleared_when_another_user_writes_or_truncates) {
+// Failed on 6e5f69f: the direct write and open(O_TRUNC) cases kept 6777 (libfuse never sets
+// fi->direct_io on a WRITE request; do_open truncated for O_TRUNC without clearing).
+TEST_F(multiuser_set_id, bits_are_cleared_when_another_user_writes_or_truncates) {
   mount("commit=1,allow_other");
   const char* direct = "dd if=/dev/zero of=F bs=4096 count=1 oflag=direct conv=notrunc status=none";
   const std::vector<set_id_step> steps = {
@@ -451,12 +450,12 @@ TEST_F(multiuser_set_id, DISABLED_bits_are_cleared_when_another_user_writes_or_t
 
 // Item 5: S_ISGID without group execute (once the mandatory-locking mark) is cleared when a
 // user outside the file's group writes or truncates it, since Linux 6.2 on a local file system
-// (setattr_should_drop_sgid); kept when a member of the group writes.
-// DISABLED until the daemon is fixed: on 6e5f69f every case keeps 2766. The kernel's FUSE
-// (fuse_setattr without HANDLE_KILLPRIV) clears S_ISGID only with S_IXGRP, so the daemon must
-// clear it itself (and kill_privs has the same S_IXGRP-only rule).
-TEST_F(multiuser_set_id, DISABLED_group_id_without_group_execute_as_on_the_backing_file_system) {
-  mount("commit=1,allow_other");
+// (setattr_should_drop_sgid); kept when a member of the group writes. The kernel's FUSE code
+// clears S_ISGID only with S_IXGRP, so the daemon does it for what reaches it with its caller:
+// writes without the writeback cache (this mount), direct writes, truncates. Writes the kernel's
+// writeback cache sends later carry no caller (docs/FS.md).
+TEST_F(multiuser_set_id, group_id_without_group_execute_as_on_the_backing_file_system) {
+  mount("commit=1,allow_other,nowriteback");
   const std::vector<set_id_step> steps = {
       {"append", 0, 0, 02766, nobody, "echo x >> F"},
       {"direct", 0, 0, 02766, nobody, "dd if=/dev/zero of=F bs=4096 count=1 oflag=direct conv=notrunc status=none"},
