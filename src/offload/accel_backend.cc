@@ -3,15 +3,24 @@
 #include <isa-l/crc.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <source_location>
 
 namespace qzfs::offload {
 
 using clock_type = std::chrono::steady_clock;
 
+// A ticket has one owner at a time, and only its owner releases it: the submitter until it is in
+// q_; then whoever takes it out of q_ under m_ (a worker that pops it; the watchdog or
+// cancel_queued() that cancels it there). A worker's ticket may still be cancelled by the
+// watchdog once it runs (running -> cancelled): that takes only the job's completion, never the
+// ticket, which the worker releases when the device is done with it.
 struct accel_backend::ticket {
   enum : std::uint8_t { idle, queued, running, finished, cancelled };
   std::atomic<std::uint8_t> st{idle};
+  bool in_q = false;  // guarded by m_: in q_ (a ticket 'queued' but not in q_ is being submitted or popped)
   // Read by the watchdog while a worker may be done with the ticket: both atomic. Whoever
   // moves `st` to cancelled or finished owns the job's completion.
   std::atomic<job*> owner{nullptr};
@@ -23,7 +32,12 @@ struct accel_backend::ticket {
 
 namespace {
 constexpr std::size_t out_slack = 1024;  // a member of an incompressible record is slightly larger
+
+[[noreturn]] void internal_error(const char* what, std::source_location at = std::source_location::current()) {
+  std::fprintf(stderr, "qzfs: INTERNAL ERROR: %s (%s:%u)\n", what, at.file_name(), static_cast<unsigned>(at.line()));
+  std::abort();
 }
+}  // namespace
 
 accel_backend::accel_backend(std::unique_ptr<device> dev, options o)
     : dev_(std::move(dev)), o_(o), name_(dev_->name()), backoff_(o.backoff_initial) {
@@ -89,6 +103,7 @@ bool accel_backend::try_submit(job& j) noexcept {
   {
     std::lock_guard lk(m_);
     q_.push_back(t);
+    t->in_q = true;
     wake_dog = dog_idle_;
     dog_idle_ = false;
   }
@@ -123,12 +138,16 @@ void accel_backend::cancel_queued() {
   std::vector<std::pair<ticket*, job*>> taken;
   {
     std::lock_guard lk(m_);
+    // Only what is still in q_: a ticket a worker has popped is that worker's, even before it
+    // marks it running (it sees the teardown and fails the job itself).
     for (auto* t : q_) {
+      t->in_q = false;
       job* owner = t->owner.load(std::memory_order_acquire);
       std::uint8_t expect = ticket::queued;
-      if (t->st.compare_exchange_strong(expect, ticket::cancelled)) taken.emplace_back(t, owner);
+      if (!t->st.compare_exchange_strong(expect, ticket::cancelled)) internal_error("a ticket in the queue is not queued");
+      taken.emplace_back(t, owner);
     }
-    q_.clear();  // every ticket in it was queued (workers move them out before running them)
+    q_.clear();
   }
   for (auto [t, owner] : taken) {
     fail(*owner);
@@ -233,13 +252,11 @@ void accel_backend::work(unsigned idx) {
       }
       t = q_.front();
       q_.pop_front();
+      t->in_q = false;  // this worker's now: nobody else cancels or releases it until it runs
     }
     if (o_.after_pop) o_.after_pop();
     std::uint8_t expect = ticket::queued;
-    if (!t->st.compare_exchange_strong(expect, ticket::running)) {  // cancelled meanwhile
-      release(*t);
-      continue;
-    }
+    if (!t->st.compare_exchange_strong(expect, ticket::running)) internal_error("a popped ticket changed hands");
     if (!sess && serving()) {
       auto r = dev_->open_session();
       if (r.session) {
@@ -326,6 +343,10 @@ void accel_backend::watchdog() {
       ticket& t = *tp;
       std::uint8_t s = t.st.load(std::memory_order_acquire);
       if ((s != ticket::running && s != ticket::queued) || t.deadline.load(std::memory_order_relaxed) > now) continue;
+      // A 'queued' ticket not in q_ belongs to its submitter (not pushed yet) or to the worker
+      // that popped it (not marked running yet): leave it; it is caught as running next time.
+      // Cancelling it here released it twice (issue 12, item 11).
+      if (s == ticket::queued && !t.in_q) continue;
       job* owner = t.owner.load(std::memory_order_acquire);
       if (!t.st.compare_exchange_strong(s, ticket::cancelled)) continue;
       if (s == ticket::running) {
@@ -333,6 +354,7 @@ void accel_backend::watchdog() {
       } else {
         late.emplace_back(&t, owner);
         std::erase(q_, &t);
+        t.in_q = false;
       }
     }
     const bool due = state() == health::down && now >= next_probe_.time_since_epoch().count();
