@@ -712,8 +712,12 @@ void with_xattr_target(fuse_req_t req, const char* op, fuse_ino_t ino, F&& f) {
   });
 }
 
+// qzfs's own attributes (the statistics, each container's marker): not the user's to set,
+// remove or see in a listing.
+bool own_xattr(const char* name) { return std::strncmp(name, "user.qzfs.", 10) == 0; }
+
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
-  if (std::strncmp(name, "user.qzfs.", 10) == 0) return (void)fuse_reply_err(req, EPERM);  // qzfs's own
+  if (own_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   with_xattr_target(req, "setxattr", ino, [&](const std::string& path) {
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) == 0 ? 0 : errno);
   });
@@ -734,6 +738,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
       fuse_reply_buf(req, j.data(), j.size());
     });
   }
+  if (own_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
   with_xattr_target(req, "getxattr", ino, [&](const std::string& path) {
     std::vector<char> buf(size);
     const ssize_t n = ::getxattr(path.c_str(), name, size ? buf.data() : nullptr, size);
@@ -745,15 +750,28 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   with_xattr_target(req, "listxattr", ino, [&](const std::string& path) {
-    std::vector<char> buf(size);
-    const ssize_t n = ::listxattr(path.c_str(), size ? buf.data() : nullptr, size);
+    // The whole list, then qzfs's own names left out (a size query answers the full length: at
+    // least what the filtered list needs).
+    ssize_t n = ::listxattr(path.c_str(), nullptr, 0);
     if (n < 0) return (void)fuse_reply_err(req, errno);
-    if (size == 0) return (void)fuse_reply_xattr(req, static_cast<size_t>(n));
-    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+    std::vector<char> all(static_cast<std::size_t>(n) + 1);
+    n = ::listxattr(path.c_str(), all.data(), all.size());
+    if (n < 0) return (void)fuse_reply_err(req, errno);
+    std::vector<char> shown;
+    for (ssize_t at = 0; at < n;) {
+      const char* name = all.data() + at;
+      const std::size_t len = std::strlen(name) + 1;
+      if (!own_xattr(name)) shown.insert(shown.end(), name, name + len);
+      at += static_cast<ssize_t>(len);
+    }
+    if (size == 0) return (void)fuse_reply_xattr(req, shown.size());
+    if (size < shown.size()) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, shown.data(), shown.size());
   });
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (own_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   with_xattr_target(req, "removexattr", ino, [&](const std::string& path) {
     fuse_reply_err(req, ::removexattr(path.c_str(), name) == 0 ? 0 : errno);
   });

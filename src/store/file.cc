@@ -103,6 +103,7 @@ std::error_code file::materialize_locked() {
   format::encode_slot(s, std::span(hdr).first<slot_size>());
   if (auto ec = io_->pwrite(hdr, 0)) return ec;
   if (auto ec = io_->sync()) return ec;
+  set_marker_locked(std::span(hdr).first<slot_size>());
   materialized_ = true;
   backing_len_ = std::max<std::uint64_t>(backing_len_, container_header_size);
   return {};
@@ -122,9 +123,19 @@ std::error_code file::open(std::unique_ptr<io> backing, const options& o, std::u
   const bool magic = format::has_container_magic(std::span(hdr).first(got)) ||
                      (got > slot_size && format::has_container_magic(std::span(hdr).subspan(slot_size, got - slot_size)));
   const bool torn_start = (got > 0 && got < 4 && std::memcmp(hdr.data(), magic_text, got) == 0);
-  std::unique_ptr<file> f(new file(std::move(backing), o, magic));
-  if (magic) {
-    if (auto ec = f->load(std::span(hdr).first(got), len)) return ec;
+  // The marker tells a container whose first block is damaged (or zeroed) from a plain file: it
+  // is read as the container it is (from the marker's slot), or fails with EIO, never served as
+  // plain bytes.
+  std::array<std::byte, slot_size> mk{};
+  bool has_marker = false;
+  (void)backing->get_marker(mk, has_marker);
+  format::container_slot mslot;
+  const bool marker_ok = has_marker && format::parse_slot(mk, mslot) == format::container_error::ok;
+  const bool container = magic || has_marker;
+  std::unique_ptr<file> f(new file(std::move(backing), o, container));
+  if (container) {
+    if (!magic) f->report("the container's header is damaged (its marker says what it was)");
+    if (auto ec = f->load(std::span(hdr).first(got), len, marker_ok ? &mslot : nullptr)) return ec;
   } else if (torn_start || (len == 0 && o.convert_plain)) {
     // Empty: a container from its first write on (its header is written with the first frame).
     if (auto ec = f->init_empty()) return ec;
@@ -133,10 +144,11 @@ std::error_code file::open(std::unique_ptr<io> backing, const options& o, std::u
   return {};
 }
 
-std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
+std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len, const format::container_slot* marker) {
   const std::size_t got = hdr.size();
   format::container_slot best;
-  bool found = false;
+  bool found = marker != nullptr;
+  if (found) best = *marker;  // the newest committed slot, unless a slot is newer (a crash before the marker)
   for (int i = 0; i < 2; ++i) {
     format::container_slot s;
     if (got < (i + 1) * slot_size) continue;
@@ -147,7 +159,7 @@ std::error_code file::load(std::span<const std::byte> hdr, std::uint64_t len) {
   }
   if (!found) {
     // Creation is the only write that can leave no valid slot behind (a torn first write).
-    if (len <= container_header_size) return init_empty();
+    if (len <= container_header_size && marker == nullptr) return init_empty();
     report("no valid slot: the container's header is damaged");
     return eio();
   }
@@ -352,6 +364,12 @@ bool file::keep_in_memory(std::error_code ec) const noexcept {
   if (ec == std::errc::file_too_large || ec == std::errc::invalid_argument) return false;  // the caller's own
   // Memory is bounded: past twice the budget the writer hears of the failure at once.
   return acct_.budget == nullptr || acct_.budget->used() <= 2 * acct_.budget->limit();
+}
+
+void file::set_marker_locked(std::span<const std::byte, format::slot_size> slot) noexcept {
+  // Best effort: a backing file system without extended attributes has no marker, and then a
+  // container whose first block is destroyed reads as a plain file of its own bytes.
+  if (marker_ok_) marker_ok_ = !io_->set_marker(slot);
 }
 
 std::error_code file::note_error(std::error_code ec) {
@@ -1430,6 +1448,7 @@ std::error_code file::commit_locked() {
   // slot then never rolls the file back to an older state, the copy says the same. Not synced:
   // whichever of the two reaches the disk, the newest valid one is this generation.
   (void)io_->pwrite(sb, (slot.generation % 2) * slot_size);
+  set_marker_locked(sb);
 
   std::lock_guard lk(m_);
   durable_gen_ = slot.generation;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -116,6 +117,23 @@ std::error_code fd_io::seek(std::uint64_t off, int whence, std::uint64_t& out) n
   if (r < 0) return last_error();
   out = static_cast<std::uint64_t>(r);
   return {};
+}
+
+std::error_code read_marker(int fd, std::span<std::byte, 64> out, bool& found) noexcept {
+  found = false;
+  const ssize_t n = ::fgetxattr(fd, marker_xattr, out.data(), out.size());
+  if (n == static_cast<ssize_t>(out.size())) {
+    found = true;
+    return {};
+  }
+  if (n >= 0 || errno == ENODATA) return {};  // none (a wrong length is no marker either)
+  return last_error();
+}
+
+std::error_code fd_io::get_marker(std::span<std::byte, 64> out, bool& found) noexcept { return read_marker(fd_, out, found); }
+
+std::error_code fd_io::set_marker(std::span<const std::byte, 64> in) noexcept {
+  return ::fsetxattr(fd_, marker_xattr, in.data(), in.size(), 0) == 0 ? std::error_code{} : last_error();
 }
 
 std::error_code open_fd_io(int dirfd, const char* path, int extra_flags, unsigned mode, std::unique_ptr<io>& out) noexcept {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ void copy_xattrs(int from, int to) {
   for (ssize_t at = 0; at < n;) {
     const char* name = names.data() + at;
     at += static_cast<ssize_t>(std::char_traits<char>::length(name)) + 1;
+    if (std::strcmp(name, marker_xattr) == 0) continue;  // the container's own, written by its commits
     const ssize_t v = ::fgetxattr(from, name, value.data(), value.size());
     if (v >= 0) (void)::fsetxattr(to, name, value.data(), static_cast<std::size_t>(v), 0);
   }
@@ -36,17 +38,28 @@ void copy_xattrs(int from, int to) {
 std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out, bool* container) noexcept {
   out = backing_size;
   if (container != nullptr) *container = false;
-  if (backing_size == 0) return {};
   std::byte head[format::container_header_size] = {};
-  const ssize_t n = ::pread(fd, head, sizeof head, 0);
+  const ssize_t n = backing_size == 0 ? 0 : ::pread(fd, head, sizeof head, 0);
   if (n < 0) return last_error();
   const auto got = static_cast<std::size_t>(n);
   const bool magic = format::has_container_magic(std::span(head, got)) ||
                      (got > format::slot_size && format::has_container_magic(std::span(head + format::slot_size, got - format::slot_size)));
-  if (!magic) return {};
+  std::array<std::byte, format::slot_size> mk{};
+  bool has_marker = false;
+  if (!magic) {
+    // Only a container whose first block is damaged has a marker but no magic.
+    (void)read_marker(fd, mk, has_marker);
+    if (!has_marker) return {};
+  } else {
+    (void)read_marker(fd, mk, has_marker);
+  }
   if (container != nullptr) *container = true;
   std::uint64_t best = 0;
   out = 0;
+  if (format::container_slot s; has_marker && format::parse_slot(mk, s) == format::container_error::ok) {
+    best = s.generation;
+    out = s.logical_size;
+  }
   for (std::size_t i = 0; i < 2; ++i) {
     format::container_slot s;
     if (got < (i + 1) * format::slot_size) continue;
@@ -57,7 +70,7 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
   }
   // No valid slot in a container longer than its header: damaged, and its size is unknown (the
   // backing size would be the stored one, never the logical one). A torn creation reads as empty.
-  if (best == 0 && backing_size > format::container_header_size) return std::make_error_code(std::errc::io_error);
+  if (best == 0 && (backing_size > format::container_header_size || has_marker)) return std::make_error_code(std::errc::io_error);
   return {};
 }
 

@@ -11,6 +11,8 @@
 // process). The test reopens it with a fresh mem_io.
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -37,6 +39,8 @@ struct mem_disk {
     std::vector<std::byte> data;
   };
   std::vector<std::byte> durable;
+  std::optional<std::array<std::byte, 64>> marker;  // the extended attribute (metadata: not torn, not lost)
+  bool markers = true;                               // false: a file system without extended attributes
   std::vector<change> since_sync;
 
   void resize(std::uint64_t n) {
@@ -135,6 +139,21 @@ class mem_io final : public store::io {
   std::error_code size(std::uint64_t& out) noexcept override {
     std::lock_guard lk(d_->m);
     out = d_->bytes.size();
+    return {};
+  }
+  std::error_code get_marker(std::span<std::byte, 64> out, bool& found) noexcept override {
+    std::lock_guard lk(d_->m);
+    found = false;
+    if (!d_->markers) return err(EOPNOTSUPP);
+    if (d_->marker) std::memcpy(out.data(), d_->marker->data(), 64), found = true;
+    return {};
+  }
+  std::error_code set_marker(std::span<const std::byte, 64> in) noexcept override {
+    std::lock_guard lk(d_->m);
+    if (!d_->markers) return err(EOPNOTSUPP);
+    if (plan_ && plan_->dead) return err(EIO);
+    d_->marker.emplace();
+    std::memcpy(d_->marker->data(), in.data(), 64);
     return {};
   }
   std::error_code allocated(std::uint64_t& out) noexcept override {

@@ -331,6 +331,51 @@ TEST(store_damage, every_flipped_byte_is_found_or_harmless) {
   EXPECT_GE(detected, live_flips);
 }
 
+// The first block of a container destroyed (zeroed, as a bad sector or a stray write leaves
+// it): both slots and the magic are gone. The marker kept beside the bytes still says it is a
+// container and what its state is, so it reads as before (its frames and maps lie elsewhere),
+// or fails, never as a plain file of its own compressed bytes. Without a marker (a file system
+// without extended attributes) that is exactly what would happen.
+TEST(store_damage, a_zeroed_first_block_is_recovered_from_the_marker_never_read_as_plain) {
+  log_sink sink;
+  const auto o = opts("gzip-1", 4096, &sink);
+  auto disk = std::make_shared<mem_disk>();
+  auto data = test::make_data(test::data_class::text, 20 * 4096);
+  {
+    auto f = open_mem(disk, o);
+    ASSERT_FALSE(f->pwrite(data, 0));
+    ASSERT_FALSE(f->sync());
+  }
+  ASSERT_TRUE(disk->marker.has_value());
+  const auto clean = disk->bytes;
+  std::fill(disk->bytes.begin(), disk->bytes.begin() + 4096, std::byte{0});
+  auto f = open_mem(disk, o);
+  ASSERT_TRUE(f->is_container()) << "the damaged container was taken for a plain file";
+  for (std::size_t r = 0; r < 20; ++r) {
+    std::vector<std::byte> got(4096);
+    std::size_t n = 0;
+    if (auto ec = f->pread(got, r * 4096, n)) {
+      EXPECT_EQ(ec, std::errc::io_error);
+      continue;
+    }
+    ASSERT_EQ(n, 4096u);
+    EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + static_cast<std::ptrdiff_t>(r * 4096))) << r;
+  }
+  // A marker whose own bytes are damaged: still a container, and an error, not plain bytes.
+  f.reset();
+  (*disk->marker)[20] ^= std::byte{1};
+  std::unique_ptr<file> g;
+  const auto ec = file::open(std::make_unique<mem_io>(disk), o, g);
+  EXPECT_TRUE(ec == std::errc::io_error || (g && g->is_container()));
+  // And a file with neither magic nor marker is plain, as before.
+  disk->marker.reset();
+  disk->bytes = clean;
+  std::fill(disk->bytes.begin(), disk->bytes.begin() + 4096, std::byte{0});
+  std::unique_ptr<file> h;
+  ASSERT_FALSE(file::open(std::make_unique<mem_io>(disk), o, h));
+  EXPECT_FALSE(h->is_container());
+}
+
 TEST(store_damage, one_map_copy_is_enough_and_both_lose_only_their_records) {
   log_sink sink;
   const auto o = opts("lz4", 4096, &sink);

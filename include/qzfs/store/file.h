@@ -169,7 +169,10 @@ class file {
   };
 
   file(std::unique_ptr<io> backing, const options& o, bool container);
-  [[nodiscard]] std::error_code load(std::span<const std::byte> header, std::uint64_t backing_len);
+  /// `marker`: the slot kept in the marker, when there is a valid one.
+  [[nodiscard]] std::error_code load(std::span<const std::byte> header, std::uint64_t backing_len,
+                                     const format::container_slot* marker);
+  void set_marker_locked(std::span<const std::byte, format::slot_size> slot) noexcept;
   [[nodiscard]] std::error_code init_empty();          // an empty container, header not yet written
   [[nodiscard]] std::error_code materialize_locked();  // m_: writes the header of an empty one
   [[nodiscard]] std::shared_mutex& stripe(std::uint64_t index) noexcept { return stripes_[index % stripes_.size()]; }
@@ -290,7 +293,8 @@ class file {
   // is named by no snapshot yet; one freed in epoch E is reused once a snapshot of epoch >= E is
   // durable (durable_epoch_).
   std::uint64_t durable_gen_ = 0, cur_gen_ = 1, durable_epoch_ = 0;
-  bool resync_ = false;  // a sync failed: frames written since the last durable commit are rewritten first
+  bool resync_ = false;
+  bool marker_ok_ = true;  // set_marker worked (or was not tried yet)  // a sync failed: frames written since the last durable commit are rewritten first
   std::uint64_t map_off_[2] = {0, 0}, map_len_ = 0, map_alloc_gen_ = 0;
   std::uint64_t live_frames_ = 0;  // bytes of frames in map_
   std::uint64_t change_seq_ = 0, committed_seq_ = 0;  // map_ or size_ changes; the last one committed

@@ -38,6 +38,18 @@ class io {
   [[nodiscard]] virtual std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept = 0;
   /// Bytes the file system could still give this file (statvfs: blocks available to users).
   [[nodiscard]] virtual std::error_code available(std::uint64_t& out) noexcept = 0;
+  /// A copy of the newest committed slot kept beside the bytes (an extended attribute,
+  /// docs/FORMAT.md "Marker"): it tells a container whose first block is damaged from a plain
+  /// file, and gives its state back. Optional: operation_not_supported where there is none.
+  [[nodiscard]] virtual std::error_code get_marker(std::span<std::byte, 64> out, bool& found) noexcept {
+    (void)out;
+    found = false;
+    return std::make_error_code(std::errc::operation_not_supported);
+  }
+  [[nodiscard]] virtual std::error_code set_marker(std::span<const std::byte, 64> in) noexcept {
+    (void)in;
+    return std::make_error_code(std::errc::operation_not_supported);
+  }
 
   [[nodiscard]] std::error_code pwrite(std::span<const std::byte> in, std::uint64_t off) noexcept {
     iovec v{const_cast<std::byte*>(in.data()), in.size()};
@@ -65,6 +77,8 @@ class fd_io final : public io {
   std::error_code allocated(std::uint64_t& out) noexcept override;
   std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) noexcept override;
   std::error_code available(std::uint64_t& out) noexcept override;
+  std::error_code get_marker(std::span<std::byte, 64> out, bool& found) noexcept override;
+  std::error_code set_marker(std::span<const std::byte, 64> in) noexcept override;
   [[nodiscard]] int fd() const noexcept { return fd_; }
 
  private:
@@ -75,6 +89,11 @@ class fd_io final : public io {
   // some of that may have been the VM's first-touch cost of memory, docs/FS.md).
   std::mutex write_m_;
 };
+
+/// The extended attribute that holds a container's marker (hidden from users by the mount).
+inline constexpr const char* marker_xattr = "user.qzfs.slot";
+/// The marker of a descriptor's file (found false: none, or no extended attributes there).
+[[nodiscard]] std::error_code read_marker(int fd, std::span<std::byte, 64> out, bool& found) noexcept;
 
 /// Opens `path` relative to `dirfd` (O_RDWR | O_CLOEXEC | O_NOFOLLOW | extra flags).
 [[nodiscard]] std::error_code open_fd_io(int dirfd, const char* path, int extra_flags, unsigned mode,
