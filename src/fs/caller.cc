@@ -30,7 +30,16 @@ void raise_mknod() noexcept {
 
 }  // namespace
 
-void init_caller_support() noexcept { ::umask(0); }
+void init_caller_support() noexcept {
+  ::umask(0);
+  if (!is_root()) return;
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[2]{};
+  if (::syscall(SYS_capget, &h, d) != 0) return;
+  d[CAP_SYS_RESOURCE / 32].effective &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  d[CAP_SYS_RESOURCE / 32].permitted &= ~(1u << (CAP_SYS_RESOURCE % 32));
+  (void)::syscall(SYS_capset, &h, d);
+}
 
 as_caller::as_caller(fuse_req_t req, bool umask, bool mknod) noexcept {
   const fuse_ctx* ctx = fuse_req_ctx(req);

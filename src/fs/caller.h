@@ -31,7 +31,9 @@ class as_caller {
   int err_ = 0;
 };
 
-/// Once at start, before any thread: the daemon's own umask is 0 (requests bring theirs).
+/// Once at start, before any thread: the daemon's own umask is 0 (requests bring theirs), and it
+/// gives up CAP_SYS_RESOURCE, so the backing file system's root reserve and quotas hold for the
+/// users whose files it writes (it writes them as their owners: store::fd_io).
 void init_caller_support() noexcept;
 
 }  // namespace qzfs::fs::detail

@@ -928,8 +928,8 @@ int serve(const mount_options& o, std::FILE* err) {
   s->o = o;
   s->err = err;
   s->owner = ::getuid();
-  init_caller_support();
   const std::size_t nofile = raise_fd_limit();
+  init_caller_support();  // after the limit is raised, before any thread
   struct stat st {};
   const int root = ::open(o.backing.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root < 0) {

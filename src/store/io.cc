@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -21,6 +22,24 @@ std::error_code io::pread_exact(std::span<std::byte> out, std::uint64_t off) noe
   if (auto ec = pread(out, off, got)) return ec;
   return got == out.size() ? std::error_code{} : std::make_error_code(std::errc::io_error);
 }
+
+fd_io::fd_io(int fd) noexcept : fd_(fd) {
+  struct stat st {};
+  if (::geteuid() == 0 && ::fstat(fd_, &st) == 0 && st.st_uid != 0) owner_ = static_cast<int>(st.st_uid);
+}
+
+namespace {
+// The calling thread's fsuid for one write (a per-thread syscall: other threads are unaffected).
+struct write_as {
+  bool on;
+  explicit write_as(int uid) noexcept : on(uid > 0) {
+    if (on) (void)::syscall(SYS_setfsuid, uid);
+  }
+  ~write_as() {
+    if (on) (void)::syscall(SYS_setfsuid, 0);
+  }
+};
+}  // namespace
 
 fd_io::~fd_io() {
   if (fd_ >= 0) ::close(fd_);
@@ -49,6 +68,7 @@ std::error_code fd_io::available(std::uint64_t& out) noexcept {
 
 std::error_code fd_io::pwritev(std::span<const iovec> in, std::uint64_t off) noexcept {
   std::lock_guard lk(write_m_);
+  write_as as(owner_);
   // Short writes are possible (signals, a full disk): continue from where the last one ended.
   std::size_t first = 0, skip = 0;
   while (first < in.size()) {
@@ -93,6 +113,7 @@ std::error_code fd_io::punch(std::uint64_t off, std::uint64_t len) noexcept {
 }
 
 std::error_code fd_io::allocate(std::uint64_t off, std::uint64_t len, bool keep_size) noexcept {
+  write_as as(owner_);
   return ::fallocate(fd_, keep_size ? FALLOC_FL_KEEP_SIZE : 0, static_cast<off_t>(off), static_cast<off_t>(len)) == 0
              ? std::error_code{}
              : last_error();

@@ -5,7 +5,10 @@
 #include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -108,6 +111,37 @@ TEST_F(integrity, untar_of_a_tree_larger_than_the_descriptor_limit_checks_clean)
   EXPECT_EQ(read_file(many / "4999").size(), 4u);
   fs::remove_all(many);
   EXPECT_FALSE(fs::exists(many));
+}
+
+// rsync -aHAX of a tree with hard links, extended attributes, ACLs, symlinks, FIFOs, device
+// nodes and sparse files into the mount, then a remount: a second rsync finds nothing to change
+// (times, modes, owners, links, attributes all kept), so backups do not copy everything again.
+TEST_F(integrity, rsync_of_a_rich_tree_is_complete_and_a_second_rsync_changes_nothing) {
+  const fs::path src = root_ / "src";
+  fs::create_directories(src / "d" / "e");
+  for (int i = 0; i < 200; ++i) put(src / "d" / ("f" + std::to_string(i)), pattern(static_cast<std::uint64_t>(i), 100 + i * 997));
+  fs::create_hard_link(src / "d" / "f1", src / "d" / "e" / "hard");
+  fs::create_symlink("../f2", src / "d" / "e" / "link");
+  ASSERT_EQ(::mkfifo((src / "fifo").c_str(), 0640), 0);
+  ASSERT_EQ(::mknod((src / "null").c_str(), S_IFCHR | 0666, ::makedev(1, 3)), 0);
+  ASSERT_EQ(::setxattr((src / "d" / "f3").c_str(), "user.color", "blue", 4, 0), 0);
+  ASSERT_EQ(run({"setfacl", "-m", "u:65534:r", (src / "d" / "f4").string()}), 0);
+  ASSERT_EQ(run({"setfacl", "-d", "-m", "u:65534:rwx", (src / "d" / "e").string()}), 0);
+  {
+    const int fd = ::open((src / "sparse").c_str(), O_WRONLY | O_CREAT, 0600);
+    ASSERT_EQ(::pwrite(fd, "end", 3, 50 << 20), 3);
+    ::close(fd);
+  }
+  ASSERT_EQ(::chown((src / "d" / "f5").c_str(), 1000, 1000), 0);
+  ASSERT_EQ(run({"touch", "-h", "-d", "2003-04-05", (src / "d" / "e" / "link").string()}), 0);
+  mount();
+  std::string out;
+  ASSERT_EQ(run({"rsync", "-aHAX", "--sparse", src.string() + "/", mnt_.string() + "/"}, &out), 0) << out;
+  unmount();
+  mount();
+  ASSERT_EQ(run({"rsync", "-aHAXn", "--itemize-changes", src.string() + "/", mnt_.string() + "/"}, &out), 0) << out;
+  EXPECT_EQ(out, "") << "a second rsync after a remount wants to change:\n" << out;
+  EXPECT_EQ(run({"diff", "-r", "--no-dereference", (src / "d").string(), (mnt_ / "d").string()}, &out), 0) << out;
 }
 
 // Item 1: times set right after a write survive the commit, a remount and the kernel forgetting
@@ -325,6 +359,37 @@ TEST_F(integrity, a_passing_enospc_loses_nothing_acknowledged) {
   unmount();
   mount("commit=1,compression=off");
   EXPECT_EQ(read_file(mnt_ / "f"), data);
+}
+
+// Item 7: an ordinary user writing through the mount stops where the backing file system stops
+// that user: its root reserve (and quotas) hold. The daemon, root, used to write into the
+// reserve on the user's behalf.
+TEST_F(integrity, a_users_writes_stop_at_the_backing_file_systems_root_reserve) {
+  const fs::path img = root_ / "img";
+  ASSERT_EQ(run({"truncate", "-s", "64M", img.string()}), 0);
+  ASSERT_EQ(run({"mkfs.ext4", "-q", "-F", "-m", "10", img.string()}), 0);
+  ASSERT_EQ(run({"mount", "-o", "loop", img.string(), backing_.string()}), 0);
+  struct umount_img {
+    fs::path p;
+    ~umount_img() { run({"umount", "-l", p.string()}); }
+  } guard{backing_};
+  ASSERT_EQ(::chmod(backing_.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(root_.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(mnt_.c_str(), 0755), 0);
+  struct statvfs before {};
+  ASSERT_EQ(::statvfs(backing_.c_str(), &before), 0);
+  const std::uint64_t reserved = (before.f_bfree - before.f_bavail) * before.f_frsize;
+  ASSERT_GT(reserved, 4u << 20);
+  mount("commit=1,compression=off,allow_other");
+  std::string out;
+  const int rc = run({"setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "dd", "if=/dev/urandom",
+                      "of=" + (mnt_ / "big").string(), "bs=1M", "count=100", "conv=fsync"}, &out);
+  EXPECT_NE(rc, 0) << "100 MiB fit in 64 MiB: " << out;
+  struct statvfs after {};
+  ASSERT_EQ(::statvfs(backing_.c_str(), &after), 0);
+  EXPECT_GE(after.f_bfree * after.f_frsize + (1u << 20), reserved)
+      << "the user's writes took " << (reserved - after.f_bfree * after.f_frsize) / 1024 << " KiB of the root reserve";
+  unmount();
 }
 
 // Item 8: a second mount of the same backing directory is refused, with a clear message.

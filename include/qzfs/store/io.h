@@ -62,7 +62,7 @@ class io {
 /// The real thing: a file descriptor (owned: closed with the io).
 class fd_io final : public io {
  public:
-  explicit fd_io(int fd) noexcept : fd_(fd) {}
+  explicit fd_io(int fd) noexcept;
   ~fd_io() override;
   fd_io(const fd_io&) = delete;
   fd_io& operator=(const fd_io&) = delete;
@@ -83,6 +83,10 @@ class fd_io final : public io {
 
  private:
   int fd_;
+  // A root daemon writes a user's file as that user (fsuid, around each write): the backing file
+  // system's root reserve then holds it back as it would the user (with CAP_SYS_RESOURCE
+  // dropped at mount, fs/). -1: write as the daemon.
+  int owner_ = -1;
   // Writes to one backing file take turns here. The kernel serialises them on the inode's lock
   // anyway, but its waiters spin: with a dozen FUSE threads writing raw records into one file,
   // `fio` at 1 MiB measured 4-7 CPU-s/GiB at ~240 MB/s instead of 1.8 at ~1000 (tmpfs, 2 cores;
