@@ -2,6 +2,7 @@
 #include "tools.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,9 +51,35 @@ struct dir_handle {
 
 }  // namespace
 
+// The backing directory of a running qzfs mount at or above `path` (the daemon holds an
+// exclusive flock on it), or "".
+std::string mounted_backing(const std::filesystem::path& path) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(path, ec);
+  if (ec) return "";
+  if (!std::filesystem::is_directory(p, ec)) p = p.parent_path();
+  for (;; p = p.parent_path()) {
+    const int fd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      const bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+      ::close(fd);
+      if (busy) return p.string();
+    }
+    if (p == p.root_path() || p.empty()) return "";
+  }
+}
+
 int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   auto pol = engine::parse_policy(o.policy);
   if (!pol) throw std::invalid_argument("unknown --policy '" + o.policy + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+  // A mounted backing directory is the daemon's: a file rewritten beside it would fork from the
+  // state the mount keeps of it.
+  for (const auto& p : o.paths) {
+    if (const auto b = mounted_backing(p); !b.empty()) {
+      fmt::print(err, "qzfs pack: {} is inside {}, the backing directory of a running qzfs mount: unmount it first\n", p, b);
+      return 1;
+    }
+  }
   offload::cpu_backend cpu({.workers = o.threads});
   offload::scheduler sched(cpu, nullptr);
   engine::engine eng(sched, {.pol = *pol});

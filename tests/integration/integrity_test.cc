@@ -401,6 +401,15 @@ TEST_F(integrity, a_second_mount_of_one_backing_directory_is_refused) {
   EXPECT_NE(run({QZFS_BINARY, "mount", backing_.string(), other.string()}, &out), 0);
   EXPECT_NE(out.find("already mounted"), std::string::npos) << out;
   EXPECT_FALSE(mounted(other));
+  // Nor does `qzfs pack` rewrite files under a mounted backing directory.
+  fs::create_directories(backing_ / "sub");
+  put(backing_ / "sub" / "plain", pattern(1, 100000));
+  EXPECT_EQ(run({QZFS_BINARY, "pack", (backing_ / "sub").string()}, &out), 1) << out;
+  EXPECT_NE(out.find("backing directory of a running qzfs mount"), std::string::npos) << out;
+  EXPECT_FALSE(qzfs::format::has_container_magic(read_file(backing_ / "sub" / "plain")));
+  unmount();
+  EXPECT_EQ(run({QZFS_BINARY, "pack", (backing_ / "sub").string()}, &out), 0) << out;
+  EXPECT_TRUE(qzfs::format::has_container_magic(read_file(backing_ / "sub" / "plain")));
 }
 
 // Item 9: a plain file changed in the backing directory while mounted is never overwritten with
