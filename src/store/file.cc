@@ -867,7 +867,19 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   }
   b->helper = b->direct && spare_core_;
   if (o_.eng != nullptr) {
-    o_.eng->submit(b->recs, &learning_, b->pend);
+    try {
+      // The engine allocates before any job leaves for a backend, and sends them all at once
+      // at the end: an exception here means none is out. Holes and raw records decided so far
+      // may have written frames: their space is given back, and every record stays buffered.
+      o_.eng->submit(b->recs, &learning_, b->pend);
+    } catch (const std::bad_alloc&) {
+      std::lock_guard lk(m_);
+      for (const auto& c : b->cx) {
+        if (c.entry.offset != 0) release_locked(c.entry.offset, c.entry.length);
+      }
+      unfreeze_locked(*b);
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
   } else {
     for (auto& r : b->recs) {
       r.result = engine::is_zero(r.in) ? engine::outcome::hole : engine::outcome::raw;
@@ -878,7 +890,16 @@ std::error_code file::start_batch(std::span<const std::uint64_t> indices, std::s
   return {};
 }
 
-void file::frame_job::write(const engine::record& r) {
+void file::frame_job::write(const engine::record& r) noexcept {
+  // Runs on a backend's worker thread too: nothing may escape (a failure is this record's error).
+  try {
+    write_frame(r);
+  } catch (const std::exception&) {
+    ec = std::make_error_code(std::errc::not_enough_memory);
+  }
+}
+
+void file::frame_job::write_frame(const engine::record& r) {
   const std::size_t len = codec::total_size(in);
   if (r.result == engine::outcome::hole || len == 0) return;
   format::frame_header h;
@@ -967,7 +988,23 @@ std::error_code file::finish_batch(inflight& b, bool take_stripes) {
   backing_len_ = std::max(backing_len_, high);
   for (std::size_t k = 0; k < n; ++k) {
     const std::uint64_t i = b.indices[k];
-    set_entry_locked(i, b.cx[k].entry, b.alloc_gen);
+    try {
+      set_entry_locked(i, b.cx[k].entry, b.alloc_gen);
+    } catch (const std::bad_alloc&) {
+      // Out of memory for the map: the records from here on keep their buffers (a direct batch's
+      // caller still has its bytes) and their new frames are free again; nothing is lost.
+      for (std::size_t j = k; j < n; ++j) {
+        if (b.cx[j].entry.offset != 0) release_locked(b.cx[j].entry.offset, b.cx[j].entry.length);
+        if (auto it = dirty_.find(b.indices[j]); it != dirty_.end() && it->second.busy) {
+          it->second.busy = false;
+          if (it->second.whole) ++whole_dirty_;
+        }
+      }
+      for (auto& fb : b.frames) give_frame(std::move(fb));
+      b.frames.clear();
+      ++change_seq_;
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
     // The record's buffer (frozen for this batch, or replaced by a direct write) is done.
     if (auto it = dirty_.find(i); it != dirty_.end()) {
       if (it->second.whole && !it->second.busy) --whole_dirty_;

@@ -201,7 +201,8 @@ class file {
     std::byte* fb = nullptr;  // frame buffer: header, then payload
     format::map_entry entry;  // offset 0: nothing written (a hole)
     std::error_code ec;
-    void write(const engine::record& r);
+    void write(const engine::record& r) noexcept;
+    void write_frame(const engine::record& r);
   };
   struct inflight {
     file* f = nullptr;
