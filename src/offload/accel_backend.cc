@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <source_location>
 
 namespace qzfs::offload {
 
@@ -33,10 +32,13 @@ struct accel_backend::ticket {
 namespace {
 constexpr std::size_t out_slack = 1024;  // a member of an incompressible record is slightly larger
 
-[[noreturn]] void internal_error(const char* what, std::source_location at = std::source_location::current()) {
-  std::fprintf(stderr, "qzfs: INTERNAL ERROR: %s (%s:%u)\n", what, at.file_name(), static_cast<unsigned>(at.line()));
+// (A macro for the location: clang 14 with libstdc++ 12, the CI compiler, has no
+// std::source_location.)
+[[noreturn]] void internal_error_at(const char* what, const char* file, int line) {
+  std::fprintf(stderr, "qzfs: INTERNAL ERROR: %s (%s:%d)\n", what, file, line);
   std::abort();
 }
+#define internal_error(what) internal_error_at((what), __FILE__, __LINE__)
 }  // namespace
 
 accel_backend::accel_backend(std::unique_ptr<device> dev, options o)
