@@ -161,7 +161,10 @@ void commit_one(fs_state& s, open_file& f) {
       s.log("commit of " + f.name + " failed: " + ec.message() + " (kept in memory, tried again)");
       return;
     }
-    if (f.file->commits() != before) restore_times(f);
+    if (f.file->commits() != before) {
+      restore_times(f);
+      recount(s, f);
+    }
   } catch (const std::exception& e) {
     s.log("commit of " + f.name + ": " + e.what() + " (kept in memory, tried again)");
   }
@@ -392,7 +395,9 @@ void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char*
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   create_entry(req, "mknod", parent, name, S_ISCHR(mode) || S_ISBLK(mode), [&](int pfd) {
-    return S_ISDIR(mode) ? ::mkdirat(pfd, name, mode) : ::mknodat(pfd, name, mode, rdev);
+    const int r = S_ISDIR(mode) ? ::mkdirat(pfd, name, mode) : ::mknodat(pfd, name, mode, rdev);
+    if (r == 0 && S_ISREG(mode)) count_new_file(state(req));
+    return r;
   });
 }
 
@@ -427,7 +432,10 @@ void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
     auto pfd = path_fd(state(req), state(req).get(parent), err);
     replied = true;
     if (!pfd) return (void)fuse_reply_err(req, err);
-    fuse_reply_err(req, ::unlinkat(pfd->fd, name, 0) == 0 ? 0 : errno);
+    auto gone = before_remove(state(req), pfd->fd, name);
+    if (::unlinkat(pfd->fd, name, 0) != 0) return (void)fuse_reply_err(req, errno);
+    after_remove(state(req), gone);
+    fuse_reply_err(req, 0);
   });
 }
 
@@ -450,7 +458,16 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     auto b = a ? path_fd(s, s.get(newparent), err) : fd_ptr{};
     replied = true;
     if (!a || !b) return (void)fuse_reply_err(req, err);
-    fuse_reply_err(req, ::renameat2(a->fd, name, b->fd, newname, flags) == 0 ? 0 : errno);
+    // A rename over a file removes it (unless both names are one file, or they are exchanged).
+    removal gone;
+    if (!(flags & RENAME_EXCHANGE)) {
+      struct stat from {};
+      gone = before_remove(s, b->fd, newname);
+      if (gone.last && ::fstatat(a->fd, name, &from, AT_SYMLINK_NOFOLLOW) == 0 && key{from.st_dev, from.st_ino} == gone.k) gone = {};
+    }
+    if (::renameat2(a->fd, name, b->fd, newname, flags) != 0) return (void)fuse_reply_err(req, errno);
+    after_remove(s, gone);
+    fuse_reply_err(req, 0);
   });
 }
 
@@ -515,6 +532,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     auto holder = std::make_shared<owned_fd>(fd);
     struct stat made_st {};
     (void)::fstat(fd, &made_st);
+    if (made) count_new_file(s);
     fuse_entry_param e;
     int r = entry_of(s, holder, &e);
     if (r == 0) {
@@ -614,7 +632,10 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
     auto& h = handle_of(fi);
     const auto before = h.f->file->commits();
     int r = err_of(h.f->file->sync());
-    if (r == 0 && h.f->file->commits() != before) restore_times(*h.f);
+    if (r == 0 && h.f->file->commits() != before) {
+      restore_times(*h.f);
+      recount(state(req), *h.f);
+    }
     const int pending = pending_error(h);
     replied = true;
     fuse_reply_err(req, r != 0 ? r : pending);
@@ -1055,6 +1076,7 @@ int serve(const mount_options& o, std::FILE* err) {
         s->eng = std::make_unique<engine::engine>(*s->sched, engine::engine_options{.pol = *pol});
         s->so.eng = s->eng.get();
         s->committer = std::thread(committer, std::ref(*s));
+        s->scanner = std::thread(scan_backing, std::ref(*s));
         fuse_loop_config* cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_max_threads(cfg, 16);
         rc = fuse_session_loop_mt(se, cfg) < 0 ? 1 : 0;
@@ -1065,6 +1087,7 @@ int serve(const mount_options& o, std::FILE* err) {
         }
         s->timer_cv.notify_all();
         s->committer.join();
+        s->scanner.join();
       }
       fuse_session_unmount(se);
     } else {

@@ -165,6 +165,11 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
     made->name = o.name;
     made->read_only = read_only;
     if (!made->file->is_container()) (void)::fstat(made->fd(), &made->seen);
+    // Its share of the counters as the scan saw it, or will (the committed state on disk).
+    struct stat st {};
+    if (::fstat(made->fd(), &st) == 0) made->seen_allocated = static_cast<std::int64_t>(st.st_blocks) * 512;
+    made->seen_logical = static_cast<std::int64_t>(made->file->size());
+    made->seen_container = made->file->is_container() && st.st_size > 0;  // an empty file counts as plain
     return 0;
   });
 }

@@ -28,5 +28,23 @@ int do_lookup(fs_state& s, fuse_ino_t parent, const char* name, fuse_entry_param
 void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n);
 /// Live statistics (stats.cc).
 std::string stats_json(fs_state& s);
+/// The scan at mount start that fills the space counters (stats.cc; runs on s.scanner).
+void scan_backing(fs_state& s);
+/// After a commit of `f`: its size, stored bytes and kind as the counters see them (stats.cc).
+void recount(fs_state& s, open_file& f);
+/// Before `name` (under the descriptor `dirfd`) is unlinked or renamed over: what leaves the
+/// counters if that removes the last link of a regular file; after_remove() applies it once the
+/// removal succeeded (stats.cc).
+struct removal {
+  bool last = false;
+  key k{};
+  file_ptr f;
+  std::int64_t logical = 0, allocated = 0;
+  bool container = false;
+};
+removal before_remove(fs_state& s, int dirfd, const char* name);
+void after_remove(fs_state& s, removal& r);
+/// A regular file made through the mount (empty, counted as plain until its first commit).
+void count_new_file(fs_state& s);
 
 }  // namespace qzfs::fs::detail

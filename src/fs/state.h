@@ -93,6 +93,15 @@ class fd_cache {
   std::size_t capacity_ = 256;
 };
 
+/// What the backing directory holds, kept as counters (issue 13: O(1) to read, no walk per
+/// read): a scan at mount start adds what it finds, then commits, creations and removals through
+/// the mount add their changes. Files counted once however many links they have.
+struct space_counters {
+  std::atomic<std::int64_t> files{0}, containers{0}, plain{0}, logical{0}, allocated{0};
+  std::atomic<bool> scanned{false};
+  std::atomic<std::uint64_t> scanned_files{0};
+};
+
 struct open_file {
   std::unique_ptr<store::file> file;
   key k{};
@@ -104,6 +113,10 @@ struct open_file {
   // getattr meanwhile (issue 12, item 1).
   std::optional<timespec> atime, mtime;
   bool read_only = false;
+  // What this file adds to space_counters now (guarded by m): updated after each commit;
+  // `counted` false once its last link is gone.
+  std::int64_t seen_logical = 0, seen_allocated = 0;
+  bool seen_container = false, counted = true;
   std::mutex append_m;  // O_APPEND writes (without the writeback cache) one after the other
   // A plain file (not a container) belongs to the backing directory too: what the mount last
   // saw of it (size, mtime, ctime). A change made beside the mount makes the mount's writes fail
@@ -153,6 +166,8 @@ struct fs_state {
   std::map<key, std::unique_ptr<inode>> table;
   fd_cache fds;
   registry files;
+  space_counters space;
+  std::thread scanner;
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once
   bool handles = false;          // inodes reopen by file handle
   uid_t owner = 0;               // who mounted (may read the statistics)

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 #include <string>
@@ -15,25 +17,45 @@
 
 namespace qzfs::fs::detail {
 
-// Live statistics: the root's "user.qzfs.stats" attribute (read by `qzfs stats`). The sizes come
-// from a walk of the backing directory (the cost of a `du`); the rest from the engine and the
-// backends since the mount.
-std::string stats_json(fs_state& s) {
-  std::uint64_t files = 0, containers = 0, plain = 0, logical = 0, allocated = 0, open_files = 0, dirty = 0;
-  // Files being written: their size is the store's, not yet the committed one. No lock is held
-  // while a file's own lock is waited for (a long operation on one file must not hold up the
-  // inode table for everyone).
-  std::map<key, std::pair<std::uint64_t, bool>> live;
-  for (auto& f : s.files.all()) {
-    ++open_files;
-    const auto st = f->file->stats();
-    dirty += st.dirty;
-    live[f->k] = {st.logical_size, f->file->is_container()};
+namespace {
+
+// One regular file's share, read without blocking (a FIFO swapped in for it meanwhile must not
+// wedge a daemon thread: O_NONBLOCK, and only what is still a regular file now).
+bool share_of(int dirfd, const char* name, std::int64_t& logical, std::int64_t& allocated, bool& container) {
+  const int fd = ::openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (ok) {
+    std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
+    container = false;
+    (void)store::peek_logical_size(fd, size, size, &container);
+    logical = static_cast<std::int64_t>(size);
+    allocated = static_cast<std::int64_t>(st.st_blocks) * 512;
   }
+  ::close(fd);
+  return ok;
+}
+
+void add_share(space_counters& c, std::int64_t sign, std::int64_t logical, std::int64_t allocated, bool container) {
+  c.files += sign;
+  (container ? c.containers : c.plain) += sign;
+  c.logical += sign * logical;
+  c.allocated += sign * allocated;
+}
+
+}  // namespace
+
+void scan_backing(fs_state& s) {
+  auto& c = s.space;
   std::set<key> linked;  // files with several links, counted once
   std::vector<int> stack;
   stack.push_back(::openat(s.root_fd->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   while (!stack.empty()) {
+    {
+      std::lock_guard lk(s.timer_m);
+      if (s.stopping) break;
+    }
     const int dfd = stack.back();
     stack.pop_back();
     if (dfd < 0) continue;
@@ -48,30 +70,100 @@ std::string stats_json(fs_state& s) {
       if (::fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       if (S_ISDIR(st.st_mode)) {
         stack.push_back(::openat(dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      } else if (S_ISREG(st.st_mode)) {
-        if (st.st_nlink > 1 && !linked.insert({st.st_dev, st.st_ino}).second) continue;
-        ++files;
-        allocated += static_cast<std::uint64_t>(st.st_blocks) * 512;
-        std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
-        bool container = false;
-        if (auto it = live.find({st.st_dev, st.st_ino}); it != live.end()) {
-          size = it->second.first;
-          container = it->second.second;
-        } else if (const int fd = ::openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC); fd >= 0) {
-          // Non-blocking, and only what is still a regular file now: a FIFO swapped in for the
-          // file meanwhile must not wedge a daemon thread.
-          struct stat now {};
-          if (::fstat(fd, &now) == 0 && S_ISREG(now.st_mode)) {
-            (void)store::peek_logical_size(fd, static_cast<std::uint64_t>(now.st_size), size, &container);
-          }
-          ::close(fd);
-        }
-        logical += size;
-        container ? ++containers : ++plain;
+        continue;
       }
+      if (!S_ISREG(st.st_mode)) continue;
+      if (st.st_nlink > 1 && !linked.insert({st.st_dev, st.st_ino}).second) continue;
+      std::int64_t logical = 0, allocated = 0;
+      bool container = false;
+      if (auto f = s.files.find({st.st_dev, st.st_ino})) {
+        // Open through the mount: its share is what it was when opened; commits since then add
+        // their difference themselves.
+        std::lock_guard lk(f->m);
+        logical = f->seen_logical;
+        allocated = f->seen_allocated;
+        container = f->seen_container;
+      } else if (!share_of(dfd, e->d_name, logical, allocated, container)) {
+        continue;
+      }
+      add_share(c, 1, logical, allocated, container);
+      ++c.scanned_files;
     }
     ::closedir(dp);
   }
+  for (int fd : stack) {
+    if (fd >= 0) ::close(fd);
+  }
+  c.scanned = true;
+}
+
+void recount(fs_state& s, open_file& f) {
+  struct stat st {};
+  if (::fstat(f.fd(), &st) != 0) return;
+  const auto logical = static_cast<std::int64_t>(f.file->size());
+  const auto allocated = static_cast<std::int64_t>(st.st_blocks) * 512;
+  const bool container = f.file->is_container() && st.st_size > 0;
+  std::lock_guard lk(f.m);
+  if (!f.counted) return;
+  auto& c = s.space;
+  c.logical += logical - f.seen_logical;
+  c.allocated += allocated - f.seen_allocated;
+  if (container != f.seen_container) {
+    (container ? c.containers : c.plain) += 1;
+    (container ? c.plain : c.containers) -= 1;
+  }
+  f.seen_logical = logical;
+  f.seen_allocated = allocated;
+  f.seen_container = container;
+}
+
+removal before_remove(fs_state& s, int dirfd, const char* name) {
+  removal r;
+  struct stat st {};
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) return r;
+  r.k = {st.st_dev, st.st_ino};
+  if ((r.f = s.files.find(r.k))) {
+    r.last = true;
+    return r;
+  }
+  r.last = share_of(dirfd, name, r.logical, r.allocated, r.container);
+  return r;
+}
+
+void after_remove(fs_state& s, removal& r) {
+  if (!r.last) return;
+  if (r.f) {
+    std::lock_guard lk(r.f->m);
+    if (r.f->counted) add_share(s.space, -1, r.f->seen_logical, r.f->seen_allocated, r.f->seen_container);
+    r.f->counted = false;
+    return;
+  }
+  add_share(s.space, -1, r.logical, r.allocated, r.container);
+}
+
+void count_new_file(fs_state& s) { add_share(s.space, 1, 0, 0, false); }
+
+// Live statistics: the root's "user.qzfs.stats" attribute (read by `qzfs stats`). Sizes from the
+// space counters; the rest from the engine and the backends since the mount. O(open files).
+std::string stats_json(fs_state& s) {
+  std::uint64_t open_files = 0, dirty = 0;
+  auto& c = s.space;
+  std::int64_t files = c.files, containers = c.containers, plain = c.plain, logical = c.logical, allocated = c.allocated;
+  // Files not committed yet: their size and kind as they are now (stored bytes follow commits).
+  for (auto& f : s.files.all()) {
+    ++open_files;
+    dirty += f->file->stats().dirty;
+    const auto now = static_cast<std::int64_t>(f->file->size());
+    const bool container = f->file->is_container();
+    std::lock_guard lk(f->m);
+    if (!f->counted) continue;
+    logical += now - f->seen_logical;
+    if (container != f->seen_container) {
+      containers += container ? 1 : -1;
+      plain += container ? -1 : 1;
+    }
+  }
+  auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v)); };
   const auto es = s.eng->stats();
   const auto ss = s.sched->stats();
   const auto cs = s.cpu->stats();
@@ -104,13 +196,14 @@ std::string stats_json(fs_state& s) {
       {"backing", s.o.backing},
       {"compression", s.o.compression},
       {"recordsize", s.o.recordsize},
-      {"files", files},
-      {"containers", containers},
-      {"plain_files", plain},
-      {"logical_bytes", logical},
-      {"allocated_bytes", allocated},
+      {"files", u(files)},
+      {"containers", u(containers)},
+      {"plain_files", u(plain)},
+      {"logical_bytes", u(logical)},
+      {"allocated_bytes", u(allocated)},
       {"ratio", allocated > 0 ? static_cast<double>(logical) / static_cast<double>(allocated) : 1.0},
       {"open_files", open_files},
+      {"scan", c.scanned ? "done" : "running"},
       {"dirty_records", dirty},
       {"engine",
        {{"records", es.records}, {"holes", es.holes}, {"raw", es.raw}, {"compressed", es.compressed},

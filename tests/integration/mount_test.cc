@@ -239,6 +239,51 @@ TEST_F(mount_test, live_statistics) {
   EXPECT_NE(out.find("not a qzfs mount point"), std::string::npos) << out;
 }
 
+// Issue 13: the statistics are counters, not a walk per read: a scan at mount start, then every
+// commit, creation and removal through the mount. A file is counted once however many links it
+// has (a GlusterFS brick links every file twice).
+TEST_F(mount_test, statistics_are_counters_kept_by_commits_creations_and_removals) {
+  put(backing_ / "plain", qzfs::test::make_data(qzfs::test::data_class::binary, 10000));
+  put(backing_ / "linked", qzfs::test::make_data(qzfs::test::data_class::binary, 5000));
+  fs::create_hard_link(backing_ / "linked", backing_ / "link2");
+  mount();
+  auto stats = [&] {
+    std::string out;
+    for (int i = 0; i < 100; ++i) {
+      EXPECT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+      if (out.find("\"scan\": \"done\"") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return out;
+  };
+  auto out = stats();
+  EXPECT_EQ(json_number(out, "files"), 2u) << out;
+  EXPECT_EQ(json_number(out, "logical_bytes"), 15000u) << out;
+  const auto text = qzfs::test::make_data(qzfs::test::data_class::text, 1 << 20);
+  put(mnt_ / "text", text);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // committed after the close
+  out = stats();
+  EXPECT_EQ(json_number(out, "files"), 3u) << out;
+  EXPECT_EQ(json_number(out, "containers"), 1u) << out;
+  EXPECT_EQ(json_number(out, "logical_bytes"), 15000u + (1u << 20)) << out;
+  const auto stored = json_number(out, "allocated_bytes");
+  EXPECT_LT(stored, 15000u + (1u << 20) / 2) << "the text is stored compressed";
+  fs::remove(mnt_ / "link2");
+  EXPECT_EQ(json_number(stats(), "files"), 3u) << "a link went, the file is still there";
+  fs::remove(mnt_ / "linked");
+  fs::remove(mnt_ / "text");
+  out = stats();
+  EXPECT_EQ(json_number(out, "files"), 1u) << out;
+  EXPECT_EQ(json_number(out, "logical_bytes"), 10000u) << out;
+  EXPECT_EQ(json_number(out, "containers"), 0u) << out;
+  put(mnt_ / "again", text);
+  unmount();
+  mount();
+  out = stats();
+  EXPECT_EQ(json_number(out, "files"), 2u) << out;
+  EXPECT_EQ(json_number(out, "logical_bytes"), 10000u + (1u << 20)) << out;
+}
+
 TEST_F(mount_test, shared_writable_mmap_reaches_the_store) {
   mount();
   put(mnt_ / "mapped", std::vector<std::byte>(300000));
