@@ -240,7 +240,9 @@ TEST_F(multiuser, created_objects_belong_to_the_caller_from_the_start) {
       EXPECT_GE(::inotify_add_watch(in, (backing_ / "s").c_str(), IN_ATTRIB), 0);
       EXPECT_GE(::inotify_add_watch(in, (backing_ / "g").c_str(), IN_ATTRIB), 0);
     }
-    for (const auto& [who, dir] : {std::pair{alice, s}, std::pair{alice_staff, g}}) {
+    for (const auto& pair : {std::pair{alice, s}, std::pair{alice_staff, g}}) {
+      const auto& who = pair.first;
+      const fs::path dir = pair.second;  // (a copy: clang 14 cannot capture a structured binding)
       EXPECT_EQ(as(who, 022, [&] { return mkfile(dir / "f", 0666); }), 0) << dir;
       EXPECT_EQ(as(who, 022, [&] { return err(::mkdir((dir / "d").c_str(), 0777) == 0); }), 0) << dir;
       EXPECT_EQ(as(who, 022, [&] { return err(::mkfifo((dir / "p").c_str(), 0666) == 0); }), 0) << dir;
