@@ -124,7 +124,9 @@ TEST_F(corruption, damaged_containers_give_the_right_bytes_or_eio_never_wrong_on
     }
     const fs::path p = backing_ / ("t" + std::to_string(t));
     put(p, disk);
-    if (!markers[o].empty()) ASSERT_EQ(::setxattr(p.c_str(), "user.qzfs.slot", markers[o].data(), markers[o].size(), 0), 0);
+    if (!markers[o].empty()) {
+      ASSERT_EQ(::setxattr(p.c_str(), "user.qzfs.slot", markers[o].data(), markers[o].size(), 0), 0);
+    }
     plan.push_back({o, what});
   }
 
