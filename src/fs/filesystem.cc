@@ -824,6 +824,11 @@ void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fu
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+  // With the writeback cache the kernel holds written pages the store has not seen yet, and does
+  // not write them back before asking: the store's holes may be data already. ENOSYS makes the
+  // kernel answer SEEK_DATA/SEEK_HOLE itself (the whole file as data, up to its own size):
+  // correct, without hole information. Without the cache the store knows every byte.
+  if (state(req).writeback) return (void)fuse_reply_err(req, ENOSYS);
   guard(req, "lseek", [&](bool& replied) {
     auto& f = *handle_of(fi).f->file;
     std::uint64_t at = 0;

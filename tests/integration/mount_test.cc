@@ -385,11 +385,16 @@ TEST_P(fsx, random_operations_match_a_shadow_copy) {
     } else if (kind < 85) {
       ASSERT_EQ(rng() % 2 ? ::fsync(fd) : ::fdatasync(fd), 0) << op;
     } else if (kind < 90) {  // SEEK_DATA / SEEK_HOLE agree with the shadow
-      const off_t at = ::lseek(fd, static_cast<off_t>(off), rng() % 2 ? SEEK_DATA : SEEK_HOLE);
+      const bool whence_data = rng() % 2 != 0;
+      const off_t at = ::lseek(fd, static_cast<off_t>(off), whence_data ? SEEK_DATA : SEEK_HOLE);
       if (off >= shadow.size()) {
         ASSERT_EQ(at, -1) << op;
         ASSERT_EQ(errno, ENXIO) << op;
-      } else if (at >= 0) {
+      } else if (at < 0) {
+        // Below the end there is always a hole (at the size at worst); SEEK_DATA may find none.
+        ASSERT_EQ(errno, ENXIO) << op;
+        ASSERT_TRUE(whence_data) << op << ": SEEK_HOLE below the size found nothing";
+      } else {
         ASSERT_GE(static_cast<std::size_t>(at), off) << op;
         ASSERT_LE(static_cast<std::size_t>(at), shadow.size()) << op;
       }
