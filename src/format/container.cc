@@ -98,60 +98,6 @@ container_error parse_slot(std::span<const std::byte> in, container_slot& out) n
   return container_error::ok;
 }
 
-void encode_map(std::span<const map_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept {
-  const std::size_t chunks = map_chunks(entries.size());
-  for (std::size_t k = 0; k < chunks; ++k) {
-    std::byte* c = out.data() + map_chunk_offset(k);
-    const std::size_t first = k * map_chunk_entries;
-    const std::size_t len = map_chunk_length(entries.size(), k);
-    const std::size_t n = (len - map_trailer_size) / map_entry_size;
-    for (std::size_t i = 0; i < n; ++i) {
-      const map_entry& e = entries[first + i];
-      std::byte* p = c + i * map_entry_size;
-      put64(p, e.offset);
-      put32(p + 8, e.length);
-      p[12] = std::byte(e.format);
-      p[13] = std::byte(e.producer);
-      put16(p + 14, 0);
-      put64(p + 16, e.payload_hash);
-    }
-    std::byte* t = c + n * map_entry_size;
-    put64(t, generation);
-    put64(t + 8, XXH3_64bits_withSeed(c, n * map_entry_size + 8, chunk_seed(generation, k)));
-  }
-}
-
-bool decode_map_chunk(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
-                      std::span<map_entry> out) noexcept {
-  if (chunk.size() < map_trailer_size || (chunk.size() - map_trailer_size) % map_entry_size != 0) return false;
-  const std::size_t n = (chunk.size() - map_trailer_size) / map_entry_size;
-  if (n != out.size() || n > map_chunk_entries) return false;
-  const std::byte* c = chunk.data();
-  const std::byte* t = c + n * map_entry_size;
-  if (get64(t) != generation) return false;
-  if (get64(t + 8) != XXH3_64bits_withSeed(c, n * map_entry_size + 8, chunk_seed(generation, k))) return false;
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::byte* p = c + i * map_entry_size;
-    map_entry e;
-    e.offset = get64(p);
-    e.length = get32(p + 8);
-    const auto fmt = static_cast<std::uint8_t>(p[12]);
-    const auto prod = static_cast<std::uint8_t>(p[13]);
-    e.payload_hash = get64(p + 16);
-    if (get16(p + 14) != 0 || fmt >= codec::payload_format_count || prod >= codec::engine_count) return false;
-    e.format = static_cast<codec::payload_format>(fmt);
-    e.producer = static_cast<codec::engine>(prod);
-    if (e.offset <= 1) {
-      if (e.length != 0 || fmt != 0 || prod != 0 || e.payload_hash != 0) return false;
-    } else if (e.offset < container_header_size || e.offset > max_container_size || e.length <= frame_header_size ||
-               e.length > max_frame_size) {
-      return false;
-    }
-    out[i] = e;
-  }
-  return true;
-}
-
 namespace {
 
 // A version-1 entry's 24 bytes (shared by both versions; v2 puts the index in front).
@@ -181,7 +127,43 @@ bool get_entry(const std::byte* p, map_entry& e, bool lost_as_range) noexcept {
          e.length <= max_frame_size;
 }
 
+// The trailer after a chunk's `body` bytes of entries: its generation and the seeded hash.
+void seal(std::byte* c, std::size_t body, std::uint64_t generation, std::size_t k) noexcept {
+  put64(c + body, generation);
+  put64(c + body + 8, XXH3_64bits_withSeed(c, body + 8, chunk_seed(generation, k)));
+}
+bool sealed(const std::byte* c, std::size_t body, std::uint64_t generation, std::size_t k) noexcept {
+  return get64(c + body) == generation && get64(c + body + 8) == XXH3_64bits_withSeed(c, body + 8, chunk_seed(generation, k));
+}
+
 }  // namespace
+
+void encode_map(std::span<const map_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept {
+  const std::size_t chunks = map_chunks(entries.size());
+  for (std::size_t k = 0; k < chunks; ++k) {
+    std::byte* c = out.data() + map_chunk_offset(k);
+    const std::size_t first = k * map_chunk_entries;
+    const std::size_t len = map_chunk_length(entries.size(), k);
+    const std::size_t n = (len - map_trailer_size) / map_entry_size;
+    for (std::size_t i = 0; i < n; ++i) put_entry(c + i * map_entry_size, entries[first + i]);
+    seal(c, n * map_entry_size, generation, k);
+  }
+}
+
+bool decode_map_chunk(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
+                      std::span<map_entry> out) noexcept {
+  if (chunk.size() < map_trailer_size || (chunk.size() - map_trailer_size) % map_entry_size != 0) return false;
+  const std::size_t n = (chunk.size() - map_trailer_size) / map_entry_size;
+  if (n != out.size() || n > map_chunk_entries) return false;
+  const std::byte* c = chunk.data();
+  if (!sealed(c, n * map_entry_size, generation, k)) return false;
+  for (std::size_t i = 0; i < n; ++i) {
+    map_entry e;
+    if (!get_entry(c + i * map_entry_size, e, false)) return false;
+    out[i] = e;
+  }
+  return true;
+}
 
 void encode_map_v2(std::span<const indexed_entry> entries, std::uint64_t generation, std::span<std::byte> out) noexcept {
   const std::size_t chunks = map_chunks_v2(entries.size());
@@ -194,9 +176,7 @@ void encode_map_v2(std::span<const indexed_entry> entries, std::uint64_t generat
       put64(p, entries[first + i].index);
       put_entry(p + 8, entries[first + i].e);
     }
-    std::byte* t = c + n * map_entry_size_v2;
-    put64(t, generation);
-    put64(t + 8, XXH3_64bits_withSeed(c, n * map_entry_size_v2 + 8, chunk_seed(generation, k)));
+    seal(c, n * map_entry_size_v2, generation, k);
   }
 }
 
@@ -206,9 +186,7 @@ bool decode_map_chunk_v2(std::span<const std::byte> chunk, std::size_t k, std::u
   const std::size_t n = (chunk.size() - map_trailer_size) / map_entry_size_v2;
   if (n != out.size() || n > map_chunk_entries_v2 || n == 0) return false;
   const std::byte* c = chunk.data();
-  const std::byte* t = c + n * map_entry_size_v2;
-  if (get64(t) != generation) return false;
-  if (get64(t + 8) != XXH3_64bits_withSeed(c, n * map_entry_size_v2 + 8, chunk_seed(generation, k))) return false;
+  if (!sealed(c, n * map_entry_size_v2, generation, k)) return false;
   for (std::size_t i = 0; i < n; ++i) {
     const std::byte* p = c + i * map_entry_size_v2;
     indexed_entry x;

@@ -35,6 +35,18 @@ void fd_cache::touch_locked(inode& in) {
   if (in.in_lru) lru_.splice(lru_.begin(), lru_, in.lru);
 }
 
+void fd_cache::insert_locked(inode& in) {
+  lru_.push_front(&in);
+  in.lru = lru_.begin();
+  in.in_lru = true;
+  while (lru_.size() > capacity_) {
+    inode* victim = lru_.back();
+    lru_.pop_back();
+    victim->in_lru = false;
+    victim->fd.reset();  // closed when its last user lets go
+  }
+}
+
 fd_ptr fd_cache::get(inode& in, int& err) {
   std::lock_guard lk(m_);
   if (in.fd) {
@@ -51,16 +63,9 @@ fd_ptr fd_cache::get(inode& in, int& err) {
     return {};
   }
   in.fd = std::make_shared<owned_fd>(fd);
-  lru_.push_front(&in);
-  in.lru = lru_.begin();
-  in.in_lru = true;
-  while (lru_.size() > capacity_) {
-    inode* victim = lru_.back();
-    lru_.pop_back();
-    victim->in_lru = false;
-    victim->fd.reset();  // closed when its last user lets go
-  }
-  return in.fd;
+  fd_ptr out = in.fd;
+  insert_locked(in);
+  return out;
 }
 
 void fd_cache::put(inode& in, fd_ptr fd) {
@@ -70,15 +75,7 @@ void fd_cache::put(inode& in, fd_ptr fd) {
   if (in.in_lru) {
     touch_locked(in);
   } else {
-    lru_.push_front(&in);
-    in.lru = lru_.begin();
-    in.in_lru = true;
-  }
-  while (lru_.size() > capacity_) {
-    inode* victim = lru_.back();
-    lru_.pop_back();
-    victim->in_lru = false;
-    victim->fd.reset();
+    insert_locked(in);
   }
 }
 

@@ -87,6 +87,7 @@ class fd_cache {
 
  private:
   void touch_locked(inode& in);
+  void insert_locked(inode& in);  // most recently used; evicts past capacity
   mutable std::mutex m_;
   std::list<inode*> lru_;  // front: most recently used
   int mount_fd_ = -1;
