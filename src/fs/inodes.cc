@@ -187,6 +187,10 @@ int stat_of(fs_state& s, inode& in, struct stat& st, bool* plain) {
       std::lock_guard lk(f->m);
       if (f->atime) st.st_atim = *f->atime;
       if (f->mtime) st.st_mtim = *f->mtime;
+      if (f->ctime && (f->ctime->tv_sec > st.st_ctim.tv_sec ||
+                       (f->ctime->tv_sec == st.st_ctim.tv_sec && f->ctime->tv_nsec > st.st_ctim.tv_nsec))) {
+        st.st_ctim = *f->ctime;
+      }
       return 0;
     }
   }

@@ -113,6 +113,7 @@ struct open_file {
   // the backing file and would move them, so they are put back after each commit and shown by
   // getattr meanwhile (issue 12, item 1).
   std::optional<timespec> atime, mtime;
+  std::optional<timespec> ctime;  // the last change through the mount (shown, never set: ctime cannot be)
   bool read_only = false;
   // What this file adds to space_counters now (guarded by m): updated after each commit;
   // `counted` false once its last link is gone.
