@@ -300,7 +300,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   stats->add_flag("--json", stats_json, "Print JSON instead of text");
   stats->add_option("MOUNTPOINT", stats_point, "Where it is mounted")->required();
   std::string umount_point;
-  auto* umount = app.add_subcommand("umount", "Unmount a qzfs mount point (flushes and commits everything first)");
+  auto* umount = app.add_subcommand("umount", "Unmount a qzfs mount point; returns once its daemon has committed every file");
   umount->add_option("MOUNTPOINT", umount_point, "Where it is mounted")->required();
 
   try {
@@ -448,19 +448,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                  mib(k["peak_bytes"]), mib(k["limit_bytes"]), k["reliefs"].get<std::uint64_t>());
       return 0;
     }
-    if (umount->parsed()) {
-      // fusermount3 run directly (no shell: a mount point is any string).
-      std::fflush(out);
-      const char* const argv_u[] = {"fusermount3", "-u", "--", umount_point.c_str(), nullptr};
-      pid_t pid = 0;
-      if (::posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char* const*>(argv_u), environ) != 0) {
-        fmt::print(err, "qzfs umount: cannot run fusermount3 (install fuse3)\n");
-        return 1;
-      }
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
-    }
+    if (umount->parsed()) return fs::unmount(umount_point, err);
     if (bench->parsed()) {
       bo.record_size = parse_size(record_size);
       if (bo.record_size < 4096 || bo.record_size > (1u << 20))

@@ -16,7 +16,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <spawn.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -27,6 +29,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -1060,7 +1063,13 @@ int serve(const mount_options& o, std::FILE* err) {
 
   char real[PATH_MAX];
   const std::string backing_abs = ::realpath(o.backing.c_str(), real) != nullptr ? std::string(real) : o.backing;
-  std::string mount_opts = "default_permissions,fsname=qzfs:" + backing_abs + ",subtype=qzfs";
+  // (libfuse splits options at commas; a backslash keeps one, or itself, in the name.)
+  std::string fsname = "qzfs:";
+  for (const char c : backing_abs) {
+    if (c == ',' || c == '\\') fsname += '\\';
+    fsname += c;
+  }
+  std::string mount_opts = "default_permissions,fsname=" + fsname + ",subtype=qzfs";
   if (o.allow_other) mount_opts += ",allow_other";
   // mount(8)'s own options reach the kernel's mount flags (libfuse turns them into MS_*).
   for (const auto& k : o.kernel_options) mount_opts += "," + k;
@@ -1110,6 +1119,63 @@ int serve(const mount_options& o, std::FILE* err) {
   // Every file commits as the registry goes (store::file's destructor syncs; op_destroy did).
   s->table.clear();
   return rc;
+}
+
+int unmount(const std::string& mountpoint, std::FILE* err) {
+  // The mount point's own path without stat()ing it (that would wait for its daemon): the
+  // parent's real path and the last name.
+  const std::filesystem::path mp = std::filesystem::path(mountpoint).lexically_normal();
+  std::string point = mountpoint;
+  {
+    const auto name = mp.has_filename() ? mp.filename() : mp.parent_path().filename();
+    const auto parent = (mp.has_filename() ? mp : mp.parent_path()).parent_path();
+    char real[PATH_MAX];
+    if (::realpath(parent.empty() ? "." : parent.c_str(), real) != nullptr) point = (std::filesystem::path(real) / name).string();
+  }
+  // The backing directory, from the mount's source ("qzfs:BACKING"), opened before the unmount:
+  // its lock is held by the daemon until everything is committed.
+  int backing = -1;
+  if (std::FILE* mi = std::fopen("/proc/self/mountinfo", "re"); mi != nullptr) {
+    std::string source;
+    char line[16384];
+    while (std::fgets(line, sizeof line, mi) != nullptr) {
+      char at[4096], src[8192];
+      const char* tail = std::strstr(line, " - fuse.qzfs ");
+      if (tail != nullptr && std::sscanf(line, "%*s %*s %*s %*s %4095s", at) == 1 && unescape_mountinfo(at) == point &&
+          std::sscanf(tail + std::strlen(" - fuse.qzfs "), "%8191s", src) == 1) {
+        source = unescape_mountinfo(src);  // the last one: mounts stack
+      }
+    }
+    std::fclose(mi);
+    if (source.rfind("qzfs:", 0) == 0) backing = ::open(source.c_str() + 5, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  }
+  const owned_fd hold(backing);
+  std::fflush(err);
+  // fusermount3 run directly (no shell: a mount point is any string).
+  const char* const argv_u[] = {"fusermount3", "-u", "--", mountpoint.c_str(), nullptr};
+  pid_t pid = 0;
+  if (::posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char* const*>(argv_u), environ) != 0) {
+    std::fprintf(err, "qzfs umount: cannot run fusermount3 (install fuse3)\n");
+    return 1;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return 1;
+  if (backing < 0) return 0;
+  // The daemon commits every file after the kernel lets go; the lock is free once it is done.
+  const auto since = std::chrono::steady_clock::now();
+  bool said = false;
+  while (::flock(backing, LOCK_SH | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) break;
+    if (!said && std::chrono::steady_clock::now() - since > std::chrono::seconds(2)) {
+      std::fprintf(err, "qzfs umount: waiting for the daemon to commit its files\n");
+      said = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  (void)::flock(backing, LOCK_UN);
+  return 0;
 }
 
 }  // namespace qzfs::fs

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 
 #include <chrono>
@@ -143,6 +145,33 @@ TEST_F(mount_test, fsync_makes_data_durable_without_unmount) {
   EXPECT_EQ(run({QZFS_BINARY, "check", (backing_ / "durable").string()}, &out), 0) << out;
   EXPECT_NE(out.find("logical 1.0 MiB"), std::string::npos) << out;
   ::close(fd);
+}
+
+// `qzfs umount` returns only once the daemon has committed its files and let go of the backing
+// directory: a mount right after it finds the directory free (the daemon is held stopped here,
+// as a slow final commit would hold it). A path with a space, a comma and a backslash.
+TEST_F(mount_test, umount_waits_for_the_daemon_and_a_remount_right_after_succeeds) {
+  backing_ = root_ / "b k,1\\x";
+  fs::create_directories(backing_);
+  mount();
+  put(mnt_ / "f", pattern(1, 300000));
+  const std::string pid = daemon_pid();
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(::kill(std::stoi(pid), SIGSTOP), 0);
+  std::atomic<bool> done{false};
+  int rc = -1;
+  std::thread u([&] {
+    rc = run({QZFS_BINARY, "umount", mnt_.string()});
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_FALSE(done) << "umount returned while the daemon still held the backing directory";
+  ASSERT_EQ(::kill(std::stoi(pid), SIGCONT), 0);
+  u.join();
+  EXPECT_EQ(rc, 0);
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "mount", "-o", "commit=1", backing_.string(), mnt_.string()}, &out), 0) << out;
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "f"), pattern(1, 300000));
 }
 
 TEST_F(mount_test, ten_parallel_copies_of_one_64_mib_file_are_identical) {

@@ -38,4 +38,9 @@ struct mount_options {
 /// mount point, no /dev/fuse) are printed to `err` and return 1.
 int serve(const mount_options& o, std::FILE* err);
 
+/// Unmounts a qzfs mount point (fusermount3 -u) and waits until its daemon has committed every
+/// file and let go of the backing directory, so that `qzfs umount M && qzfs mount B M` (or `qzfs
+/// pack B`) finds it free. Says on `err` why it cannot, and returns 0 or 1.
+int unmount(const std::string& mountpoint, std::FILE* err);
+
 }  // namespace qzfs::fs
