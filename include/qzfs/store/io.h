@@ -1,7 +1,7 @@
 #pragma once
 // store/: the backing file, as the store sees it. Every byte the store keeps goes through this
 // interface, so tests can put a layer under the store that stops at the k-th write or sync,
-// tears that write, or forgets what was never synced (tests/unit/crash_io.h).
+// tears that write, or forgets what was never synced (tests/support/mem_io.h: crash_plan).
 //
 // Contract: pwritev writes everything or fails; pread returns fewer bytes only at the end of
 // the file. Errors are errno values (std::generic_category).
