@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# kill -9 of the daemon in the middle of mixed writes, truncates and fsyncs, over and over
-# (issue 12): scripts/crash-loop.sh [CYCLES] [QZFS_BINARY]   (default 100, build/qzfs)
+# kill -9 of the daemon in the middle of mixed writes, truncates and fsyncs, over and over:
+# scripts/crash-loop.sh [CYCLES] [QZFS_BINARY]   (default 100, build/qzfs)
 #
 # Each cycle mounts a fresh daemon on the same backing directory, runs QZFS_CRASH_WORKERS (2)
 # python3 workers, each on its own 4 files (writes of text, random and zero data at random

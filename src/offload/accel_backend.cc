@@ -347,7 +347,7 @@ void accel_backend::watchdog() {
       if ((s != ticket::running && s != ticket::queued) || t.deadline.load(std::memory_order_relaxed) > now) continue;
       // A 'queued' ticket not in q_ belongs to its submitter (not pushed yet) or to the worker
       // that popped it (not marked running yet): leave it; it is caught as running next time.
-      // Cancelling it here released it twice (issue 12, item 11).
+      // Cancelling it here released it twice.
       if (s == ticket::queued && !t.in_q) continue;
       job* owner = t.owner.load(std::memory_order_acquire);
       if (!t.st.compare_exchange_strong(s, ticket::cancelled)) continue;

@@ -1,4 +1,4 @@
-// Damage injected into the backing files of a real mount (issue 12, item 2 and its acceptance):
+// Damage injected into the backing files of a real mount:
 // random single-bit flips and zeroed 4 KiB blocks in every region of a container (both slots,
 // both record map copies, frame headers, payloads, anywhere), read back through a fresh mount.
 // Every read must give the right bytes or EIO: 0 wrong bytes served. CI runs

@@ -1,4 +1,4 @@
-// Data integrity through a real mount (issue 12): nothing acknowledged is lost, no wrong byte is
+// Data integrity through a real mount: nothing acknowledged is lost, no wrong byte is
 // ever served. Each test is one of the issue's reproducers; each failed on main at bb5109d.
 #include <fcntl.h>
 #include <gtest/gtest.h>

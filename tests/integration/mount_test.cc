@@ -268,7 +268,7 @@ TEST_F(mount_test, live_statistics) {
   EXPECT_NE(out.find("not a qzfs mount point"), std::string::npos) << out;
 }
 
-// Issue 13: the statistics are counters, not a walk per read: a scan at mount start, then every
+// The statistics are counters, not a walk per read: a scan at mount start, then every
 // commit, creation and removal through the mount. A file is counted once however many links it
 // has (a GlusterFS brick links every file twice).
 TEST_F(mount_test, statistics_are_counters_kept_by_commits_creations_and_removals) {
@@ -336,7 +336,7 @@ TEST_F(mount_test, shared_writable_mmap_reaches_the_store) {
 // fsx-style: random operations on one file through the mount, every read checked against a
 // shadow copy in memory; the file is reopened now and then and the mount remounted once.
 // QZFS_FSX_OPS sets the count (3000 by default; scripts/test.sh, as CI, runs 100,000; scripts/soak.sh more).
-// Run on both mounts: with the kernel's writeback cache, and without (issue 12 asks for both).
+// Run on both mounts: with the kernel's writeback cache, and without.
 class fsx : public mount_test, public ::testing::WithParamInterface<const char*> {};
 INSTANTIATE_TEST_SUITE_P(modes, fsx, ::testing::Values("commit=1,recordsize=16K", "commit=1,recordsize=16K,nowriteback"));
 TEST_P(fsx, random_operations_match_a_shadow_copy) {

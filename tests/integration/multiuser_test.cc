@@ -1,4 +1,4 @@
-// Many users, one root daemon (issue 13): qzfs runs as root, mounted with allow_other, and every
+// Many users, one root daemon: qzfs runs as root, mounted with allow_other, and every
 // user acts as itself (DESIGN.md, invariant 8). Other users are child processes with their own
 // uid, gid and groups (setpriv(1) for shell steps, a fork that drops its ids for exact system
 // calls). Where a property is "as on the backing file system", the same steps run on a plain

@@ -312,7 +312,7 @@ bool eventually(Pred pred, std::chrono::milliseconds limit) {
   return pred();
 }
 
-// Issue 12, item 11. A worker takes a ticket off the queue, drops the lock, and only then marks
+// A worker takes a ticket off the queue, drops the lock, and only then marks
 // it running; the ticket is still 'queued' in between. The watchdog used to cancel such a ticket
 // once its deadline had passed, fail the job and release the ticket; the worker, finding it
 // cancelled, released it a second time: the ticket was free twice over (queue_depth() wrapped

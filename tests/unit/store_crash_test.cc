@@ -158,7 +158,7 @@ INSTANTIATE_TEST_SUITE_P(seeds, store_crash, ::testing::Values(11, 12, 13, 14));
 // A failing write, sync or truncate at any call of a write-back and commit (an I/O error or
 // ENOSPC that passes, not a crash): nothing acknowledged is lost. The data stays in memory, the
 // file takes changes meanwhile, the failure is counted for the file's next fsync or close, the
-// next sync() makes everything durable, and reopening finds it. Issue 12, item 7: a failed
+// next sync() makes everything durable, and reopening finds it. A failed
 // commit used to make the file refuse changes, and the let-go file reverted to its old state.
 TEST(store_failure, a_failed_commit_keeps_the_data_and_the_next_sync_makes_it_durable) {
   log_sink sink;
@@ -320,7 +320,7 @@ TEST(store_damage, every_flipped_byte_is_found_or_harmless) {
                                       v.begin() + static_cast<std::ptrdiff_t>(std::min<std::uint64_t>(v.size(), (r + 1) * 4096)));
       };
       // A damaged slot never rolls the file back: the other slot holds a copy of the newest
-      // state (issue 12: an older generation is wrong bytes to its reader too).
+      // state (an older generation is wrong bytes to its reader too).
       const bool ok = got == slice(cur);
       ASSERT_TRUE(ok) << "wrong bytes from record " << r << " after flipping byte " << pos;
       ASSERT_FALSE(hit == static_cast<int>(r)) << "damage in record " << r << "'s frame went unnoticed (byte " << pos << ")";
