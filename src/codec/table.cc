@@ -16,31 +16,29 @@ using detail::make_isal, detail::make_libdeflate, detail::make_lz4, detail::make
 // gzip: ISA-L igzip for 1-3, libdeflate for 4-12 (docs/decisions/0001); ISA-L level 0 is not
 // offered (streamed, it expands incompressible data by ~23%). `gzip` alone is gzip-1, the level
 // QZFS runs on QAT (docs/decisions/0008).
+// clang-format off
 constexpr std::array<codec_info, payload_format_count> table = {{
-    // id                  name    alias  default  decoder
-    {payload_format::none, "none", "off", 0, engine::none,
-     {{
-         // id             own name      levels    default  serves    factory         about
-         {engine::none, "none", {0, 0}, 0, {0, 0}, make_none, "the bytes as they are"},
-     }}},
-    {payload_format::gzip, "gzip", "", 1, engine::libdeflate,
-     {{
-         {engine::isal, "isal", {1, 3}, 1, {1, 3}, make_isal, "ISA-L igzip"},
-         {engine::libdeflate, "libdeflate", {1, 12}, 6, {4, 12}, make_libdeflate, "libdeflate"},
-         {engine::zlib, "zlib", {1, 9}, 6, {}, make_zlib, "zlib, the reference gzip of ZFS and btrfs"},
-         {engine::qat, "qat", {1, 9}, 1, {}, nullptr, "Intel QAT through QATzip (accel=qat)"},
-     }}},
-    {payload_format::zstd, "zstd", "", 3, engine::zstd,
-     {{
-         {engine::zstd, "zstd", {1, 22}, 3, {1, 22}, make_zstd, "zstd"},
-         {engine::zstd, "zstd-fast", {1, 100}, 1, {}, make_zstd, "zstd's negative levels", -1},
-     }}},
-    {payload_format::lz4, "lz4", "", 1, engine::lz4,
-     {{
-         {engine::lz4, "lz4", {1, 1}, 1, {1, 1}, make_lz4, "LZ4 block"},
-         {engine::lz4hc, "lz4hc", {1, 12}, 9, {}, make_lz4, "LZ4 HC, same block format"},
-     }}},
+  // codec: id           name    alias  default decoder
+  {payload_format::none, "none", "off", 0,      engine::none, {{
+    // implementation: id  own name     levels    default serves    factory          about (help)                               sign
+    {engine::none,       "none",       {0, 0},   0,      {0, 0},   make_none,       "the bytes as they are"},
+  }}},
+  {payload_format::gzip, "gzip", "",    1,      engine::libdeflate, {{
+    {engine::isal,       "isal",       {1, 3},   1,      {1, 3},   make_isal,       "ISA-L igzip"},
+    {engine::libdeflate, "libdeflate", {1, 12},  6,      {4, 12},  make_libdeflate, "libdeflate"},
+    {engine::zlib,       "zlib",       {1, 9},   6,      {},       make_zlib,       "zlib, the reference gzip of ZFS and btrfs"},
+    {engine::qat,        "qat",        {1, 9},   1,      {},       nullptr,         "Intel QAT through QATzip (accel=qat)"},
+  }}},
+  {payload_format::zstd, "zstd", "",    3,      engine::zstd, {{
+    {engine::zstd,       "zstd",       {1, 22},  3,      {1, 22},  make_zstd,       "zstd"},
+    {engine::zstd,       "zstd-fast",  {1, 100}, 1,      {},       make_zstd,       "zstd's negative levels",                   -1},
+  }}},
+  {payload_format::lz4,  "lz4",  "",    1,      engine::lz4, {{
+    {engine::lz4,        "lz4",        {1, 1},   1,      {1, 1},   make_lz4,        "LZ4 block"},
+    {engine::lz4hc,      "lz4hc",      {1, 12},  9,      {},       make_lz4,        "LZ4 HC, same block format"},
+  }}},
 }};
+// clang-format on
 
 // What the rest of the code relies on, checked where the table is written.
 consteval bool well_formed() {
