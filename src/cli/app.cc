@@ -41,6 +41,12 @@ std::size_t parse_size(const std::string& s) {
   throw std::invalid_argument("bad size '" + s + "' (use a number with K, M or G)");
 }
 
+// "gzip, which is gzip-1": a policy as written and what it compresses with.
+std::string policy_meaning(const std::string& name) {
+  const auto p = engine::parse_policy(name);
+  return p ? engine::describe(*p) : name;
+}
+
 std::string fmt_mbs(double v) { return v > 0 ? fmt::format("{:.1f}", v) : "-"; }
 
 void print_backends(std::FILE* out, const std::vector<backend_report>& bs) {
@@ -246,7 +252,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   bench->add_option("--qatzip-lib", bo.qatzip_lib, "QATzip library for --accel qat (default $QZFS_QATZIP_LIB or libqatzip.so.3)");
   std::string policy;
   bench->add_option("--policy", policy,
-                    "Run the whole engine with this policy (off, lz4, gzip[-N], zstd[-N], auto) instead of each codec "
+                    "Run the whole engine with this policy (" + engine::policy_help() + ") instead of each codec "
                     "alone, and print per data class (each PATH) what it decided: holes, raw, codec, backend");
   bench->add_flag("--json", json, "Print JSON instead of a table");
   bench->add_flag("--quiet,-q", quiet, "No progress line");
@@ -258,7 +264,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                           "place and atomically (a new file beside each, synced, renamed over it; mode, "
                                           "owner, times and extended attributes kept). Skips empty files, containers "
                                           "and files with other hard links; a file that changes meanwhile is left as it was");
-  pack->add_option("--policy", po.policy, "Compression policy: off, lz4, gzip[-N], zstd[-N], auto")->default_val("gzip");
+  pack->add_option("--policy", po.policy, "Compression policy: " + engine::policy_help() + " (default " +
+                                              policy_meaning(po.policy) + ")")->default_val(po.policy);
   pack->add_option("--record-size", pack_rs, "Record size of the new containers: 4K to 1M, a power of two")->default_val("128K");
   pack->add_option("--threads", po.threads, "CPU workers (default: one per core)")->check(CLI::Range(0u, 256u));
   pack->add_flag("--verbose,-v", po.verbose, "One line per file");
@@ -275,8 +282,9 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   std::vector<std::string> mount_o;
   auto* mount = app.add_subcommand("mount", "Mount a compressed view of BACKING on MOUNTPOINT (FUSE). Files already in "
                                             "BACKING stay as they are and readable; new and rewritten files are stored "
-                                            "compressed. Options (-o, comma-separated): compression=off|lz4|gzip[-N]|"
-                                            "zstd[-N]|auto (default gzip), recordsize=4K..1M (default 128K, for new "
+                                            "compressed. Options (-o, comma-separated): compression=POLICY (" +
+                                            engine::policy_help() + "; default " + policy_meaning(mo.compression) +
+                                            "), recordsize=4K..1M (default 128K, for new "
                                             "files), threads=N (CPU workers, default one per core), commit=SECONDS "
                                             "(dirty data is committed at least this often, default 5), cache=SIZE (one "
                                             "memory budget for the records every open file buffers or keeps for reads, "
@@ -391,7 +399,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
         if (mo.backing.empty()) throw std::invalid_argument("mount needs BACKING MOUNTPOINT (or -o source=BACKING)");
       }
       if (!engine::parse_policy(mo.compression)) {
-        throw std::invalid_argument("unknown compression '" + mo.compression + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+        throw std::invalid_argument("unknown compression '" + mo.compression + "' (" + engine::policy_help() + ")");
       }
       std::fflush(out);
       return fs::serve(mo, err);

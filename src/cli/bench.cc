@@ -134,22 +134,22 @@ struct offload_set {
 
 }  // namespace
 
-std::vector<std::string> default_bench_codecs() {
-  return {"lz4",    "lz4hc-9", "gzip-1", "gzip-2", "gzip-3", "gzip-4",  "gzip-6",
-          "gzip-9", "zstd-fast-5", "zstd-1", "zstd-3", "zstd-9", "zstd-19"};
+std::vector<codec::spec> default_bench_codecs() {
+  using codec::spec;
+  return {spec::lz4(),  spec::lz4hc(9), spec::gzip(1),  spec::gzip(2), spec::gzip(3),  spec::gzip(4),  spec::gzip(6),
+          spec::gzip(9), spec::zstd(-5), spec::zstd(1), spec::zstd(3), spec::zstd(9), spec::zstd(19)};
 }
 
 std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, const progress_fn& progress) {
-  std::vector<std::string> names = o.codecs.empty() ? default_bench_codecs() : o.codecs;
-  if (!o.baseline.empty()) {
-    names.erase(std::remove(names.begin(), names.end(), o.baseline), names.end());
-    names.insert(names.begin(), o.baseline);
-  }
+  // Names mean what they mean everywhere (the codec table): "gzip" is gzip-1, as a mount's
+  // compression=gzip; results name the level ("gzip-1").
   std::vector<codec::spec> specs;
-  for (const auto& n : names) {
-    auto s = codec::parse_spec(n);
-    if (!s) throw std::invalid_argument("unknown codec '" + n + "'; known: " + codec::spec_help());
-    specs.push_back(*s);
+  if (o.codecs.empty()) specs = default_bench_codecs();
+  for (const auto& n : o.codecs) specs.push_back(codec::parse_spec_or_throw(n));
+  if (!o.baseline.empty()) {
+    const codec::spec base = codec::parse_spec_or_throw(o.baseline);
+    specs.erase(std::remove(specs.begin(), specs.end(), base), specs.end());
+    specs.insert(specs.begin(), base);
   }
   if (o.record_size == 0 || o.record_size > codec::default_max_input)
     throw std::invalid_argument("record size must be between 1 byte and 1 MiB");

@@ -69,6 +69,6 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
 double process_cpu_seconds();
 
 /// The default codec list: every family at its useful levels, against the baseline.
-std::vector<std::string> default_bench_codecs();
+std::vector<codec::spec> default_bench_codecs();
 
 }  // namespace qzfs::cli

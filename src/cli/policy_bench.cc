@@ -14,7 +14,7 @@ namespace qzfs::cli {
 
 policy_report run_policy_bench(const corpus& c, const bench_options& o, const std::string& policy_name) {
   auto pol = engine::parse_policy(policy_name);
-  if (!pol) throw std::invalid_argument("unknown policy '" + policy_name + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+  if (!pol) throw std::invalid_argument("unknown policy '" + policy_name + "' (" + engine::policy_help() + ")");
   const std::string accel_spec = o.accel.empty() ? "cpu" : o.accel;
   offload::cpu_backend cpu({.workers = o.threads, .max_record = o.record_size});
   auto accel = offload::make_accel(accel_spec, o.qatzip_lib, o.record_size, o.accel_verify);

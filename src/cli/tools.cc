@@ -71,7 +71,7 @@ std::string mounted_backing(const std::filesystem::path& path) {
 
 int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   auto pol = engine::parse_policy(o.policy);
-  if (!pol) throw std::invalid_argument("unknown --policy '" + o.policy + "' (off, lz4, gzip[-N], zstd[-N], auto)");
+  if (!pol) throw std::invalid_argument("unknown --policy '" + o.policy + "' (" + engine::policy_help() + ")");
   // A mounted backing directory is the daemon's: a file rewritten beside it would fork from the
   // state the mount keeps of it.
   for (const auto& p : o.paths) {
@@ -126,7 +126,7 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   fmt::print(out, "packed {} files ({} skipped, {} failed): {:.1f} MiB -> {:.1f} MiB, ratio {:.3f}, {:.1f} MiB/s, policy {}\n",
              packed, skipped, failed, static_cast<double>(logical) / (1 << 20), static_cast<double>(stored) / (1 << 20),
              stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0,
-             secs > 0 ? static_cast<double>(logical) / (1 << 20) / secs : 0.0, o.policy);
+             secs > 0 ? static_cast<double>(logical) / (1 << 20) / secs : 0.0, engine::describe(*pol));
   return failed == 0 ? 0 : 1;
 }
 

@@ -1,90 +1,200 @@
-#include <zstd.h>
-
+// Specs, their names and the help text: all read from the codec table (table.cc).
 #include <charconv>
+#include <stdexcept>
 #include <string>
 
 #include "qzfs/codec/codec.h"
+#include "qzfs/codec/table.h"
 
 namespace qzfs::codec {
 namespace {
 
-std::optional<int> parse_int(std::string_view s) {
-  int v = 0;
-  if (s.empty()) return std::nullopt;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
-  return v;
+bool all_digits(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char ch : s)
+    if (ch < '0' || ch > '9') return false;
+  return true;
 }
 
-// "name" -> def_level, "name-N" -> N; nullopt when the level is not an integer.
-std::optional<int> level_after(std::string_view name, std::string_view prefix, int def_level) {
-  if (name == prefix) return def_level;
-  if (name.size() <= prefix.size() + 1 || name.substr(0, prefix.size()) != prefix ||
-      name[prefix.size()] != '-')
-    return std::nullopt;
-  return parse_int(name.substr(prefix.size() + 1));
+const codec_info* row_of(const implementation* i) noexcept {
+  for (const auto& c : codecs())
+    for (const auto& j : c.impls)
+      if (&j == i) return &c;
+  return nullptr;
 }
 
-constexpr int zstd_fast_min = -100;  // fits the frame's signed level byte with room to spare
+std::string range_text(level_range r) { return std::to_string(r.min) + "-" + std::to_string(r.max); }
 
-std::optional<spec> checked(spec s) {
-  auto in = [&](int lo, int hi) { return s.level >= lo && s.level <= hi; };
-  bool ok = false;
-  switch (s.producer) {
-    case engine::none: ok = s.level == 0; break;
-    case engine::isal: ok = in(1, 3); break;  // level 0 expands incompressible data by ~23% when streamed
-    case engine::libdeflate: ok = in(1, 12); break;
-    case engine::zlib: ok = in(1, 9); break;
-    case engine::zstd: ok = s.level != 0 && in(std::max(zstd_fast_min, ZSTD_minCLevel()), ZSTD_maxCLevel()); break;
-    case engine::lz4: ok = s.level == 1; break;
-    case engine::lz4hc: ok = in(1, 12); break;
-    case engine::qat: ok = in(1, 9); break;
+// "gzip-N: 1-12, gzip = gzip-1"; "lz4"; "none (or off)".
+std::string name_help(std::string_view name, std::string_view alias, level_range levels, int def) {
+  std::string n(name);
+  if (levels.single()) return alias.empty() ? n : n + " (or " + std::string(alias) + ")";
+  return n + "-N: " + range_text(levels) + ", " + n + " = " + n + "-" + std::to_string(def);
+}
+
+// For messages: "gzip takes levels 1-12 (gzip = gzip-1)", "lz4 takes no level".
+std::string takes(std::string_view name, level_range levels, int def) {
+  const std::string n(name);
+  if (levels.single()) return n + " takes no level";
+  return n + " takes levels " + range_text(levels) + " (" + n + " = " + n + "-" + std::to_string(def) + ")";
+}
+
+// What `name` with `digits` (empty: no level written) means; an error message instead when it
+// means nothing.
+struct parsed {
+  std::optional<spec> s;
+  std::string why;
+};
+
+parsed refuse(std::string_view name, const std::string& what) {
+  return {std::nullopt, "unknown codec '" + std::string(name) + "': " + what};
+}
+
+parsed parse(std::string_view name) {
+  std::string_view base = name, digits;
+  if (auto dash = name.rfind('-'); dash != std::string_view::npos && all_digits(name.substr(dash + 1))) {
+    base = name.substr(0, dash);
+    digits = name.substr(dash + 1);
   }
-  if (!ok) return std::nullopt;
-  return s;
+  auto level_of = [&](level_range r, int def, int& level) -> std::string {
+    if (digits.empty()) {
+      level = def;
+      return {};
+    }
+    if (r.single()) return takes(base, r, def);
+    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), level);
+    if (ec != std::errc{} || p != digits.data() + digits.size() || !r.contains(level)) return takes(base, r, def);
+    return {};
+  };
+
+  // The codecs' own names first: "gzip-2" is ISA-L's, "zstd" is zstd-3.
+  for (const auto& c : codecs()) {
+    const bool alias = !c.alias.empty() && base == c.alias;
+    if (base != c.name && !alias) continue;
+    int level = 0;
+    if (alias && !digits.empty()) return refuse(name, takes(c.alias, {0, 0}, 0));
+    if (auto e = level_of(c.levels(), c.default_level, level); !e.empty()) return refuse(name, e);
+    for (const auto& i : c.impls)
+      if (!i.name.empty() && i.serves.contains(level)) return {spec{c.id, i.id, level}, {}};
+    return refuse(name, "no implementation serves that level");  // the table's static_assert rules this out
+  }
+  // Then an implementation by its own name: "libdeflate-2", "zlib-6", "zstd-fast-5".
+  for (const auto& c : codecs()) {
+    for (const auto& i : c.impls) {
+      if (i.name.empty() || base != i.name) continue;
+      if (i.make == nullptr)
+        return refuse(name, std::string(i.name) + " is " + std::string(i.about) + ", not a codec to choose: choose " +
+                                std::string(c.name) + "-N");
+      int level = 0;
+      if (auto e = level_of(i.levels, i.default_level, level); !e.empty()) return refuse(name, e);
+      return {spec{c.id, i.id, i.sign * level}, {}};
+    }
+  }
+  // A known name followed by something that is no level ("gzip-x", "gzip-"): say what it takes.
+  std::string_view best;
+  std::string what;
+  auto consider = [&](std::string_view k, level_range r, int def) {
+    if (name.size() > k.size() && name.starts_with(k) && name[k.size()] == '-' && k.size() > best.size()) {
+      best = k;
+      what = takes(k, r, def);
+    }
+  };
+  for (const auto& c : codecs()) {
+    consider(c.name, c.levels(), c.default_level);
+    for (const auto& i : c.impls)
+      if (!i.name.empty() && i.make != nullptr) consider(i.name, i.levels, i.default_level);
+  }
+  if (!best.empty()) return refuse(name, what);
+  return refuse(name, "known: " + spec_help());
 }
 
 }  // namespace
 
+spec spec::of(payload_format f, int level) noexcept {
+  if (const codec_info* c = find(f))
+    for (const auto& i : c->impls)
+      if (!i.name.empty() && i.serves.contains(level)) return {f, i.id, level};
+  return {f, engine::none, level};  // no such level: invalid (is_valid() says so)
+}
+
+spec spec::of(payload_format f) noexcept {
+  const codec_info* c = find(f);
+  return of(f, c != nullptr ? c->default_level : 0);
+}
+
+spec spec::of(engine e, int level) noexcept {
+  const codec_info* c = row_of(find(e));
+  return {c != nullptr ? c->id : payload_format::none, e, level};
+}
+
+spec spec::of(engine e) noexcept {
+  const implementation* i = find(e);
+  return of(e, i != nullptr ? i->sign * i->default_level : 0);
+}
+
+bool is_valid(const spec& s) noexcept {
+  const implementation* i = find(s);
+  return i != nullptr && i->make != nullptr;
+}
+
 std::optional<spec> parse_spec(std::string_view name) noexcept {
-  if (name == "none" || name == "off") return spec{payload_format::none, engine::none, 0};
-  if (name == "lz4") return spec{payload_format::lz4, engine::lz4, 1};
-  if (auto l = level_after(name, "lz4hc", 9)) return checked({payload_format::lz4, engine::lz4hc, *l});
-  if (auto l = level_after(name, "zstd-fast", 1)) return checked({payload_format::zstd, engine::zstd, -*l});
-  if (auto l = level_after(name, "zstd", 3)) return checked({payload_format::zstd, engine::zstd, *l});
-  if (auto l = level_after(name, "gzip", 6)) {
-    // The split of DESIGN.md: ISA-L igzip where it is fastest, libdeflate for the ratio levels.
-    if (*l < 1) return std::nullopt;  // gzip levels are 1-12; isal-0 names ISA-L's level 0
-    return checked({payload_format::gzip, *l <= 3 ? engine::isal : engine::libdeflate, *l});
+  try {
+    return parse(name).s;
+  } catch (...) {  // the message could not be allocated; the answer is the same
+    return std::nullopt;
   }
-  if (auto l = level_after(name, "isal", 1)) return checked({payload_format::gzip, engine::isal, *l});
-  if (auto l = level_after(name, "libdeflate", 6)) return checked({payload_format::gzip, engine::libdeflate, *l});
-  if (auto l = level_after(name, "zlib", 6)) return checked({payload_format::gzip, engine::zlib, *l});
-  return std::nullopt;
+}
+
+spec parse_spec_or_throw(std::string_view name) {
+  auto p = parse(name);
+  if (!p.s) throw std::invalid_argument(p.why);
+  return *p.s;
 }
 
 std::string to_string(const spec& s) {
-  switch (s.producer) {
-    case engine::none: return "none";
-    case engine::lz4: return "lz4";
-    case engine::lz4hc: return "lz4hc-" + std::to_string(s.level);
-    case engine::zstd:
-      return s.level < 0 ? "zstd-fast-" + std::to_string(-s.level) : "zstd-" + std::to_string(s.level);
-    case engine::isal:
-      return "gzip-" + std::to_string(s.level);
-    case engine::libdeflate:
-      return (s.level <= 3 ? "libdeflate-" : "gzip-") + std::to_string(s.level);
-    case engine::zlib: return "zlib-" + std::to_string(s.level);
-    case engine::qat: return "qat-gzip-" + std::to_string(s.level);
+  const implementation* i = find(s);
+  if (i == nullptr)
+    return "invalid codec (" + std::string(to_string(s.format)) + ", " + std::string(to_string(s.producer)) +
+           ", level " + std::to_string(s.level) + ")";
+  const codec_info* c = find(s.format);
+  if (i->serves.contains(s.level)) {
+    const std::string n(c->name);
+    return c->levels().single() ? n : n + "-" + std::to_string(s.level);
   }
-  return "unknown";
+  const std::string n(i->name);
+  return i->levels.single() ? n : n + "-" + std::to_string(i->sign * s.level);
 }
 
 std::string spec_help() {
-  return "none | lz4 | lz4hc-N (1-12) | gzip-N (1-3 ISA-L igzip, 4-12 libdeflate; gzip = gzip-6) | "
-         "zstd-N (1-" + std::to_string(ZSTD_maxCLevel()) + "; zstd = zstd-3) | zstd-fast-N (1-" +
-         std::to_string(-std::max(zstd_fast_min, ZSTD_minCLevel())) +
-         ") | isal-N (1-3) | libdeflate-N (1-12) | zlib-N (1-9, reference)";
+  std::string h;
+  auto add = [&](const std::string& item) { h += (h.empty() ? "" : " | ") + item; };
+  for (const auto& c : codecs()) {
+    std::string item = name_help(c.name, c.alias, c.levels(), c.default_level);
+    std::string who;  // which implementation makes which levels, when more than one does
+    int serving = 0;
+    for (const auto& i : c.impls)
+      if (!i.name.empty() && !i.serves.empty()) {
+        ++serving;
+        who += (who.empty() ? "" : ", ") + range_text(i.serves) + " " + std::string(i.about);
+      }
+    add(serving > 1 ? item + " (" + who + ")" : item);
+  }
+  for (const auto& c : codecs())
+    for (const auto& i : c.impls) {
+      if (i.name.empty() || i.name == c.name || i.make == nullptr) continue;
+      const std::string item = name_help(i.name, "", i.levels, i.default_level);
+      add(i.about == i.name ? item : item + " (" + std::string(i.about) + ")");
+    }
+  return h;
+}
+
+std::string default_levels() {
+  std::string d;
+  for (const auto& c : codecs()) {
+    if (c.levels().single()) continue;
+    d += (d.empty() ? "" : ", ") + std::string(c.name) + " = " + to_string(spec::of(c.id));
+  }
+  return d;
 }
 
 std::string_view to_string(status s) noexcept {
@@ -98,27 +208,13 @@ std::string_view to_string(status s) noexcept {
 }
 
 std::string_view to_string(payload_format f) noexcept {
-  switch (f) {
-    case payload_format::none: return "none";
-    case payload_format::gzip: return "gzip";
-    case payload_format::zstd: return "zstd";
-    case payload_format::lz4: return "lz4";
-  }
-  return "unknown";
+  const codec_info* c = find(f);
+  return c != nullptr ? c->name : "unknown";
 }
 
 std::string_view to_string(engine e) noexcept {
-  switch (e) {
-    case engine::none: return "none";
-    case engine::isal: return "isal";
-    case engine::libdeflate: return "libdeflate";
-    case engine::zlib: return "zlib";
-    case engine::zstd: return "zstd";
-    case engine::lz4: return "lz4";
-    case engine::lz4hc: return "lz4hc";
-    case engine::qat: return "qat";
-  }
-  return "unknown";
+  const implementation* i = find(e);
+  return i != nullptr ? i->name : "unknown";
 }
 
 }  // namespace qzfs::codec

@@ -4,54 +4,76 @@
 #include <cmath>
 #include <vector>
 
+#include "qzfs/codec/table.h"
 #include "qzfs/codec/workspace.h"
 
 namespace qzfs::engine {
 
 std::optional<policy> parse_policy(std::string_view t) noexcept {
   if (t == "off") return policy{policy_kind::off, 0};
-  if (t == "lz4") return policy{policy_kind::lz4, 0};
   if (t == "auto") return policy{policy_kind::automatic, 0};
-  if (t == "gzip") return policy{policy_kind::gzip, 0};
-  if (t == "zstd") return policy{policy_kind::zstd, 0};
-  // gzip-N and zstd-N share the codec layer's names and ranges.
+  // The rest are codec names, read by the codec table: "gzip" here is the codec's gzip, at the
+  // level the table gives it (docs/decisions/0008). A policy names a codec by its own name
+  // (gzip-N, zstd-N, zstd-fast-N, lz4), not an implementation (isal-N, zlib-N, lz4hc-N).
   auto s = codec::parse_spec(t);
   if (!s) return std::nullopt;
-  if (t.substr(0, 5) == "gzip-") return policy{policy_kind::gzip, s->level};
-  if (t.substr(0, 5) == "zstd-" && s->level <= 19) return policy{policy_kind::zstd, s->level};
+  const codec::codec_info* c = codec::find(s->format);
+  if (c == nullptr || !t.starts_with(c->name)) return std::nullopt;
+  const int level = t == c->name ? 0 : s->level;
+  switch (s->format) {
+    case codec::payload_format::lz4:
+      if (s->producer != codec::engine::lz4) return std::nullopt;
+      return policy{policy_kind::lz4, 0};
+    case codec::payload_format::gzip: return policy{policy_kind::gzip, level};
+    case codec::payload_format::zstd:
+      // Levels 20-22 need up to 1 GiB of working memory per context and worker.
+      if (level > max_policy_zstd_level) return std::nullopt;
+      return policy{policy_kind::zstd, level};
+    case codec::payload_format::none: return std::nullopt;  // "off" is the policy's name for it
+  }
   return std::nullopt;
 }
 
 std::string to_string(const policy& p) {
   switch (p.kind) {
     case policy_kind::off: return "off";
-    case policy_kind::lz4: return "lz4";
     case policy_kind::automatic: return "auto";
-    case policy_kind::gzip: return p.level == 0 ? "gzip" : "gzip-" + std::to_string(p.level);
-    case policy_kind::zstd:
-      return p.level == 0 ? "zstd" : p.level < 0 ? "zstd-fast-" + std::to_string(-p.level) : "zstd-" + std::to_string(p.level);
+    case policy_kind::lz4: return "lz4";
+    case policy_kind::gzip:
+    case policy_kind::zstd: return p.level == 0 ? std::string(codec::to_string(spec_of(p).format)) : codec::to_string(spec_of(p));
   }
   return "?";
 }
 
+codec::spec spec_of(const policy& p) noexcept {
+  switch (p.kind) {
+    case policy_kind::lz4: return codec::spec::lz4();
+    case policy_kind::gzip: return p.level == 0 ? codec::spec::gzip() : codec::spec::gzip(p.level);
+    case policy_kind::zstd: return p.level == 0 ? codec::spec::zstd() : codec::spec::zstd(p.level);
+    case policy_kind::off:
+    case policy_kind::automatic: break;
+  }
+  return codec::spec::none();
+}
+
+std::string describe(const policy& p) {
+  const std::string name = to_string(p);
+  if (p.kind == policy_kind::off || p.kind == policy_kind::automatic) return name;
+  const std::string spec = codec::to_string(spec_of(p));
+  return spec == name ? name : name + ", which is " + spec;
+}
+
+std::string policy_help() {
+  const auto gz = codec::find(codec::payload_format::gzip)->levels();
+  return "off | lz4 | gzip[-N] (N " + std::to_string(gz.min) + "-" + std::to_string(gz.max) + ") | zstd[-N] (N 1-" +
+         std::to_string(max_policy_zstd_level) + ") | zstd-fast-N | auto; " + codec::default_levels();
+}
+
 namespace {
 
-codec::spec spec_of(const char* name) { return *codec::parse_spec(name); }
-
-// The specs `auto` and the probe use, parsed once rather than per record.
-const codec::spec lz4_spec = spec_of("lz4"), gzip1_spec = spec_of("gzip-1"), zstd1_spec = spec_of("zstd-1"),
-                  zstd3_spec = spec_of("zstd-3");
-
-codec::spec fixed_spec(const policy& p) {
-  switch (p.kind) {
-    case policy_kind::lz4: return lz4_spec;
-    // gzip without a level: level 1, the level QZFS runs on QAT, ISA-L's on the CPU.
-    case policy_kind::gzip: return *codec::parse_spec("gzip-" + std::to_string(p.level == 0 ? 1 : p.level));
-    case policy_kind::zstd:
-      return *codec::parse_spec(p.level == 0 ? std::string("zstd-3") : p.level < 0 ? "zstd-fast-" + std::to_string(-p.level) : "zstd-" + std::to_string(p.level));
-    default: return spec_of("none");
-  }
-}
+// The specs `auto` and the probe use, made once rather than per record.
+const codec::spec lz4_spec = codec::spec::lz4(), gzip1_spec = codec::spec::gzip(1), zstd1_spec = codec::spec::zstd(1),
+                  zstd3_spec = codec::spec::zstd(3);
 
 // The per-thread workspace for lz4 probes, run on the submitting thread.
 codec::workspace& probe_workspace() {
@@ -61,7 +83,7 @@ codec::workspace& probe_workspace() {
 
 }  // namespace
 
-engine::engine(offload::scheduler& sched, engine_options o) : sched_(sched), o_(o), fixed_(fixed_spec(o.pol)) {}
+engine::engine(offload::scheduler& sched, engine_options o) : sched_(sched), o_(o), fixed_(spec_of(o.pol)) {}
 
 codec::spec engine::choose(compressibility c) const noexcept {
   if (o_.pol.kind != policy_kind::automatic) return fixed_;

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "qzfs/codec/table.h"
+
 namespace qzfs::offload {
 
 using clock_type = std::chrono::steady_clock;
@@ -73,10 +75,16 @@ accel_backend::~accel_backend() {
   threads_.clear();  // workers finish or fail every queued job before they exit
 }
 
+namespace {
+// The gzip levels an accelerator takes: the codec table's row of its implementation (QATzip's
+// 1-9), read once.
+const codec::level_range accel_levels = codec::find(codec::engine::qat)->levels;
+}  // namespace
+
 bool accel_backend::accepts(const job& j) const noexcept {
   const std::size_t n = codec::total_size(j.in);
-  return j.kind == op::compress && j.spec.format == codec::payload_format::gzip && j.spec.level >= 1 &&
-         j.spec.level <= 9 && n >= o_.min_record && n <= o_.max_record;
+  return j.kind == op::compress && j.spec.format == codec::payload_format::gzip && accel_levels.contains(j.spec.level) &&
+         n >= o_.min_record && n <= o_.max_record;
 }
 
 bool accel_backend::try_submit(job& j) noexcept {

@@ -6,16 +6,6 @@
 
 namespace qzfs::offload {
 
-std::string_view to_string(health h) noexcept {
-  switch (h) {
-    case health::up: return "up";
-    case health::degraded: return "degraded";
-    case health::down: return "down";
-    case health::unavailable: return "unavailable";
-  }
-  return "unknown";
-}
-
 cpu_backend::cpu_backend(options o) : o_(o) {
   if (o_.workers == 0) o_.workers = std::max(1u, std::thread::hardware_concurrency());
   if (o_.queue_capacity == 0) o_.queue_capacity = 4 * o_.workers;

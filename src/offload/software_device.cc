@@ -12,9 +12,9 @@ class software_session final : public device_session {
   codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
     // The spec of a level is looked up once per change of level, not per record.
     if (level != spec_.level) {
-      auto s = codec::parse_spec("gzip-" + std::to_string(level));
-      if (!s) return {codec::status::error, 0};
-      spec_ = *s;
+      const auto s = codec::spec::gzip(level);
+      if (!codec::is_valid(s)) return {codec::status::error, 0};
+      spec_ = s;
     }
     iovec v{const_cast<std::byte*>(in.data()), in.size()};
     try {

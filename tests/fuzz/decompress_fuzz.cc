@@ -13,9 +13,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace qzfs::codec;
   static workspace ws(256 * 1024);
-  static const spec specs[] = {*parse_spec("gzip-1"), *parse_spec("gzip-6"), *parse_spec("zlib-1"),
-                               *parse_spec("zstd-1"), *parse_spec("zstd-fast-3"), *parse_spec("lz4"),
-                               *parse_spec("lz4hc-4"), *parse_spec("none")};
+  static const spec specs[] = {spec::gzip(1), spec::gzip(6),  spec::zlib(1),     spec::zstd(1),
+                               spec::zstd(-3), spec::lz4(), spec::lz4hc(4), spec::none()};
   if (size < 4) return 0;
   const std::uint8_t sel = data[0];
   const std::size_t expect = (data[1] | (data[2] << 8) | (data[3] << 16)) % (256 * 1024 + 1);

@@ -4,11 +4,15 @@
 #include <malloc.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <zstd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 
 #include "qzfs/codec/codec.h"
+#include "qzfs/codec/table.h"
 #include "qzfs/codec/workspace.h"
 #include "test_data.h"
 
@@ -17,24 +21,52 @@ namespace {
 
 using test::data_class;
 
-std::vector<std::string> all_level_names() {
-  std::vector<std::string> v = {"none", "lz4"};
-  for (int l = 1; l <= 12; ++l) v.push_back("gzip-" + std::to_string(l));
-  for (int l = 1; l <= 3; ++l) v.push_back("libdeflate-" + std::to_string(l));
-  for (int l = 1; l <= 12; ++l) v.push_back("lz4hc-" + std::to_string(l));
-  for (int l = 1; l <= 9; ++l) v.push_back("zlib-" + std::to_string(l));
-  for (int l : {1, 3, 5, 10, 50, 100}) v.push_back("zstd-fast-" + std::to_string(l));
-  for (int l = 1; l <= 22; ++l) v.push_back("zstd-" + std::to_string(l));
+// The levels of a name worth a round trip: all of them for up to 24, else the ends, the default
+// and a spread between.
+std::vector<int> levels_to_test(level_range r, int def) {
+  std::vector<int> v;
+  if (r.max - r.min < 24) {
+    for (int l = r.min; l <= r.max; ++l) v.push_back(l);
+    return v;
+  }
+  v = {r.min, def, r.max};
+  for (int k = 1; k < 5; ++k) v.push_back(r.min + (r.max - r.min) * k / 5);
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
   return v;
+}
+
+// Every spec the table offers software for: each codec name and each implementation's own name
+// at its levels (min, default and max always among them), once each.
+std::vector<spec> table_specs() {
+  std::vector<spec> v;
+  auto add = [&](spec s) {
+    if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+  };
+  for (const auto& c : codecs()) {
+    for (int l : levels_to_test(c.levels(), c.default_level)) add(spec::of(c.id, l));
+    for (const auto& i : c.impls) {
+      if (i.name.empty() || i.make == nullptr) continue;
+      for (int l : levels_to_test(i.levels, i.default_level)) add(spec{c.id, i.id, i.sign * l});
+    }
+  }
+  return v;
+}
+
+std::string test_name(const spec& s) {
+  std::string n = to_string(s);
+  for (auto& ch : n)
+    if (ch == '-') ch = '_';
+  return n;
 }
 
 constexpr std::size_t sizes[] = {0, 1, 4095, 4096, 4097, 128 * 1024, 1024 * 1024};
 constexpr data_class classes[] = {data_class::text, data_class::binary, data_class::zeros, data_class::random};
 constexpr std::byte canary{0xC3};
 
-class every_codec : public ::testing::TestWithParam<std::string> {
+class every_codec : public ::testing::TestWithParam<spec> {
  protected:
-  spec s_ = *parse_spec(GetParam());
+  spec s_ = GetParam();
 };
 
 TEST_P(every_codec, round_trips_every_size_class_and_layout) {
@@ -159,21 +191,174 @@ TEST_P(every_codec, payload_depends_on_the_record_alone) {
   EXPECT_TRUE(pa == pa2);
 }
 
-INSTANTIATE_TEST_SUITE_P(levels, every_codec, ::testing::ValuesIn(all_level_names()),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (auto& c : n)
-                             if (c == '-') c = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(levels, every_codec, ::testing::ValuesIn(table_specs()),
+                         [](const auto& info) { return test_name(info.param); });
+
+// The table's own rules, row by row.
+TEST(table, every_row_is_complete_and_its_decoder_can_be_made) {
+  ASSERT_EQ(codecs().size(), payload_format_count);
+  for (std::size_t f = 0; f < codecs().size(); ++f) {
+    const auto& c = codecs()[f];
+    SCOPED_TRACE(std::string(c.name));
+    EXPECT_EQ(static_cast<std::size_t>(c.id), f);
+    EXPECT_EQ(find(c.id), &c);
+    EXPECT_EQ(to_string(c.id), c.name);
+    EXPECT_TRUE(c.levels().contains(c.default_level));
+    EXPECT_TRUE(is_valid(spec::of(c.decoder)));
+    EXPECT_EQ(spec::of(c.decoder).format, c.id);
+    for (const auto& i : c.impls) {
+      if (i.name.empty()) continue;
+      EXPECT_NE(find(i.id), nullptr);
+      EXPECT_EQ(spec::of(i.id).format, c.id) << i.name;
+    }
+  }
+  for (std::uint8_t e = 0; e < engine_count; ++e) EXPECT_NE(find(static_cast<engine>(e)), nullptr) << int(e);
+  EXPECT_EQ(find(static_cast<payload_format>(payload_format_count)), nullptr);
+  EXPECT_EQ(find(static_cast<engine>(engine_count)), nullptr);
+}
+
+TEST(table, zstd_levels_are_the_librarys) {
+  const auto& z = *find(payload_format::zstd);
+  EXPECT_EQ(z.levels().max, ZSTD_maxCLevel());
+  for (const auto& i : z.impls)
+    if (!i.name.empty() && i.sign < 0) {
+      EXPECT_GE(-i.levels.max, ZSTD_minCLevel()) << i.name;
+    }
+}
+
+// parse(name(spec)) == spec for every name and level of every row; each name's canonical form
+// parses to the same spec; the name alone is its default.
+TEST(spec, every_name_and_level_of_the_table_round_trips) {
+  std::size_t checked = 0;
+  auto check = [&](const std::string& name, const spec& want) {
+    SCOPED_TRACE(name);
+    auto s = parse_spec(name);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(*s, want);
+    EXPECT_TRUE(is_valid(*s));
+    EXPECT_EQ(parse_spec(to_string(*s)), s) << to_string(*s);
+    EXPECT_EQ(parse_spec_or_throw(name), want);
+    ++checked;
+  };
+  for (const auto& c : codecs()) {
+    const std::string n(c.name);
+    check(n, spec::of(c.id));
+    EXPECT_EQ(spec::of(c.id).level, c.default_level) << n;
+    if (!c.alias.empty()) check(std::string(c.alias), spec::of(c.id));
+    if (!c.levels().single())
+      for (int l = c.levels().min; l <= c.levels().max; ++l) {
+        check(n + "-" + std::to_string(l), spec::of(c.id, l));
+        EXPECT_EQ(to_string(spec::of(c.id, l)), n + "-" + std::to_string(l)) << "the codec's name is canonical";
+      }
+    for (const auto& i : c.impls) {
+      if (i.name.empty() || i.make == nullptr) continue;
+      const std::string in(i.name);
+      check(in, spec{c.id, i.id, i.sign * i.default_level});
+      if (!i.levels.single())
+        for (int l = i.levels.min; l <= i.levels.max; ++l) check(in + "-" + std::to_string(l), spec{c.id, i.id, i.sign * l});
+    }
+  }
+  EXPECT_GT(checked, 150u);
+}
+
+// Unknown names and levels: refused, with a message naming the name and what it takes.
+TEST(spec, unknown_names_and_levels_are_refused_with_clear_messages) {
+  auto message = [](const std::string& name) -> std::string {
+    EXPECT_FALSE(parse_spec(name)) << name;
+    try {
+      (void)parse_spec_or_throw(name);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << name << " was accepted";
+    return {};
+  };
+  for (const auto& c : codecs()) {
+    const std::string n(c.name);
+    const auto r = c.levels();
+    for (int l : {r.min - 1, r.max + 1}) {
+      if (l < 0) continue;  // "gzip--1" is no level at all, below
+      const std::string bad = n + "-" + std::to_string(l);
+      const auto m = message(bad);
+      EXPECT_NE(m.find("unknown codec '" + bad + "'"), std::string::npos) << m;
+      const std::string what = r.single() ? n + " takes no level"
+                                          : "levels " + std::to_string(r.min) + "-" + std::to_string(r.max);
+      EXPECT_NE(m.find(what), std::string::npos) << m;
+    }
+    for (const auto& i : c.impls) {
+      if (i.name.empty()) continue;
+      const std::string in(i.name);
+      if (i.make == nullptr) {  // the accelerator's id: not a codec to choose
+        for (const std::string& bad : {in, in + "-1"}) {
+          const auto m = message(bad);
+          EXPECT_NE(m.find("choose " + n + "-N"), std::string::npos) << m;
+        }
+        continue;
+      }
+      const std::string bad = in + "-" + std::to_string(i.levels.max + 1);
+      const auto m = message(bad);
+      EXPECT_NE(m.find("unknown codec '" + bad + "'"), std::string::npos) << m;
+      if (!i.levels.single()) {
+        EXPECT_NE(m.find(std::to_string(i.levels.max)), std::string::npos) << m;
+      }
+    }
+  }
+  for (const char* bad : {"", "gzip-0", "gzip-13", "gzip-", "gzip-x", "gzip--1", "zstd-0", "zstd-23", "zstd-fast-0",
+                          "zstd-fast-101", "lz4-1", "lz4-2", "lz4hc-13", "zlib-10", "isal-0", "isal-4", "libdeflate-13",
+                          "none-0", "off-0", "qat", "qat-gzip-1", "brotli", "gzip-6 ", "GZIP-6", "gzip-99999999999"})
+    (void)message(bad);
+  EXPECT_NE(message("brotli").find("known: none"), std::string::npos);
+  EXPECT_NE(message("gzip-x").find("gzip takes levels 1-12 (gzip = gzip-1)"), std::string::npos);
+  EXPECT_NE(message("zstd-fast-x").find("zstd-fast takes levels 1-100"), std::string::npos);
+  EXPECT_THROW((void)make_context(spec{payload_format::gzip, engine::zlib, 42}), std::invalid_argument);
+  EXPECT_THROW((void)make_context(spec{payload_format::zstd, engine::zlib, 6}), std::invalid_argument);
+  EXPECT_THROW((void)make_context(spec::of(engine::qat, 1)), std::invalid_argument);
+  EXPECT_FALSE(is_valid(spec::gzip(13)));
+  EXPECT_FALSE(is_valid(spec::zstd(0)));
+}
+
+TEST(spec, named_constructors_are_the_tables_names) {
+  EXPECT_EQ(spec::gzip(), *parse_spec("gzip"));
+  EXPECT_EQ(spec::gzip(), spec::gzip(1)) << "gzip alone is gzip-1 (docs/decisions/0008)";
+  EXPECT_EQ(spec::gzip(1).producer, engine::isal);
+  EXPECT_EQ(spec::gzip(3).producer, engine::isal);
+  EXPECT_EQ(spec::gzip(4).producer, engine::libdeflate);
+  EXPECT_EQ(spec::gzip(12), *parse_spec("gzip-12"));
+  EXPECT_EQ(spec::zstd(), *parse_spec("zstd-3"));
+  EXPECT_EQ(spec::zstd(19), *parse_spec("zstd-19"));
+  EXPECT_EQ(spec::zstd(-5), *parse_spec("zstd-fast-5"));
+  EXPECT_EQ(spec::lz4(), *parse_spec("lz4"));
+  EXPECT_EQ(spec::lz4hc(9), *parse_spec("lz4hc"));
+  EXPECT_EQ(spec::zlib(6), *parse_spec("zlib"));
+  EXPECT_EQ(spec::none(), *parse_spec("off"));
+  EXPECT_EQ(spec::of(engine::libdeflate), *parse_spec("libdeflate-6"));
+  EXPECT_EQ(to_string(spec::of(engine::libdeflate, 2)), "libdeflate-2");
+  EXPECT_EQ(to_string(spec::of(engine::libdeflate, 6)), "gzip-6");
+  EXPECT_EQ(to_string(spec::of(engine::isal, 2)), "gzip-2");
+  EXPECT_EQ(to_string(engine::qat), "qat");
+  EXPECT_EQ(default_levels(), "gzip = gzip-1, zstd = zstd-3");
+}
+
+TEST(spec, help_names_every_row_and_what_each_name_alone_means) {
+  const std::string h = spec_help();
+  for (const auto& c : codecs()) {
+    EXPECT_NE(h.find(std::string(c.name)), std::string::npos) << h;
+    if (!c.levels().single()) {
+      EXPECT_NE(h.find(std::string(c.name) + " = " + to_string(spec::of(c.id))), std::string::npos) << h;
+    }
+    for (const auto& i : c.impls)
+      if (!i.name.empty() && i.make != nullptr) {
+        EXPECT_NE(h.find(std::string(i.name)), std::string::npos) << h;
+      }
+  }
+  EXPECT_NE(h.find("gzip = gzip-1"), std::string::npos) << h;
+}
 
 TEST(spec, names_round_trip_and_bad_names_are_refused) {
-  for (const auto& n : all_level_names()) {
-    auto s = parse_spec(n);
-    ASSERT_TRUE(s) << n;
-    EXPECT_EQ(parse_spec(to_string(*s)), s) << n;
+  for (const auto& s : table_specs()) {
+    EXPECT_EQ(parse_spec(to_string(s)), s) << to_string(s);
   }
-  EXPECT_EQ(parse_spec("gzip")->level, 6);
+  EXPECT_EQ(parse_spec("gzip")->level, 1);
   EXPECT_EQ(parse_spec("gzip-1")->producer, engine::isal);
   EXPECT_EQ(parse_spec("gzip-4")->producer, engine::libdeflate);
   EXPECT_EQ(parse_spec("zstd")->level, 3);
@@ -228,7 +413,7 @@ TEST(zstd_payload, is_a_standard_zstd_frame) {
   auto data = test::make_data(data_class::text, 100000);
   workspace ws;
   std::vector<std::byte> out(data.size());
-  auto r = ws.compress(*parse_spec("zstd-3"), test::scatter(data), out);
+  auto r = ws.compress(spec::zstd(3), test::scatter(data), out);
   ASSERT_EQ(r.st, status::ok);
   char path[] = "/tmp/qzfs-zstd-XXXXXX";
   int fd = mkstemp(path);
@@ -246,7 +431,7 @@ TEST(zstd_payload, is_a_standard_zstd_frame) {
 }
 
 TEST(context, refuses_input_over_its_maximum) {
-  auto c = make_context(*parse_spec("lz4"), 4096);
+  auto c = make_context(spec::lz4(), 4096);
   auto data = test::make_data(data_class::text, 4097);
   std::vector<std::byte> out(8192);
   EXPECT_EQ(c->compress(test::contiguous(data), out).st, status::error);

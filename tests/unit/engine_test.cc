@@ -163,7 +163,7 @@ TEST(checker, judges_real_data_classes) {
   codec::workspace ws;
   for (auto* d : {&rnd, &gz, &xz, &zst, &man, &png}) {
     std::vector<std::byte> out(n * 9 / 10);
-    EXPECT_EQ(ws.compress(*codec::parse_spec("zstd-19"), test::contiguous(*d), out).st, codec::status::does_not_fit);
+    EXPECT_EQ(ws.compress(codec::spec::zstd(19), test::contiguous(*d), out).st, codec::status::does_not_fit);
   }
 }
 
@@ -175,6 +175,22 @@ TEST(policy, names_parse_and_refuse) {
   }
   for (const char* bad : {"", "gzip-0", "gzip-13", "zstd-20", "brotli", "lz4hc-9", "none", "zlib-6", "Auto"})
     EXPECT_FALSE(parse_policy(bad)) << bad;
+}
+
+// One meaning per name (docs/decisions/0008): a policy's gzip and zstd are the codec table's, as
+// in `qzfs bench --codecs`; gzip alone is gzip-1 in both.
+TEST(policy, codec_names_mean_what_they_mean_in_bench) {
+  for (const char* n : {"lz4", "gzip", "gzip-1", "gzip-6", "gzip-12", "zstd", "zstd-1", "zstd-19", "zstd-fast-3"}) {
+    auto p = parse_policy(n);
+    ASSERT_TRUE(p) << n;
+    EXPECT_EQ(spec_of(*p), *codec::parse_spec(n)) << n;
+  }
+  EXPECT_EQ(spec_of(*parse_policy("gzip")), codec::spec::gzip(1));
+  EXPECT_EQ(spec_of(*parse_policy("zstd")), codec::spec::zstd(3));
+  EXPECT_EQ(spec_of(*parse_policy("off")), codec::spec::none());
+  EXPECT_EQ(describe(*parse_policy("gzip")), "gzip, which is gzip-1");
+  EXPECT_EQ(describe(*parse_policy("zstd-5")), "zstd-5");
+  EXPECT_NE(policy_help().find("gzip = gzip-1"), std::string::npos) << policy_help();
 }
 
 struct fixture {
@@ -259,12 +275,12 @@ TEST(engine, without_the_checker_random_data_costs_a_full_compression) {
 TEST(engine, auto_picks_by_load_and_compressibility) {
   fixture f;
   engine e(f.sched, {.pol = *parse_policy("auto")});
-  EXPECT_EQ(e.choose(compressibility::compressible), *codec::parse_spec("zstd-3"));  // idle CPU
-  EXPECT_EQ(e.choose(compressibility::weak), *codec::parse_spec("lz4"));
+  EXPECT_EQ(e.choose(compressibility::compressible), codec::spec::zstd(3));  // idle CPU
+  EXPECT_EQ(e.choose(compressibility::weak), codec::spec::lz4());
   offload::accel_backend accel(offload::make_software_device(), {});
   offload::scheduler with_accel(f.cpu, &accel);
   engine e2(with_accel, {.pol = *parse_policy("auto")});
-  EXPECT_EQ(e2.choose(compressibility::compressible), *codec::parse_spec("gzip-1"));
+  EXPECT_EQ(e2.choose(compressibility::compressible), codec::spec::gzip(1));
 }
 
 TEST(engine, learns_per_file_and_never_gives_up) {
@@ -285,7 +301,7 @@ TEST(engine, learns_per_file_and_never_gives_up) {
   auto tb = text.build();
   e.compress(tb.first(1), &fl);
   EXPECT_EQ(tb[0].result, outcome::compressed);
-  EXPECT_EQ(tb[0].spec, *codec::parse_spec("gzip-6"));
+  EXPECT_EQ(tb[0].spec, codec::spec::gzip(6));
   EXPECT_EQ(fl.streak.load(), 0u);
   e.compress(tb.subspan(1), &fl);
   EXPECT_EQ(fl.probes.load(), 40u - file_learning::probe_after + 1) << "no probe once records fit again";

@@ -31,21 +31,50 @@
 
 namespace qzfs::codec {
 
-/// A codec and level, e.g. "gzip-6" (libdeflate), "gzip-1" (ISA-L), "zstd-3", "zstd-fast-5",
-/// "lz4", "lz4hc-9", "zlib-6" (reference), "none".
+/// A codec and level: "gzip-6" (libdeflate), "gzip-1" (ISA-L), "zstd-3", "zstd-fast-5", "lz4",
+/// "lz4hc-9", "zlib-6" (reference), "none". Every name, level range and default comes from the
+/// codec table (table.h); make specs in code with the named constructors, not by parsing strings.
 struct spec {
   payload_format format = payload_format::none;
   engine producer = engine::none;
   int level = 0;
 
   friend bool operator==(const spec&, const spec&) = default;
+
+  /// The codec of format `f` at `level` (the implementation the table gives that level), or
+  /// at the codec's default level. An out-of-range level gives an invalid spec (is_valid()
+  /// false; make_context() throws).
+  [[nodiscard]] static spec of(payload_format f, int level) noexcept;
+  [[nodiscard]] static spec of(payload_format f) noexcept;
+  /// Implementation `e` itself at `level`, or at its own default level.
+  [[nodiscard]] static spec of(engine e, int level) noexcept;
+  [[nodiscard]] static spec of(engine e) noexcept;
+
+  [[nodiscard]] static spec none() noexcept { return of(payload_format::none); }
+  /// gzip levels 1-12 (ISA-L for 1-3, libdeflate above); gzip() is gzip-1.
+  [[nodiscard]] static spec gzip() noexcept { return of(payload_format::gzip); }
+  [[nodiscard]] static spec gzip(int level) noexcept { return of(payload_format::gzip, level); }
+  /// zstd levels 1-22 and, negative, the fast levels (zstd(-5) is zstd-fast-5); zstd() is zstd-3.
+  [[nodiscard]] static spec zstd() noexcept { return of(payload_format::zstd); }
+  [[nodiscard]] static spec zstd(int level) noexcept {
+    return level < 0 ? of(engine::zstd, level) : of(payload_format::zstd, level);
+  }
+  [[nodiscard]] static spec lz4() noexcept { return of(payload_format::lz4); }
+  [[nodiscard]] static spec lz4hc(int level) noexcept { return of(engine::lz4hc, level); }
+  [[nodiscard]] static spec zlib(int level) noexcept { return of(engine::zlib, level); }
 };
 
+/// True when `s` is a codec and level of the table that software can make (make_context()
+/// accepts exactly these).
+[[nodiscard]] bool is_valid(const spec& s) noexcept;
 /// Parses a codec name; nullopt for an unknown name or a level out of range.
 [[nodiscard]] std::optional<spec> parse_spec(std::string_view name) noexcept;
-/// The canonical name; parse_spec(to_string(s)) == s.
+/// Parses a codec name; throws std::invalid_argument whose message names the bad name and
+/// what is accepted instead ("unknown codec 'gzip-13': gzip levels are 1-12 (gzip = gzip-1)").
+[[nodiscard]] spec parse_spec_or_throw(std::string_view name);
+/// The canonical name; parse_spec(to_string(s)) == s for every valid spec.
 [[nodiscard]] std::string to_string(const spec& s);
-/// Human help: every accepted name and level range.
+/// Human help: every accepted name, its level range and what the name alone means.
 [[nodiscard]] std::string spec_help();
 
 enum class status : std::uint8_t {

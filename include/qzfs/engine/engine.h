@@ -33,9 +33,18 @@ struct policy {
   int level = 0;  // gzip and zstd; 0 = that codec's default
   friend bool operator==(const policy&, const policy&) = default;
 };
-/// "off", "lz4", "gzip", "gzip-N" (1-12), "zstd", "zstd-N" (1-19), "zstd-fast-N", "auto".
+/// "off", "lz4", "gzip", "gzip-N" (1-12), "zstd", "zstd-N" (1-19), "zstd-fast-N", "auto". The
+/// codec names mean what they mean everywhere (the codec table): gzip is gzip-1, zstd is zstd-3.
 [[nodiscard]] std::optional<policy> parse_policy(std::string_view text) noexcept;
 [[nodiscard]] std::string to_string(const policy& p);
+/// The codec a fixed policy compresses with (none for off and auto).
+[[nodiscard]] codec::spec spec_of(const policy& p) noexcept;
+/// The policy and the codec and level it means: "gzip, which is gzip-1", "zstd-5", "auto".
+[[nodiscard]] std::string describe(const policy& p);
+/// One line for --help and messages: the policies and what gzip and zstd alone mean.
+[[nodiscard]] std::string policy_help();
+/// zstd levels above this need up to 1 GiB per context and worker: not offered as a policy.
+inline constexpr int max_policy_zstd_level = 19;
 
 /// Per-file counters and the learned state (visible in statistics).
 struct file_learning {

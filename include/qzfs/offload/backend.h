@@ -25,7 +25,15 @@ enum class health : std::uint8_t {
   down,         // failed; torn down; re-probed later
   unavailable,  // cannot work here (no library, no device); not re-probed
 };
-[[nodiscard]] std::string_view to_string(health h) noexcept;
+[[nodiscard]] inline std::string_view to_string(health h) noexcept {
+  switch (h) {
+    case health::up: return "up";
+    case health::degraded: return "degraded";
+    case health::down: return "down";
+    case health::unavailable: return "unavailable";
+  }
+  return "unknown";
+}
 
 struct backend_stats {
   std::uint64_t submitted = 0;  // jobs taken
