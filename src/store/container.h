@@ -135,7 +135,8 @@ class container final : public file_impl {
   /// commit_m_ + layout_: rewrites every frame written since the last durable commit (after a
   /// failed sync their pages may never reach the disk).
   [[nodiscard]] std::error_code rewrite_recent();
-  /// commit_m_ + layout_: moves the frame of record `index` to `to` (allocated); false: not read.
+  /// commit_m_ + layout_: writes the frame of record `index` (read into `buf`) to `to`, which the
+  /// caller allocated in generation `gen`, and names it in the map; on failure `to` is free again.
   [[nodiscard]] std::error_code move_frame(std::uint64_t index, const format::map_entry& e, std::uint64_t to,
                                            std::uint64_t gen, std::vector<std::byte>& buf);
   [[nodiscard]] bool compaction_due_locked() const;  // m_

@@ -7,7 +7,6 @@
 
 #include "container.h"
 #include "qzfs/format/frame.h"
-#include "record_range.h"
 
 namespace qzfs::store {
 
