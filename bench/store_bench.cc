@@ -27,6 +27,7 @@
 #include "cli/corpus.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/store/file.h"
+#include "qzfs/store/io.h"
 
 namespace {
 

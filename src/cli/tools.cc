@@ -14,6 +14,7 @@
 
 #include "qzfs/engine/engine.h"
 #include "qzfs/store/file.h"
+#include "qzfs/store/io.h"
 
 namespace qzfs::cli {
 namespace {

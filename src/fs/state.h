@@ -40,6 +40,7 @@
 #include "qzfs/offload/scheduler.h"
 #include "qzfs/store/budget.h"
 #include "qzfs/store/file.h"
+#include "qzfs/store/io.h"
 
 namespace qzfs::fs::detail {
 

@@ -12,6 +12,7 @@
 
 #include "qzfs/format/container.h"
 #include "qzfs/store/file.h"
+#include "qzfs/store/io.h"
 
 namespace qzfs::store {
 namespace {

@@ -17,6 +17,7 @@
 #include "qzfs/format/container.h"
 #include "qzfs/format/frame.h"
 #include "qzfs/store/file.h"
+#include "qzfs/store/io.h"
 #include "test_data.h"
 
 namespace qzfs::store {
