@@ -33,13 +33,10 @@
 #include <utility>
 #include <vector>
 
-#include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
-#include "qzfs/offload/accel_backend.h"
-#include "qzfs/offload/cpu_backend.h"
-#include "qzfs/offload/scheduler.h"
 #include "qzfs/store/budget.h"
 #include "qzfs/store/file.h"
+#include "service.h"
 
 namespace qzfs::fs::detail {
 
@@ -56,6 +53,11 @@ struct owned_fd {
 using fd_ptr = std::shared_ptr<const owned_fd>;
 
 struct inode {
+  // An inode number is the inode's address (the root's is FUSE_ROOT_ID): fs_state::get() checks
+  // this mark before trusting one, so a number the daemon never gave out is caught as the bug it
+  // is instead of being served as some other object.
+  static constexpr std::uint64_t live_mark = 0x716a66732d696e6fULL;  // "qzfs-ino"
+  std::uint64_t mark = live_mark;
   dev_t dev = 0;
   ino_t ino = 0;
   mode_t type = 0;
@@ -66,6 +68,7 @@ struct inode {
   bool in_lru = false;
   std::list<inode*>::iterator lru;
   inode() = default;
+  ~inode() { *static_cast<volatile std::uint64_t*>(&mark) = 0; }  // (a store the compiler keeps)
   inode(const inode&) = delete;
   inode& operator=(const inode&) = delete;
 };
@@ -164,6 +167,7 @@ struct fs_state {
   fd_ptr root_fd;
   int lock_fd = -1;  // the backing root, flocked: one mount per backing directory
   std::unique_ptr<store::memory_budget> budget;  // outlives every store::file
+  std::unique_ptr<service> svc;  // outlives every store::file too (their destructors commit)
   std::mutex table_m;  // lock order: before fd_cache's
   std::map<key, std::unique_ptr<inode>> table;
   fd_cache fds;
@@ -173,10 +177,6 @@ struct fs_state {
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once
   bool handles = false;          // inodes reopen by file handle
   uid_t owner = 0;               // who mounted (may read the statistics)
-  std::unique_ptr<offload::cpu_backend> cpu;
-  std::unique_ptr<offload::accel_backend> accel;
-  std::unique_ptr<offload::scheduler> sched;
-  std::unique_ptr<engine::engine> eng;
   store::options so;
   std::FILE* err = stderr;
   std::mutex log_m;
@@ -190,7 +190,13 @@ struct fs_state {
   std::thread committer;
 
   void log(const std::string& m);
+  /// The inode of a number the kernel sent (one the daemon gave out); anything else is an
+  /// internal error (aborts).
   inode& get(std::uint64_t ino);
 };
+
+/// The kernel forgets `n` lookups of `ino` (inodes.cc); the inode goes at 0. More than it was
+/// given is an internal error (aborts).
+void forget_one(fs_state& s, std::uint64_t ino, std::uint64_t n);
 
 }  // namespace qzfs::fs::detail
