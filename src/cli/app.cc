@@ -15,6 +15,7 @@
 #include "tools.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
+#include "qzfs/fs/stats.h"
 #include "qzfs/offload/accel_backend.h"
 
 #include <spawn.h>
@@ -27,6 +28,37 @@
 
 namespace qzfs::cli {
 namespace {
+
+// `qzfs stats` as text.
+void print_stats(std::FILE* out, const fs::stats& st, const std::string& point) {
+  const auto mib = [](std::uint64_t v) { return static_cast<double>(v) / (1 << 20); };
+  const auto& e = st.engine;
+  fmt::print(out, "{} on {} (compression {}, records of {} KiB)\n", st.backing, point, st.compression, st.recordsize / 1024);
+  fmt::print(out, "files        {} ({} compressed, {} plain), {} open, {} records buffered\n", st.files, st.containers,
+             st.plain_files, st.open_files, st.dirty_records);
+  fmt::print(out, "size         {:.1f} MiB logical, {:.1f} MiB stored, ratio {:.3f}\n", mib(st.logical_bytes),
+             mib(st.allocated_bytes), st.ratio);
+  fmt::print(out, "since mount  {} records: {} compressed, {} raw ({} by the checker, {} by the lz4 probe, {} did not save "
+             "10%), {} holes, {} errors; {:.1f} MiB in, {:.1f} MiB out\n",
+             e.records, e.compressed, e.raw, e.checker_skips, e.probe_skips, e.cap_misses, e.holes, e.errors,
+             mib(e.bytes_in), mib(e.bytes_out));
+  auto counts = [](const std::map<std::string, std::uint64_t>& m) {  // {"gzip": 3, "lz4": 1} -> "gzip 3, lz4 1"
+    std::string line;
+    for (const auto& kv : m) line += fmt::format("{}{} {}", line.empty() ? "" : ", ", kv.first, kv.second);
+    return line;
+  };
+  const std::string formats = counts(e.per_format), producers = counts(e.per_producer);
+  if (!formats.empty()) fmt::print(out, "codecs       {} (made by {})\n", formats, producers);
+  fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
+             st.cpu.workers, st.cpu.jobs, st.cpu.busy_s, st.routing.to_accel, st.routing.redone);
+  // The reason names the state already when it is one ("unavailable: cannot load ...").
+  const std::string& state = st.accel.state;
+  const std::string& why = st.accel.reason;
+  fmt::print(out, "accelerator  {} ({})\n", st.accel.spec,
+             why.empty() ? state : why.rfind(state, 0) == 0 ? why : state + ": " + why);
+  fmt::print(out, "cache        {:.1f} MiB in use, {:.1f} MiB at most, of {:.0f} MiB; {} reliefs\n", mib(st.cache.used_bytes),
+             mib(st.cache.peak_bytes), mib(st.cache.limit_bytes), st.cache.reliefs);
+}
 
 // "128K", "1M", "4096" -> bytes.
 std::size_t parse_size(const std::string& s) {
@@ -413,47 +445,12 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
         return 1;
       }
       buf.resize(static_cast<std::size_t>(n));
-      auto j = nlohmann::json::parse(buf);
+      const fs::stats st = fs::stats_from_json(buf);
       if (stats_json) {
-        fmt::print(out, "{}\n", j.dump(2));
+        fmt::print(out, "{}\n", fs::to_json(st, 2));
         return 0;
       }
-      const auto& e = j["engine"];
-      const auto mib = [](const nlohmann::json& v) { return v.get<double>() / (1 << 20); };
-      fmt::print(out, "{} on {} (compression {}, records of {} KiB)\n", j["backing"].get<std::string>(), stats_point,
-                 j["compression"].get<std::string>(), j["recordsize"].get<unsigned>() / 1024);
-      fmt::print(out, "files        {} ({} compressed, {} plain), {} open, {} records buffered\n", j["files"].get<std::uint64_t>(),
-                 j["containers"].get<std::uint64_t>(), j["plain_files"].get<std::uint64_t>(), j["open_files"].get<std::uint64_t>(),
-                 j["dirty_records"].get<std::uint64_t>());
-      fmt::print(out, "size         {:.1f} MiB logical, {:.1f} MiB stored, ratio {:.3f}\n", mib(j["logical_bytes"]),
-                 mib(j["allocated_bytes"]), j["ratio"].get<double>());
-      fmt::print(out, "since mount  {} records: {} compressed, {} raw ({} by the checker, {} by the lz4 probe, {} did not save "
-                 "10%), {} holes, {} errors; {:.1f} MiB in, {:.1f} MiB out\n",
-                 e["records"].get<std::uint64_t>(), e["compressed"].get<std::uint64_t>(), e["raw"].get<std::uint64_t>(),
-                 e["checker_skips"].get<std::uint64_t>(), e["probe_skips"].get<std::uint64_t>(),
-                 e["cap_misses"].get<std::uint64_t>(), e["holes"].get<std::uint64_t>(), e["errors"].get<std::uint64_t>(),
-                 mib(e["bytes_in"]), mib(e["bytes_out"]));
-      const auto& r = j["routing"];
-      const auto& c = j["cpu"];
-      auto counts = [](const nlohmann::json& o) {  // {"gzip": 3, "lz4": 1} -> "gzip 3, lz4 1"
-        std::string line;
-        for (const auto& [k, v] : o.items()) line += fmt::format("{}{} {}", line.empty() ? "" : ", ", k, v.get<std::uint64_t>());
-        return line;
-      };
-      const std::string formats = counts(e["per_format"]), producers = counts(e["per_producer"]);
-      if (!formats.empty()) fmt::print(out, "codecs       {} (made by {})\n", formats, producers);
-      fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
-                 c["workers"].get<unsigned>(), c["jobs"].get<std::uint64_t>(), c["busy_s"].get<double>(),
-                 r["to_accel"].get<std::uint64_t>(), r["redone"].get<std::uint64_t>());
-      const auto& a = j["accel"];
-      // The reason names the state already when it is one ("unavailable: cannot load ...").
-      const std::string state = a["state"].get<std::string>();
-      const std::string why = a.contains("reason") ? a["reason"].get<std::string>() : "";
-      fmt::print(out, "accelerator  {} ({})\n", a["spec"].get<std::string>(),
-                 why.empty() ? state : why.rfind(state, 0) == 0 ? why : state + ": " + why);
-      const auto& k = j["cache"];
-      fmt::print(out, "cache        {:.1f} MiB in use, {:.1f} MiB at most, of {:.0f} MiB; {} reliefs\n", mib(k["used_bytes"]),
-                 mib(k["peak_bytes"]), mib(k["limit_bytes"]), k["reliefs"].get<std::uint64_t>());
+      print_stats(out, st, stats_point);
       return 0;
     }
     if (umount->parsed()) return fs::unmount(umount_point, err);

@@ -1,5 +1,5 @@
 #pragma once
-// fs/: acting as the caller of a FUSE request (issue 13). The daemon runs as root for many users;
+// fs/: acting as the caller of a FUSE request. The daemon runs as root for many users;
 // every object it creates must be the caller's from its first instant, with the caller's
 // umask and group rules applied by the backing file system itself, never chowned afterwards by
 // name (a window in which another user could swap the name).

@@ -8,6 +8,7 @@
 
 #include <cstring>
 
+#include "boundary.h"
 #include "inodes.h"
 
 namespace qzfs::fs::detail {
@@ -26,7 +27,15 @@ void fs_state::log(const std::string& m) {
   }
 }
 
-inode& fs_state::get(std::uint64_t ino) { return ino == FUSE_ROOT_ID ? root : *reinterpret_cast<inode*>(ino); }
+inode& fs_state::get(std::uint64_t ino) {
+  if (ino == FUSE_ROOT_ID) return root;
+  // Cheap enough for every request (one load), as passthrough_hp's check of its inode's fd.
+  auto* in = reinterpret_cast<inode*>(ino);
+  if (in == nullptr || ino % alignof(inode) != 0 || in->mark != inode::live_mark) {
+    QZFS_INTERNAL_ERROR("unknown inode number " + std::to_string(ino));
+  }
+  return *in;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Descriptors
@@ -297,13 +306,17 @@ int do_lookup(fs_state& s, fuse_ino_t parent, const char* name, fuse_entry_param
   return entry_of(s, std::make_shared<owned_fd>(fd), e);
 }
 
-void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n) {
+void forget_one(fs_state& s, std::uint64_t ino, std::uint64_t n) {
   if (ino == FUSE_ROOT_ID) return;
   std::unique_ptr<inode> gone;
   {
     std::lock_guard lk(s.table_m);
     inode& in = s.get(ino);
-    in.nlookup -= std::min(in.nlookup, n);
+    if (n > in.nlookup) {
+      QZFS_INTERNAL_ERROR("negative lookup count: inode " + std::to_string(ino) + " forgotten " + std::to_string(n) +
+                          " times, known " + std::to_string(in.nlookup));
+    }
+    in.nlookup -= n;
     if (in.nlookup != 0) return;
     auto it = s.table.find({in.dev, in.ino});
     if (it == s.table.end() || it->second.get() != &in) return;

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "qzfs/fs/stats.h"
 #include "state.h"
 
 namespace qzfs::fs::detail {
@@ -25,9 +26,8 @@ inode* remember(fs_state& s, fd_ptr fd, const struct stat& st);
 /// remember() and the entry the kernel gets for it.
 int entry_of(fs_state& s, fd_ptr fd, fuse_entry_param* e);
 int do_lookup(fs_state& s, fuse_ino_t parent, const char* name, fuse_entry_param* e);
-void forget_one(fs_state& s, fuse_ino_t ino, std::uint64_t n);
-/// Live statistics (stats.cc).
-std::string stats_json(fs_state& s);
+/// Live statistics (stats.cc; the engine's part from s.svc).
+stats collect_stats(fs_state& s);
 /// The scan at mount start that fills the space counters (stats.cc; runs on s.scanner).
 void scan_backing(fs_state& s);
 /// After a commit of `f`: its size, stored bytes and kind as the counters see them (stats.cc).

@@ -9,7 +9,7 @@
 //   O_PATH descriptor is pinned instead, as libfuse's passthrough_hp does.
 // - open_file: the one store::file of a regular file (by st_dev, st_ino) while it is open or
 //   holds uncommitted changes. Every open, truncate, stat and the commit thread go through the
-//   registry, so a file's state can never fork into two store files (issue 12, item 6). It is
+//   registry, so a file's state can never fork into two store files. It is
 //   let go only when nobody holds it and it is clean (everything committed).
 //
 // Lock order: fs_state::table_m -> fd_cache::m_ ; registry::m_ -> open_file::m -> store::file.
@@ -33,14 +33,11 @@
 #include <utility>
 #include <vector>
 
-#include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
-#include "qzfs/offload/accel_backend.h"
-#include "qzfs/offload/cpu_backend.h"
-#include "qzfs/offload/scheduler.h"
 #include "qzfs/store/budget.h"
 #include "qzfs/store/file.h"
 #include "qzfs/store/io.h"
+#include "service.h"
 
 namespace qzfs::fs::detail {
 
@@ -57,6 +54,11 @@ struct owned_fd {
 using fd_ptr = std::shared_ptr<const owned_fd>;
 
 struct inode {
+  // An inode number is the inode's address (the root's is FUSE_ROOT_ID): fs_state::get() checks
+  // this mark before trusting one, so a number the daemon never gave out is caught as the bug it
+  // is instead of being served as some other object.
+  static constexpr std::uint64_t live_mark = 0x716a66732d696e6fULL;  // "qzfs-ino"
+  std::uint64_t mark = live_mark;
   dev_t dev = 0;
   ino_t ino = 0;
   mode_t type = 0;
@@ -67,6 +69,7 @@ struct inode {
   bool in_lru = false;
   std::list<inode*>::iterator lru;
   inode() = default;
+  ~inode() { *static_cast<volatile std::uint64_t*>(&mark) = 0; }  // (a store the compiler keeps)
   inode(const inode&) = delete;
   inode& operator=(const inode&) = delete;
 };
@@ -95,7 +98,7 @@ class fd_cache {
   std::size_t capacity_ = 256;
 };
 
-/// What the backing directory holds, kept as counters (issue 13: O(1) to read, no walk per
+/// What the backing directory holds, kept as counters (O(1) to read, no walk per
 /// read): a scan at mount start adds what it finds, then commits, creations and removals through
 /// the mount add their changes. Files counted once however many links they have.
 struct space_counters {
@@ -112,7 +115,7 @@ struct open_file {
   int opens = 0;
   // Times set through the mount since the file was opened: a later write-back or commit touches
   // the backing file and would move them, so they are put back after each commit and shown by
-  // getattr meanwhile (issue 12, item 1).
+  // getattr meanwhile.
   std::optional<timespec> atime, mtime;
   std::optional<timespec> ctime;  // the last change through the mount (shown, never set: ctime cannot be)
   bool read_only = false;
@@ -123,7 +126,7 @@ struct open_file {
   std::mutex append_m;  // O_APPEND writes (without the writeback cache) one after the other
   // A plain file (not a container) belongs to the backing directory too: what the mount last
   // saw of it (size, mtime, ctime). A change made beside the mount makes the mount's writes fail
-  // (EIO) instead of writing the kernel's stale view over it (issue 12, item 9). plain_m orders
+  // (EIO) instead of writing the kernel's stale view over it. plain_m orders
   // the mount's own writes, which move these.
   std::mutex plain_m;
   struct stat seen {};
@@ -165,6 +168,7 @@ struct fs_state {
   fd_ptr root_fd;
   int lock_fd = -1;  // the backing root, flocked: one mount per backing directory
   std::unique_ptr<store::memory_budget> budget;  // outlives every store::file
+  std::unique_ptr<service> svc;  // outlives every store::file too (their destructors commit)
   std::mutex table_m;  // lock order: before fd_cache's
   std::map<key, std::unique_ptr<inode>> table;
   fd_cache fds;
@@ -174,10 +178,6 @@ struct fs_state {
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once
   bool handles = false;          // inodes reopen by file handle
   uid_t owner = 0;               // who mounted (may read the statistics)
-  std::unique_ptr<offload::cpu_backend> cpu;
-  std::unique_ptr<offload::accel_backend> accel;
-  std::unique_ptr<offload::scheduler> sched;
-  std::unique_ptr<engine::engine> eng;
   store::options so;
   std::FILE* err = stderr;
   std::mutex log_m;
@@ -191,7 +191,13 @@ struct fs_state {
   std::thread committer;
 
   void log(const std::string& m);
+  /// The inode of a number the kernel sent (one the daemon gave out); anything else is an
+  /// internal error (aborts).
   inode& get(std::uint64_t ino);
 };
+
+/// The kernel forgets `n` lookups of `ino` (inodes.cc); the inode goes at 0. More than it was
+/// given is an internal error (aborts).
+void forget_one(fs_state& s, std::uint64_t ino, std::uint64_t n);
 
 }  // namespace qzfs::fs::detail

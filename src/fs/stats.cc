@@ -11,8 +11,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "inodes.h"
 
 namespace qzfs::fs::detail {
@@ -145,14 +143,14 @@ void count_new_file(fs_state& s) { add_share(s.space, 1, 0, 0, false); }
 
 // Live statistics: the root's "user.qzfs.stats" attribute (read by `qzfs stats`). Sizes from the
 // space counters; the rest from the engine and the backends since the mount. O(open files).
-std::string stats_json(fs_state& s) {
-  std::uint64_t open_files = 0, dirty = 0;
+stats collect_stats(fs_state& s) {
+  stats st;
   auto& c = s.space;
   std::int64_t files = c.files, containers = c.containers, plain = c.plain, logical = c.logical, allocated = c.allocated;
   // Files not committed yet: their size and kind as they are now (stored bytes follow commits).
   for (auto& f : s.files.all()) {
-    ++open_files;
-    dirty += f->file->stats().dirty;
+    ++st.open_files;
+    st.dirty_records += f->file->stats().dirty;
     const auto now = static_cast<std::int64_t>(f->file->size());
     const bool container = f->file->is_container();
     std::lock_guard lk(f->m);
@@ -164,63 +162,21 @@ std::string stats_json(fs_state& s) {
     }
   }
   auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(std::max<std::int64_t>(0, v)); };
-  const auto es = s.eng->stats();
-  const auto ss = s.sched->stats();
-  const auto cs = s.cpu->stats();
-  // The non-zero counts of an array indexed by an enum, by the enum's name.
-  auto by_name = [](const auto& counts, auto as_enum) {
-    nlohmann::json o = nlohmann::json::object();
-    for (std::size_t i = 0; i < counts.size(); ++i) {
-      if (counts[i] != 0) o[std::string(codec::to_string(as_enum(i)))] = counts[i];
-    }
-    return o;
-  };
-  const auto per_format = by_name(es.per_format, [](std::size_t i) { return static_cast<codec::payload_format>(i); });
-  const auto per_producer = by_name(es.per_producer, [](std::size_t i) { return static_cast<codec::engine>(i); });
-  nlohmann::json accel{{"spec", s.o.accel}};
-  if (s.accel) {
-    const auto as = s.accel->stats();
-    accel["name"] = std::string(s.accel->name());
-    accel["state"] = std::string(offload::to_string(s.accel->state()));
-    accel["reason"] = s.accel->reason();
-    accel["jobs"] = as.completed;
-    accel["failed"] = as.failed;
-    accel["probes"] = as.probes;
-    accel["teardowns"] = as.teardowns;
-    accel["bytes_in"] = as.bytes_in;
-    accel["bytes_out"] = as.bytes_out;
-  } else {
-    accel["state"] = "none";
-  }
-  nlohmann::json j{
-      {"backing", s.o.backing},
-      {"compression", s.o.compression},
-      {"recordsize", s.o.recordsize},
-      {"files", u(files)},
-      {"containers", u(containers)},
-      {"plain_files", u(plain)},
-      {"logical_bytes", u(logical)},
-      {"allocated_bytes", u(allocated)},
-      {"ratio", allocated > 0 ? static_cast<double>(logical) / static_cast<double>(allocated) : 1.0},
-      {"open_files", open_files},
-      {"scan", c.scanned ? "done" : "running"},
-      {"dirty_records", dirty},
-      {"engine",
-       {{"records", es.records}, {"holes", es.holes}, {"raw", es.raw}, {"compressed", es.compressed},
-        {"checker_skips", es.checker_skips}, {"probe_skips", es.probe_skips}, {"cap_misses", es.cap_misses},
-        {"errors", es.errors}, {"bytes_in", es.bytes_in}, {"bytes_out", es.bytes_out},
-        {"per_format", per_format}, {"per_producer", per_producer}}},
-      {"cache",
-       {{"limit_bytes", s.budget->limit()}, {"used_bytes", s.budget->used()}, {"peak_bytes", s.budget->peak()},
-        {"reliefs", s.budget->reliefs()}}},
-      {"accel", accel},
-      {"routing",
-       {{"to_accel", ss.to_accel}, {"to_cpu", ss.to_cpu}, {"small", ss.small}, {"overflow", ss.overflow},
-        {"not_serving", ss.not_serving}, {"redone", ss.redone}}},
-      {"cpu",
-       {{"workers", s.cpu->workers()}, {"jobs", cs.completed}, {"failed", cs.failed}, {"bytes_in", cs.bytes_in},
-        {"bytes_out", cs.bytes_out}, {"busy_s", static_cast<double>(cs.busy_ns) / 1e9}}}};
-  return j.dump();
+  st.backing = s.o.backing;
+  st.compression = s.o.compression;
+  st.recordsize = s.o.recordsize;
+  st.files = u(files);
+  st.containers = u(containers);
+  st.plain_files = u(plain);
+  st.logical_bytes = u(logical);
+  st.allocated_bytes = u(allocated);
+  st.ratio = allocated > 0 ? static_cast<double>(logical) / static_cast<double>(allocated) : 1.0;
+  st.scan_done = c.scanned;
+  st.cache = {.limit_bytes = s.budget->limit(), .used_bytes = s.budget->used(), .peak_bytes = s.budget->peak(),
+              .reliefs = s.budget->reliefs()};
+  st.accel.spec = s.o.accel;
+  if (s.svc) s.svc->fill(st);
+  return st;
 }
 
 }  // namespace qzfs::fs::detail

@@ -1,0 +1,64 @@
+#pragma once
+// fs/: the live statistics of a mount, as one typed value shared by the daemon and `qzfs stats`.
+//
+// The daemon fills a `stats` (space counters, open files, the engine's and the backends' counts
+// since the mount) and serves it as JSON in the root's "user.qzfs.stats" attribute; `qzfs stats`
+// reads the attribute back into a `stats`. to_json() and stats_from_json() are the only places
+// that know the JSON keys (scripts and tests read `qzfs stats --json`: keys stay as they are).
+//
+// Thread-safety: plain values; the functions are pure.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+namespace qzfs::fs {
+
+struct stats {
+  std::string backing, compression;
+  std::uint64_t recordsize = 0;
+  // What the backing directory holds (counters kept by the scan at mount start and every change).
+  std::uint64_t files = 0, containers = 0, plain_files = 0, logical_bytes = 0, allocated_bytes = 0;
+  double ratio = 1.0;  // logical / allocated (1 when nothing is stored)
+  std::uint64_t open_files = 0;
+  bool scan_done = false;  // "scan": "done" or "running"
+  std::uint64_t dirty_records = 0;
+
+  struct engine_counts {  // records since the mount
+    std::uint64_t records = 0, holes = 0, raw = 0, compressed = 0, checker_skips = 0, probe_skips = 0,
+                  cap_misses = 0, errors = 0, bytes_in = 0, bytes_out = 0;
+    std::map<std::string, std::uint64_t> per_format, per_producer;  // non-zero counts by name
+  } engine;
+
+  struct cache_counts {
+    std::uint64_t limit_bytes = 0, used_bytes = 0, peak_bytes = 0, reliefs = 0;
+  } cache;
+
+  struct accel_counts {
+    std::string spec;            // the accel= option
+    std::string state = "none";  // "none": no accelerator backend (the fields below are absent)
+    bool present = false;
+    std::string name, reason;
+    std::uint64_t jobs = 0, failed = 0, probes = 0, teardowns = 0, bytes_in = 0, bytes_out = 0;
+  } accel;
+
+  struct routing_counts {
+    std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
+  } routing;
+
+  struct cpu_counts {
+    std::uint64_t workers = 0, jobs = 0, failed = 0, bytes_in = 0, bytes_out = 0;
+    double busy_s = 0;
+  } cpu;
+};
+
+/// The JSON text of `s` (nlohmann's dump: keys sorted; `indent` < 0: one line). A string that is
+/// not UTF-8 (a backing path) has its bad bytes replaced, so the statistics can always be served.
+[[nodiscard]] std::string to_json(const stats& s, int indent = -1);
+
+/// `s` from the JSON to_json() makes. Keys that are missing keep their defaults (an older daemon);
+/// text that is not a JSON object throws std::invalid_argument.
+[[nodiscard]] stats stats_from_json(std::string_view text);
+
+}  // namespace qzfs::fs

@@ -1,0 +1,92 @@
+// fs/: the compression service of a mount (service.h): the one place src/fs/ wires the CPU
+// pool, the accelerator, the scheduler and the engine.
+#include "service.h"
+
+#include "qzfs/codec/codec.h"
+#include "qzfs/engine/engine.h"
+#include "qzfs/offload/accel_backend.h"
+#include "qzfs/offload/cpu_backend.h"
+#include "qzfs/offload/device.h"
+#include "qzfs/offload/scheduler.h"
+
+namespace qzfs::fs::detail {
+
+// Destroyed in reverse order: the engine before the scheduler before the backends.
+struct service::impl {
+  std::unique_ptr<offload::cpu_backend> cpu;
+  std::unique_ptr<offload::accel_backend> accel;
+  std::unique_ptr<offload::scheduler> sched;
+  std::unique_ptr<engine::engine> eng;
+};
+
+std::string service::check(const mount_options& o) {
+  if (!engine::parse_policy(o.compression)) {
+    return "compression=" + o.compression + ": unknown (off, lz4, gzip[-N], zstd[-N], auto)";
+  }
+  if (o.accel == "qat") {
+    // Asked for by name: refuse to mount without it (accel=auto uses it when present).
+    auto dev = offload::make_qat_device({.library = o.qatzip});
+    auto probe = dev->open_session();  // (a session must not outlive its device)
+    const bool works = probe.session != nullptr;
+    probe.session.reset();
+    if (!works && probe.permanent) return "accel=qat: " + probe.reason + " (accel=auto uses QAT when present)";
+  }
+  return {};
+}
+
+service::service(const mount_options& o) : impl_(std::make_unique<impl>()) {
+  impl_->cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = o.threads});
+  impl_->accel = offload::make_accel(o.accel, o.qatzip, o.recordsize, "full");
+  impl_->sched = std::make_unique<offload::scheduler>(*impl_->cpu, impl_->accel.get());
+  impl_->eng = std::make_unique<engine::engine>(*impl_->sched, engine::engine_options{.pol = *engine::parse_policy(o.compression)});
+}
+
+service::~service() = default;
+
+engine::engine& service::engine() noexcept { return *impl_->eng; }
+
+namespace {
+
+// The non-zero counts of an array indexed by an enum, by the enum's name.
+template <class Enum, class Counts>
+std::map<std::string, std::uint64_t> by_name(const Counts& counts) {
+  std::map<std::string, std::uint64_t> out;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] != 0) out[std::string(codec::to_string(static_cast<Enum>(i)))] = counts[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+void service::fill(stats& st) const {
+  const auto es = impl_->eng->stats();
+  st.engine = {.records = es.records, .holes = es.holes, .raw = es.raw, .compressed = es.compressed,
+               .checker_skips = es.checker_skips, .probe_skips = es.probe_skips, .cap_misses = es.cap_misses,
+               .errors = es.errors, .bytes_in = es.bytes_in, .bytes_out = es.bytes_out,
+               .per_format = by_name<codec::payload_format>(es.per_format),
+               .per_producer = by_name<codec::engine>(es.per_producer)};
+  const auto ss = impl_->sched->stats();
+  st.routing = {.to_accel = ss.to_accel, .to_cpu = ss.to_cpu, .small = ss.small, .overflow = ss.overflow,
+                .not_serving = ss.not_serving, .redone = ss.redone};
+  const auto cs = impl_->cpu->stats();
+  st.cpu = {.workers = impl_->cpu->workers(), .jobs = cs.completed, .failed = cs.failed, .bytes_in = cs.bytes_in,
+            .bytes_out = cs.bytes_out, .busy_s = static_cast<double>(cs.busy_ns) / 1e9};
+  if (const auto& a = impl_->accel) {
+    const auto as = a->stats();
+    st.accel.present = true;
+    st.accel.name = std::string(a->name());
+    st.accel.state = std::string(offload::to_string(a->state()));
+    st.accel.reason = a->reason();
+    st.accel.jobs = as.completed;
+    st.accel.failed = as.failed;
+    st.accel.probes = as.probes;
+    st.accel.teardowns = as.teardowns;
+    st.accel.bytes_in = as.bytes_in;
+    st.accel.bytes_out = as.bytes_out;
+  } else {
+    st.accel.state = "none";
+  }
+}
+
+}  // namespace qzfs::fs::detail
