@@ -3,9 +3,11 @@
 # through a gzip mount and reading them back with cold caches, REPS rounds each.
 #   bench/ab.sh QZFS_A QZFS_B [POLICY=gzip] [REPS=3] FILE...
 # Writes are `cp` + fsync of each file; reads `cat` to /dev/null after dropping the caches. CPU
-# is the whole machine's busy time during the step (reader, kernel, daemon) per GiB. Prints each
-# binary's medians and B/A ratios (speed: above 1 is faster; CPU: below 1 is cheaper). Needs
-# root (drop_caches). QZFS_BENCH_DIR: where the backing directories go (default /var/tmp).
+# is the daemon's and the copying process's own CPU time (user + system, so the kernel's FUSE
+# and page-cache work on their behalf counts) per GiB: other load on a shared machine slows the
+# steps but does not enter the CPU figures. Prints each binary's medians and B/A ratios (speed:
+# above 1 is faster; CPU: below 1 is cheaper). Needs root (drop_caches). QZFS_BENCH_DIR: where
+# the backing directories go (default /var/tmp).
 set -euo pipefail
 a=$(realpath "${1:?usage: ab.sh QZFS_A QZFS_B [POLICY] [REPS] FILE...}")
 b=$(realpath "${2:?usage: ab.sh QZFS_A QZFS_B [POLICY] [REPS] FILE...}")
@@ -25,16 +27,17 @@ trap cleanup EXIT
 bytes=0
 for f in "${files[@]}"; do bytes=$((bytes + $(stat -c %s "$f"))); done
 hz=$(getconf CLK_TCK)
-busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 now() { date +%s.%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-# step: "MB/s cpu-s/GiB" of the command in "$@"
+daemon_ticks() { awk '{ print $14 + $15 }' "/proc/$(pgrep -n -f "[q]zfs mount .*$work/m")/stat"; }
+# step FUNCTION: "MB/s cpu-s/GiB" (the daemon's CPU and the step's own, children included)
 step() {
-  local t0 c0 t1 c1
-  t0=$(now); c0=$(busy)
-  "$@"
-  t1=$(now); c1=$(busy)
-  awk "BEGIN { s = $t1 - $t0; printf \"%.1f %.3f\n\", $bytes / s / 1e6, ($c1 - $c0) / $hz / ($bytes / 2^30) }"
+  local t0 d0 t1 d1 own
+  t0=$(now); d0=$(daemon_ticks)
+  own=$( { TIMEFORMAT='%U %S'; time "$1" > /dev/null; } 2>&1 | tail -1)
+  t1=$(now); d1=$(daemon_ticks)
+  awk "BEGIN { split(\"$own\", o, \" \"); s = $t1 - $t0;
+    printf \"%.1f %.3f\n\", $bytes / s / 1e6, (($d1 - $d0) / $hz + o[1] + o[2]) / ($bytes / 2^30) }"
 }
 write_all() { for f in "${files[@]}"; do cp "$f" "$work/m/"; done; sync "$work"/m/*; }
 read_all() { cat "$work"/m/* > /dev/null; }
