@@ -75,11 +75,24 @@ void encode_header(const frame_header& h, std::span<std::byte, frame_header_size
   put32(p + 36, header_check(p, frame_header_size));
 }
 
-void seal_frame(frame_header h, std::span<std::byte> frame) noexcept {
+frame_header seal_frame(frame_header h, std::span<std::byte> frame) noexcept {
   // A raw payload is the logical bytes: its hash is the one the caller already computed.
   h.payload_hash = h.format == codec::payload_format::none ? h.logical_hash
                                                           : hash(frame.subspan(frame_header_size, h.physical_size));
   encode_header(h, frame.first<frame_header_size>());
+  return h;
+}
+
+frame_header seal_raw_header(std::span<const iovec> logical, std::span<std::byte, frame_header_size> out) noexcept {
+  frame_header h;
+  std::size_t n = 0;
+  for (const auto& v : logical) n += v.iov_len;
+  h.logical_size = static_cast<std::uint32_t>(n);
+  h.physical_size = h.logical_size;
+  h.logical_hash = hash(logical);
+  h.payload_hash = h.logical_hash;
+  encode_header(h, out);
+  return h;
 }
 
 frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept {

@@ -301,22 +301,23 @@ void write_back::frame_job::write(const engine::record& r) noexcept {
 void write_back::frame_job::write_frame(const engine::record& r) {
   const std::size_t len = codec::total_size(in);
   if (r.result == engine::outcome::hole || len == 0) return;
-  format::frame_header h;
-  h.logical_size = static_cast<std::uint32_t>(len);
-  h.logical_hash = format::hash(in);
+  // format/ seals the frame; the store gives the bytes a place and writes them.
   iovec parts[2 + 64];
   std::size_t np = 0;
   std::vector<iovec> many;  // a raw record scattered over more pieces than `parts` holds
+  format::frame_header h;
   if (r.result == engine::outcome::compressed) {
     h.format = r.spec.format;
     h.producer = r.producer;
     h.level = static_cast<std::int8_t>(r.spec.level);
+    h.logical_size = static_cast<std::uint32_t>(len);
     h.physical_size = static_cast<std::uint32_t>(r.payload_size);
-    h.payload_hash = format::hash(std::span(fb + frame_header_size, r.payload_size));
+    h.logical_hash = format::hash(in);
+    h = format::seal_frame(h, std::span(fb, frame_header_size + r.payload_size));
     parts[np++] = iovec{fb, frame_header_size + r.payload_size};
   } else {
-    h.physical_size = h.logical_size;
-    h.payload_hash = h.logical_hash;  // a raw payload is the logical bytes
+    // Stored raw: header + the record's own bytes where they lie.
+    h = format::seal_raw_header(in, std::span(fb, frame_header_size).first<frame_header_size>());
     parts[np++] = iovec{fb, frame_header_size};
     if (in.size() <= 64) {
       for (const auto& v : in) parts[np++] = v;
@@ -325,7 +326,6 @@ void write_back::frame_job::write_frame(const engine::record& r) {
       many.insert(many.end(), in.begin(), in.end());
     }
   }
-  format::encode_header(h, std::span(fb, frame_header_size).first<frame_header_size>());
   entry.length = static_cast<std::uint32_t>(frame_header_size + h.physical_size);
   entry.format = h.format;
   entry.producer = h.producer;

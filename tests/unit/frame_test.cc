@@ -2,6 +2,7 @@
 // truncation rejected, frozen frames of format version 1 still read.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -146,6 +147,35 @@ TEST(frame, header_fields_are_checked) {
 
 // A payload that decodes cleanly to the wrong bytes (an accelerator bug) is caught by the
 // logical checksum, not returned.
+// A raw record is written as its header and the record's own bytes where they lie: the header
+// seal_raw_header makes from the scattered pieces is the one seal_frame makes for the same bytes
+// laid out contiguously, and the frame parses with one hash for payload and logical bytes.
+TEST(frame, a_raw_header_over_scattered_bytes_seals_like_the_contiguous_frame) {
+  const auto data = test::make_data(test::data_class::text, 10000);
+  std::vector<iovec> pieces;
+  for (std::size_t at = 0; at < data.size(); at += 777) {
+    pieces.push_back(iovec{const_cast<std::byte*>(data.data() + at), std::min<std::size_t>(777, data.size() - at)});
+  }
+  std::array<std::byte, frame_header_size> hdr{};
+  const frame_header h = seal_raw_header(pieces, hdr);
+  EXPECT_EQ(h.format, codec::payload_format::none);
+  EXPECT_EQ(h.logical_size, data.size());
+  EXPECT_EQ(h.physical_size, data.size());
+  EXPECT_EQ(h.payload_hash, h.logical_hash);
+  EXPECT_EQ(h.logical_hash, hash(std::span<const std::byte>(data)));
+
+  std::vector<std::byte> contiguous(frame_header_size + data.size());
+  std::memcpy(contiguous.data() + frame_header_size, data.data(), data.size());
+  frame_header c;
+  c.logical_size = c.physical_size = static_cast<std::uint32_t>(data.size());
+  c.logical_hash = hash(std::span<const std::byte>(data));
+  seal_frame(c, contiguous);
+  EXPECT_TRUE(std::equal(hdr.begin(), hdr.end(), contiguous.begin()));
+  frame_view v;
+  ASSERT_EQ(parse_frame(contiguous, v), frame_error::ok);
+  EXPECT_EQ(v.payload.size(), data.size());
+}
+
 TEST(frame, wrong_logical_bytes_are_caught_after_decoding) {
   codec::workspace ws;
   auto data = test::make_data(test::data_class::text, 4096);

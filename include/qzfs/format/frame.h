@@ -67,9 +67,16 @@ struct frame_view {
 /// Writes the header for `h` (hashes must already be set).
 void encode_header(const frame_header& h, std::span<std::byte, frame_header_size> out) noexcept;
 
-/// Writes a full header for a payload already placed at out[frame_header_size..]: computes the
-/// payload hash; `logical_hash` comes from the caller (who hashed the input while it was hot).
-void seal_frame(frame_header h, std::span<std::byte> frame) noexcept;
+/// Writes a full header for a payload already placed at frame[frame_header_size..]: computes the
+/// payload hash (for format none, the payload is the logical bytes and its hash is
+/// `logical_hash`, which the caller computed while the input was hot). Returns the header as
+/// written.
+frame_header seal_frame(frame_header h, std::span<std::byte> frame) noexcept;
+
+/// The header of a raw frame whose payload is `logical` itself, scattered where it lies (the
+/// writer sends header + those iovecs in one pwritev: no copy): format none, both sizes the
+/// logical size, one hash for both. Returns the header as written.
+frame_header seal_raw_header(std::span<const iovec> logical, std::span<std::byte, frame_header_size> out) noexcept;
 
 /// Parses and checks the frame at the start of `bytes` (trailing bytes are left alone).
 [[nodiscard]] frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept;
