@@ -134,7 +134,7 @@ void engine::finish_record(record& r, const offload::job& j, file_learning* fl) 
       errors_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  if (r.on_done != nullptr) r.on_done(r, r.on_done_ctx);
+  if (r.sink != nullptr) r.sink->record_done(r);
 }
 
 void engine::compress(std::span<record> batch, file_learning* fl) {
@@ -152,7 +152,7 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
   auto& fin = p.fin;
   auto& done = p.done;
   auto decided = [](record& r) {
-    if (r.on_done != nullptr) r.on_done(r, r.on_done_ctx);
+    if (r.sink != nullptr) r.sink->record_done(r);
   };
   for (std::size_t i = 0; i < batch.size(); ++i) {
     record& r = batch[i];

@@ -13,7 +13,13 @@ namespace qzfs::store {
 using format::frame_header_size;
 
 /// One record's frame, built and written by whoever finishes the record.
-struct write_back::frame_job {
+// One record's frame: told by the engine when the record's outcome is final (on a worker for a
+// compressed record), it seals and writes the frame there, or queues it for the batch's helper.
+struct write_back::frame_job final : engine::record_sink {
+  frame_job() = default;
+  frame_job(container* c_, inflight* b, std::size_t k_, std::span<const iovec> in_, std::byte* fb_) noexcept
+      : c(c_), batch(b), k(k_), in(in_), fb(fb_) {}
+  void record_done(engine::record& r) noexcept override;
   container* c = nullptr;
   inflight* batch = nullptr;
   std::size_t k = 0;
@@ -153,7 +159,8 @@ std::error_code write_back::write_direct(std::span<const std::uint64_t> indices,
       {
         std::unique_lock lk(b->ready_m);
         b->ready_cv.wait(lk, [&] { return !b->ready.empty(); });
-        now.swap(b->ready);
+        now.assign(b->ready.begin(), b->ready.end());  // `ready` keeps its room (see record_done)
+        b->ready.clear();
       }
       for (auto k : now) b->cx[k].write(b->recs[k]);
       done_k += now.size();
@@ -176,6 +183,7 @@ std::error_code write_back::start_batch(std::span<const std::uint64_t> indices, 
   b->in.resize(n);
   b->own.resize(n);
   b->cx.resize(n);
+  if (b->direct) b->ready.reserve(n);  // a helper's queue never allocates (frame_job::record_done)
   {
     std::lock_guard lk(c_.m_);
     for (std::size_t k = 0; k < n; ++k) b->frames.push_back(c_.bufs_.take_frame(frame_header_size + c_.rs_));
@@ -252,17 +260,10 @@ void write_back::wire_jobs(inflight& b) {
   // parallel with the other records' compression (the frame header goes in front of the
   // payload, or in front of the record's own bytes when it is stored raw).
   for (std::size_t k = 0; k < b.indices.size(); ++k) {
-    b.cx[k] = frame_job{&c_, &b, k, b.in[k], b.frames[k].get(), {}, {}};
+    b.cx[k] = frame_job(&c_, &b, k, b.in[k], b.frames[k].get());
     b.recs[k].in = b.in[k];
     b.recs[k].payload = std::span(b.frames[k].get() + frame_header_size, c_.rs_);
-    b.recs[k].on_done_ctx = &b.cx[k];
-    b.recs[k].on_done = [](engine::record& r, void* p) {
-      auto& job = *static_cast<frame_job*>(p);
-      if (!job.batch->helper) return job.write(r);
-      std::lock_guard lk(job.batch->ready_m);
-      job.batch->ready.push_back(job.k);
-      job.batch->ready_cv.notify_one();
-    };
+    b.recs[k].sink = &b.cx[k];
   }
   b.helper = b.direct && c_.spare_core_;
 }
@@ -271,7 +272,7 @@ std::error_code write_back::submit(inflight& b) {
   if (c_.o_.eng == nullptr) {
     for (auto& r : b.recs) {
       r.result = engine::is_zero(r.in) ? engine::outcome::hole : engine::outcome::raw;
-      r.on_done(r, r.on_done_ctx);
+      r.sink->record_done(r);
     }
     return {};
   }
@@ -287,6 +288,17 @@ std::error_code write_back::submit(inflight& b) {
     return std::make_error_code(std::errc::not_enough_memory);
   }
   return {};
+}
+
+void write_back::frame_job::record_done(engine::record& r) noexcept {
+  if (!batch->helper) return write(r);
+  // The submitting thread helps with this batch's frames: hand it the record (`ready` has room
+  // for every record of the batch, so this never allocates).
+  {
+    std::lock_guard lk(batch->ready_m);
+    batch->ready.push_back(k);
+  }
+  batch->ready_cv.notify_one();
 }
 
 void write_back::frame_job::write(const engine::record& r) noexcept {

@@ -60,6 +60,21 @@ enum class outcome : std::uint8_t {
   compressed,  // payload holds the compressed record
 };
 
+struct record;
+
+/// Where a record's final outcome goes. record_done() runs once per record, on whichever thread
+/// made the outcome final: the submitter for holes and raw records, a backend's worker for
+/// compressed ones (so what it does, e.g. the store's frame write, runs in parallel with the
+/// other records), before compress() or wait() returns. It must not throw, must not touch other
+/// records, and should not block for long (it holds a worker).
+class record_sink {
+ public:
+  virtual void record_done(record& r) noexcept = 0;
+
+ protected:
+  ~record_sink() = default;
+};
+
 struct record {
   // --- in
   std::span<const iovec> in;
@@ -71,12 +86,8 @@ struct record {
   codec::engine producer = codec::engine::none;
   const char* ran_on = "";          // backend
   enum class why : std::uint8_t { none, zeros, policy_off, checker, probe, cap, error } reason = why::none;
-  // --- optional: called once the record's outcome is final, on whichever thread made it final
-  // (the submitter for holes and raw records, a worker for compressed ones), before compress()
-  // returns. The store builds and writes the record's frame there, so that work runs in
-  // parallel too. It must not touch other records.
-  void (*on_done)(record&, void*) = nullptr;
-  void* on_done_ctx = nullptr;
+  // --- optional: told once the outcome is final (see record_sink)
+  record_sink* sink = nullptr;
 };
 
 struct engine_options {
@@ -112,7 +123,7 @@ class engine {
     std::vector<finisher> fin;
     offload::completion done;
   };
-  /// compress() in two halves: submit() decides and submits every record (on_done may run
+  /// compress() in two halves: submit() decides and submits every record (sinks may be told
   /// before it returns), wait() returns when all are done.
   void submit(std::span<record> batch, file_learning* learning, pending& p);
   void wait(pending& p) { p.done.wait(); }
