@@ -90,7 +90,10 @@ void with_xattr_target(fuse_req_t req, const char* op, fuse_ino_t ino, int refus
     if (refuse != 0) return (void)fuse_reply_err(req, refuse);
     auto& s = state(req);
     inode& in = s.get(ino);
-    if (in.type == S_IFLNK) return (void)fuse_reply_err(req, ENOTSUP);
+    // A symlink's own attributes too (GlusterFS bricks set trusted.gfid on every entry): its
+    // descriptor is O_PATH|O_NOFOLLOW, and /proc/self/fd/N names the link itself, not its
+    // target. The kernel has checked the namespace rules already (trusted.* needs
+    // CAP_SYS_ADMIN; user.* is refused on a symlink), as for any file system.
     meta_target t;
     if (int r = target_of(s, in, t)) return (void)fuse_reply_err(req, r);
     f(proc_path(t.fd));

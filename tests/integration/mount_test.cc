@@ -174,6 +174,32 @@ TEST_F(mount_test, umount_waits_for_the_daemon_and_a_remount_right_after_succeed
   EXPECT_EQ(qzfs::test::read_file(mnt_ / "f"), pattern(1, 300000));
 }
 
+// A symlink's own extended attributes, as on the backing file system (GlusterFS bricks set
+// trusted.gfid on every entry they create, symlinks included): set, read, listed and removed on
+// the link, never on its target; user.* stays refused on a symlink, as the kernel rules.
+TEST_F(mount_test, a_symlink_keeps_its_own_extended_attributes) {
+  mount();
+  put(mnt_ / "target", pattern(2, 100));
+  fs::create_symlink("target", mnt_ / "link");
+  const std::string link = (mnt_ / "link").string();
+  ASSERT_EQ(::lsetxattr(link.c_str(), "trusted.gfid", "0123456789abcdef", 16, 0), 0) << std::strerror(errno);
+  char buf[64] = {};
+  EXPECT_EQ(::lgetxattr(link.c_str(), "trusted.gfid", buf, sizeof buf), 16);
+  EXPECT_EQ(std::string(buf, 16), "0123456789abcdef");
+  EXPECT_LT(::getxattr((mnt_ / "target").c_str(), "trusted.gfid", buf, sizeof buf), 0);
+  EXPECT_GT(::llistxattr(link.c_str(), buf, sizeof buf), 0);
+  EXPECT_EQ(std::string(buf), "trusted.gfid");
+  EXPECT_LT(::lsetxattr(link.c_str(), "user.x", "1", 1, 0), 0);
+  EXPECT_EQ(errno, EPERM);
+  // It is the backing link's own attribute, and it survives a remount.
+  EXPECT_EQ(::lgetxattr((backing_ / "link").c_str(), "trusted.gfid", buf, sizeof buf), 16);
+  unmount();
+  mount();
+  EXPECT_EQ(::lgetxattr(link.c_str(), "trusted.gfid", buf, sizeof buf), 16);
+  EXPECT_EQ(::lremovexattr(link.c_str(), "trusted.gfid"), 0);
+  EXPECT_LT(::lgetxattr((backing_ / "link").c_str(), "trusted.gfid", buf, sizeof buf), 0);
+}
+
 TEST_F(mount_test, ten_parallel_copies_of_one_64_mib_file_are_identical) {
   mount("compression=lz4");
   auto src = qzfs::test::make_data(qzfs::test::data_class::text, 64 << 20);
