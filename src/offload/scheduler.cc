@@ -1,5 +1,6 @@
 #include "qzfs/offload/scheduler.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace qzfs::offload {
@@ -67,12 +68,22 @@ void scheduler::submit(job& j, completion& c) {
 
 void scheduler::submit(std::span<job*> js, completion& c) {
   c.expect(js.size());
-  // The accelerator takes its share job by job; the CPU's, moved to the front, goes in at once.
-  std::size_t n = 0;
-  for (job* j : js) {
-    if (!route(*j, c, n)) js[n++] = j;
+  // The accelerator takes its share job by job; the CPU's, moved to the front, goes in a queueful
+  // at a time. Routed all at once, a batch larger than the accelerator's queue sent everything
+  // past its first queueful to the CPU; handing the CPU each queueful as it fills (which blocks,
+  // as submit does, while the CPU queue is full) lets the accelerator finish jobs meanwhile and
+  // take more of the batch.
+  std::size_t n = 0, queued = 0;  // js[0, n): the CPU's; js[0, queued): already in its queue
+  const std::size_t chunk = std::max<std::size_t>(1, cpu_.capacity());
+  for (std::size_t i = 0; i < js.size(); ++i) {
+    job* j = js[i];
+    if (!route(*j, c, n - queued)) js[n++] = j;
+    if (n - queued >= chunk) {
+      cpu_.submit_all(js.subspan(queued, n - queued));
+      queued = n;
+    }
   }
-  cpu_.submit_all(js.first(n));
+  cpu_.submit_all(js.subspan(queued, n - queued));
 }
 
 void scheduler::run(std::span<job> batch) {

@@ -45,8 +45,8 @@ class scheduler {
 
   /// Queues `j`; `c` counts it and is told when it is done. Blocks while the CPU queue is full.
   void submit(job& j, completion& c);
-  /// Queues every job of `js` the same way (the CPU's share under one lock and wake-up).
-  /// Reorders `js`: the CPU's share ends up in front.
+  /// Queues every job of `js` the same way (the CPU's share a CPU queueful at a time, each under
+  /// one lock and wake-up). Reorders `js`: the CPU's share ends up in front.
   void submit(std::span<job*> js, completion& c);
   /// Runs a batch and returns when every job has finished.
   void run(std::span<job> batch);
