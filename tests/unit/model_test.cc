@@ -228,6 +228,30 @@ TEST(model_device, a_card_faster_than_the_cores_takes_most_eligible_records) {
                                           << ", cpu " << cpu.stats().service_ns;
 }
 
+// A card slower than the watchdog allows (10 s a job): the job times out and is redone on the
+// CPU, and the teardown's abort reaches the model through the fault_device in front of it, so
+// its instance lets go at once instead of after its modelled 10 s.
+TEST(model_device, a_job_slower_than_the_watchdog_is_redone_and_its_instance_let_go) {
+  const auto t0 = clock_type::now();
+  {
+    auto inner = std::make_unique<model_device>(model_spec{.gbps = 24, .latency = 10s, .instances = 1});
+    model_device* md = inner.get();
+    accel_backend::options o;
+    o.timeout = 100ms;
+    accel_backend accel(std::make_unique<fault_device>(std::move(inner), fault_spec{}), o);
+    cpu_backend cpu({.workers = 1});
+    scheduler sched(cpu, &accel, {.accel_bias = 1e9});
+    batch b(4, 64 * 1024);
+    sched.run(b.jobs);
+    b.check_all_round_trip();
+    EXPECT_GE(sched.stats().redone, 1u);
+    EXPECT_GE(accel.stats().teardowns, 1u);
+    for (int i = 0; i < 100 && md->jobs() == 0; ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(md->jobs(), 1u) << "the stuck job was let go";
+  }
+  EXPECT_LT(clock_type::now() - t0, 5s);
+}
+
 struct composed_case {
   const char* name;
   const char* spec;
