@@ -76,9 +76,10 @@ TEST(model_device, service_time_is_latency_plus_size_over_an_instances_share) {
   auto t = run_one(*s.session, 1, in, out);
   ASSERT_EQ(t.r.st, codec::status::ok);
   EXPECT_GE(t.took, slow.service_time(in.size()));
-  EXPECT_LT(t.took, slow.service_time(in.size()) + 50ms);
   EXPECT_EQ(slow.jobs(), 1u);
-  EXPECT_EQ(slow.overruns(), 0u);
+  // Unless this machine took longer than that to compress it (a sanitizer build, cold contexts):
+  // an overrun, counted, and the job done when the compression is.
+  if (slow.overruns() == 0) EXPECT_LT(t.took, slow.service_time(in.size()) + 50ms);
 }
 
 TEST(model_device, instances_work_in_parallel_and_a_job_waits_for_a_free_one) {
