@@ -274,7 +274,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                     "Compress through the offload scheduler: cpu | qat | auto | fault:SPEC | fault-qat:SPEC (a "
                     "failing accelerator to rehearse, over a software device or over QAT, e.g. "
                     "fault:error=0.1,timeout=0.01; keys error, timeout, garbage, badcrc, slow, delay, every, init, "
-                    "seed). Prints each backend's health and counters");
+                    "seed) | model[:SPEC] (a modelled QAT card, e.g. model:gbps=24+latency=40us+instances=4, "
+                    "fault keys compose; docs/QAT.md). Prints each backend's health and counters");
   bench->add_option("--accel-verify", bo.accel_verify,
                     "How accelerator output is checked before it is trusted: full (decode and compare) or crc "
                     "(CRC-32 and size of the input)")->default_val("full");
@@ -324,7 +325,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "leaves the kernel's 128K; needs root), accel=auto|qat|cpu (auto: Intel QAT through QATzip when "
                                             "present, else the CPU; qat: refuse to mount without it; cpu: never), "
                                             "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3; accel=fault:ITEM+ITEM... "
-                                            "injects faults into a software stand-in, for tests), nowriteback (no "
+                                            "injects faults into a software stand-in, for tests; accel=model:gbps=24+latency=40us+instances=4 "
+                                            "models a QAT card, fault items compose, docs/QAT.md), nowriteback (no "
                                             "kernel writeback cache: every write reaches qzfs as the application made "
                                             "it), allow_other (other users may use the mount; each acts as itself), noacl (no POSIX "
                                             "ACLs), debug, source=BACKING; and mount(8)'s ro, nosuid, nodev, noexec, sync, "

@@ -95,9 +95,12 @@ class fault_session final : public device_session {
   }
 
   void abort() noexcept override {
-    std::lock_guard lk(st_->m);
-    aborted_ = true;
-    st_->wake.notify_all();
+    {
+      std::lock_guard lk(st_->m);
+      aborted_ = true;
+      st_->wake.notify_all();
+    }
+    inner_->abort();  // a job stuck in the wrapped device itself (a slow modelled card) wakes too
   }
 
  private:

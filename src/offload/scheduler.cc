@@ -1,5 +1,6 @@
 #include "qzfs/offload/scheduler.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace qzfs::offload {
@@ -9,13 +10,17 @@ scheduler::scheduler(cpu_backend& cpu, accel_backend* accel, options o)
   if (accel_ != nullptr && overflow_depth_ == 0) overflow_depth_ = accel_->capacity();
 }
 
-bool scheduler::accel_is_worth_it() const noexcept {
+bool scheduler::accel_is_worth_it(std::size_t cpu_ahead) const noexcept {
   const auto a = accel_->stats();
   const auto c = cpu_.stats();
   // Untried (first use, or just back up): one job at a time until its speed is known.
   if (a.service_ns == 0) return a.queue_depth == 0;
   const double accel_finish = static_cast<double>(a.queue_depth + 1) * static_cast<double>(a.service_ns) / accel_->sessions();
-  const double cpu_finish = static_cast<double>(c.queue_depth + 1) * static_cast<double>(c.service_ns) / cpu_.workers();
+  // The CPU's queue plus the jobs of this batch already given to it: a batch reaches the CPU queue
+  // only once it is all routed, and judged against the queue alone, the accelerator was refused
+  // after its first few jobs while the CPU's share piled up behind them.
+  const double cpu_finish =
+      static_cast<double>(c.queue_depth + cpu_ahead + 1) * static_cast<double>(c.service_ns) / cpu_.workers();
   return c.service_ns == 0 || accel_finish <= accel_bias_ * cpu_finish;
 }
 
@@ -31,7 +36,7 @@ void scheduler::after_accel(job& j, void* self) {
   j.complete();
 }
 
-bool scheduler::route(job& j, completion& c) {
+bool scheduler::route(job& j, completion& c, std::size_t cpu_ahead) {
   j.done = &c;
   j.redone = false;
   j.on_finish = nullptr;
@@ -44,7 +49,7 @@ bool scheduler::route(job& j, completion& c) {
     } else {
       j.on_finish = &scheduler::after_accel;
       j.on_finish_ctx = this;
-      if (accel_->queue_depth() < overflow_depth_ && accel_is_worth_it() && accel_->try_submit(j)) {
+      if (accel_->queue_depth() < overflow_depth_ && accel_is_worth_it(cpu_ahead) && accel_->try_submit(j)) {
         to_accel_.fetch_add(1, std::memory_order_relaxed);
         return true;
       }
@@ -58,17 +63,27 @@ bool scheduler::route(job& j, completion& c) {
 
 void scheduler::submit(job& j, completion& c) {
   c.expect(1);
-  if (!route(j, c)) cpu_.submit(j);
+  if (!route(j, c, 0)) cpu_.submit(j);
 }
 
 void scheduler::submit(std::span<job*> js, completion& c) {
   c.expect(js.size());
-  // The accelerator takes its share job by job; the CPU's, moved to the front, goes in at once.
-  std::size_t n = 0;
-  for (job* j : js) {
-    if (!route(*j, c)) js[n++] = j;
+  // The accelerator takes its share job by job; the CPU's, moved to the front, goes in a queueful
+  // at a time. Routed all at once, a batch larger than the accelerator's queue sent everything
+  // past its first queueful to the CPU; handing the CPU each queueful as it fills (which blocks,
+  // as submit does, while the CPU queue is full) lets the accelerator finish jobs meanwhile and
+  // take more of the batch.
+  std::size_t n = 0, queued = 0;  // js[0, n): the CPU's; js[0, queued): already in its queue
+  const std::size_t chunk = std::max<std::size_t>(1, cpu_.capacity());
+  for (std::size_t i = 0; i < js.size(); ++i) {
+    job* j = js[i];
+    if (!route(*j, c, n - queued)) js[n++] = j;
+    if (n - queued >= chunk) {
+      cpu_.submit_all(js.subspan(queued, n - queued));
+      queued = n;
+    }
   }
-  cpu_.submit_all(js.first(n));
+  cpu_.submit_all(js.subspan(queued, n - queued));
 }
 
 void scheduler::run(std::span<job> batch) {

@@ -411,6 +411,30 @@ TEST(scheduler, a_slow_device_gets_only_what_the_cpu_cannot_absorb) {
   EXPECT_EQ(s.to_accel + s.to_cpu, 100u);
 }
 
+// The CPU's share of a batch counts toward the CPU's expected finish while the batch is routed:
+// a batch goes in before any of it reaches the CPU queue, and judged against an empty CPU queue
+// the accelerator was refused as soon as a few jobs waited for it (at most 4 x sessions x
+// CPU time / its time: under 4 of a batch of 64 whenever it is slower per job than a CPU worker,
+// which a verified device always is). Counted, it takes its capacity's worth of each batch.
+TEST(scheduler, the_cpus_share_of_a_batch_counts_toward_its_expected_finish) {
+  cpu_backend cpu({.workers = 2});
+  accel_backend accel(make_software_device(), fast_accel());  // 2 sessions, 8 in flight
+  scheduler sched(cpu, &accel);                                // the default rule (4x)
+  batch warm(16, 64 * 1024);
+  sched.run(warm.jobs);  // both service times known
+  const auto before = sched.stats().to_accel;
+  constexpr int rounds = 10;
+  for (int r = 0; r < rounds; ++r) {
+    batch b(64, 64 * 1024);
+    sched.run(b.jobs);
+    b.check_all_round_trip();
+  }
+  const auto per_batch = static_cast<double>(sched.stats().to_accel - before) / rounds;
+  EXPECT_GE(per_batch, 6.0) << "the accelerator (capacity " << accel.capacity() << ") got " << per_batch
+                            << " of each batch of 64; service ns: accel " << accel.stats().service_ns << ", cpu "
+                            << cpu.stats().service_ns;
+}
+
 TEST(fault_spec, parses_and_refuses_clearly) {
   auto s = parse_fault_spec("error=0.1,timeout=0.01,garbage=0.2,badcrc=0.3,slow=0.5,delay=3ms,every=4,init=fail,seed=9");
   EXPECT_DOUBLE_EQ(s.error, 0.1);

@@ -54,6 +54,7 @@ class accel_backend final : public backend {
   [[nodiscard]] bool accepts(const job& j) const noexcept;
   bool try_submit(job& j) noexcept override;
   std::size_t queue_depth() const noexcept override;
+  std::uint64_t device_cpu_ns() const noexcept override { return dev_->cpu_ns(); }
   [[nodiscard]] std::size_t capacity() const noexcept { return tickets_.size(); }
   [[nodiscard]] unsigned sessions() const noexcept { return o_.sessions; }
   /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
@@ -97,7 +98,9 @@ void check_accel_spec(const std::string& spec, std::string_view option);
 
 /// The accelerator a user names: "cpu" (none: null), "qat" or "auto" (QAT through QATzip,
 /// `qatzip_lib` or the default library), "fault:SPEC" (the software device with faults injected,
-/// see parse_fault_spec), "fault-qat:SPEC" (faults in front of QAT). `verify` is "full" or "crc".
+/// see parse_fault_spec), "fault-qat:SPEC" (faults in front of QAT), "model" or "model:SPEC" (a
+/// modelled QAT card, see parse_model_spec; fault keys in SPEC wrap it in a fault_device; one
+/// session per instance). `verify` is "full" or "crc".
 /// Throws std::invalid_argument for a bad spec.
 [[nodiscard]] std::unique_ptr<accel_backend> make_accel(const std::string& spec, const std::string& qatzip_lib,
                                                         std::size_t max_record, const std::string& verify);

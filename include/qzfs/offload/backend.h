@@ -45,6 +45,7 @@ struct backend_stats {
   std::uint64_t service_ns = 0; // recent time per finished job (moving average; 0: none yet)
   std::uint64_t queue_depth = 0;
   std::uint64_t probes = 0, teardowns = 0;
+  std::uint64_t device_cpu_ns = 0;  // CPU time of a modelled device's own threads (not the host's)
 };
 
 class backend {
@@ -57,8 +58,11 @@ class backend {
   [[nodiscard]] backend_stats stats() const noexcept {
     auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
     return {ld(submitted_), ld(completed_), ld(failed_), ld(bytes_in_), ld(bytes_out_), ld(busy_ns_),
-            ld(service_ns_), queue_depth(), ld(probes_), ld(teardowns_)};
+            ld(service_ns_), queue_depth(), ld(probes_), ld(teardowns_), device_cpu_ns()};
   }
+  /// CPU time spent on this machine by threads that stand for a device's hardware (a modelled
+  /// card): counted apart from the host's. 0 for the CPU pool and for real devices.
+  [[nodiscard]] virtual std::uint64_t device_cpu_ns() const noexcept { return 0; }
   [[nodiscard]] health state() const noexcept { return health_.load(std::memory_order_acquire); }
   /// Up or degraded: it takes jobs.
   [[nodiscard]] bool serving() const noexcept {

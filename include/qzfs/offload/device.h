@@ -4,8 +4,9 @@
 // private copies anyway, see job.h) into one gzip member.
 //
 // Devices: QAT through QATzip loaded with dlopen (qat_device.cc), a software device (the codec
-// layer dressed as an accelerator, for tests and rehearsals), and the fault-injecting device
-// that wraps any other.
+// layer dressed as an accelerator, for tests and rehearsals), a modelled QAT card (model_device.cc:
+// a card's service time and parallel instances, real gzip output computed on its own threads),
+// and the fault-injecting device that wraps any other.
 //
 // Thread-safety: a device is shared; each session is used by one thread at a time, except
 // abort(), which any thread may call to wake a call that is stuck.
@@ -43,6 +44,10 @@ class device {
   [[nodiscard]] virtual std::string_view name() const noexcept = 0;
   [[nodiscard]] virtual codec::engine producer() const noexcept = 0;
   [[nodiscard]] virtual open_result open_session() noexcept = 0;
+  /// CPU time the device's own threads have spent (CLOCK_THREAD_CPUTIME_ID): non-zero only for a
+  /// modelled card, whose work runs on this machine's cores but stands for a card's. Reports
+  /// subtract it from the process's CPU to get the host's.
+  [[nodiscard]] virtual std::uint64_t cpu_ns() const noexcept { return 0; }
 };
 
 /// Intel QAT through QATzip, loaded at run time with dlopen. `library` names the shared object
@@ -84,6 +89,7 @@ class fault_device final : public device {
   std::string_view name() const noexcept override { return name_; }
   codec::engine producer() const noexcept override { return inner_->producer(); }
   open_result open_session() noexcept override;
+  std::uint64_t cpu_ns() const noexcept override { return inner_->cpu_ns(); }
   void set(const fault_spec& spec);
   [[nodiscard]] fault_spec get() const;
 
@@ -92,6 +98,55 @@ class fault_device final : public device {
  private:
   std::unique_ptr<device> inner_;
   std::string name_;
+  std::shared_ptr<shared> st_;
+};
+
+/// A modelled QAT card (docs/QAT.md, "The modelled card"). `instances` work in parallel; a job
+/// waits for a free one (FIFO), then takes latency + size / (gbps / instances): the card's
+/// throughput `gbps` is reached when every instance is busy. Each instance is a thread of the
+/// device that really compresses the record (ISA-L for gzip levels 1-3, libdeflate above), so
+/// the output is a real member that verifies; the job completes when the modelled time is up,
+/// or when the compression is done if this machine could not compute it that fast (counted as
+/// an overrun). The instances' CPU time is counted apart (cpu_ns()), as a card's would be.
+struct model_spec {
+  double gbps = 24;                       // Intel QuickAssist Adapter 8950: 24 Gbps compression
+  std::chrono::microseconds latency{40};  // per job: PCIe round trip, rings, completion polling
+  unsigned instances = 4;
+};
+/// A model spec with the faults to inject in front of it ("model:gbps=24+error=0.1").
+struct model_accel_spec {
+  model_spec model;
+  fault_spec faults;
+  bool has_faults = false;  // any fault key was given: wrap the model in a fault_device
+};
+/// Parses "gbps=24+latency=40us+instances=4" and any key of parse_fault_spec, items joined by
+/// '+' (',' also accepted outside mount options). latency takes us, ms or s (bare: us).
+/// Throws std::invalid_argument naming the bad key or value.
+model_accel_spec parse_model_spec(std::string_view text);
+
+class model_device final : public device {
+ public:
+  explicit model_device(model_spec spec, std::size_t max_record = codec::default_max_input);
+  ~model_device() override;  // fails queued jobs, joins the instances
+  model_device(const model_device&) = delete;
+  model_device& operator=(const model_device&) = delete;
+  std::string_view name() const noexcept override { return "model"; }
+  codec::engine producer() const noexcept override { return codec::engine::isal; }
+  open_result open_session() noexcept override;
+  std::uint64_t cpu_ns() const noexcept override;
+  [[nodiscard]] const model_spec& spec() const noexcept { return spec_; }
+  /// The modelled time of one job of `bytes` on one instance.
+  [[nodiscard]] std::chrono::nanoseconds service_time(std::size_t bytes) const noexcept;
+  /// Jobs done; of which overran the modelled time (this machine compressed them slower).
+  [[nodiscard]] std::uint64_t jobs() const noexcept;
+  [[nodiscard]] std::uint64_t overruns() const noexcept;
+  /// The most jobs that were in service at once (never above instances).
+  [[nodiscard]] unsigned peak_busy() const noexcept;
+
+  struct shared;  // state the sessions and instances share
+
+ private:
+  model_spec spec_;
   std::shared_ptr<shared> st_;
 };
 

@@ -7,7 +7,8 @@
 //   window (small records never go there), its queue is not deeper than `overflow_depth`, and
 //   it would finish the job no later than `accel_bias` times when the CPU pool would (expected
 //   finish = (queue depth + 1) x mean service time / parallel sessions, from each backend's own
-//   counters); otherwise, or when it refuses, the CPU takes the job. So the CPU shares the load
+//   counters; the CPU's depth includes the jobs of the batch being routed that went to it);
+//   otherwise, or when it refuses, the CPU takes the job. So the CPU shares the load
 //   when the device is saturated, and a device that has become slow gets only what the CPU
 //   cannot absorb instead of holding every batch back;
 // - a job the accelerator fails (error, timeout, output that does not verify) is redone on the
@@ -44,8 +45,8 @@ class scheduler {
 
   /// Queues `j`; `c` counts it and is told when it is done. Blocks while the CPU queue is full.
   void submit(job& j, completion& c);
-  /// Queues every job of `js` the same way (the CPU's share under one lock and wake-up).
-  /// Reorders `js`: the CPU's share ends up in front.
+  /// Queues every job of `js` the same way (the CPU's share a CPU queueful at a time, each under
+  /// one lock and wake-up). Reorders `js`: the CPU's share ends up in front.
   void submit(std::span<job*> js, completion& c);
   /// Runs a batch and returns when every job has finished.
   void run(std::span<job> batch);
@@ -57,13 +58,14 @@ class scheduler {
  private:
   static void after_accel(job& j, void* self);
   /// Sets `j` up for `c`; true when the accelerator took it, false when it is the CPU's.
-  bool route(job& j, completion& c);
+  /// `cpu_ahead`: jobs of the same batch already given to the CPU but not queued there yet.
+  bool route(job& j, completion& c, std::size_t cpu_ahead);
 
   cpu_backend& cpu_;
   accel_backend* accel_;
   std::size_t overflow_depth_;
   double accel_bias_;
-  [[nodiscard]] bool accel_is_worth_it() const noexcept;
+  [[nodiscard]] bool accel_is_worth_it(std::size_t cpu_ahead) const noexcept;
   std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, not_serving_{0}, redone_{0};
 };
 
