@@ -6,7 +6,8 @@ pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
       libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       gzip zstd xz-utils python3 valgrind fio
-      acl rsync e2fsprogs sway-backgrounds)  # PNG images: already-compressed test data from a Debian package
+      acl rsync e2fsprogs glusterfs-server glusterfs-client iproute2 util-linux
+      sway-backgrounds)  # PNG images: already-compressed test data from a Debian package
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
