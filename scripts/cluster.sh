@@ -330,9 +330,10 @@ EOF
   truncate -s "$(($2 << 20))" "$1"
 }
 
-# LABEL MNT SRC BACKING...: writes SRC (fsync at the end) and reads it back cold; prints one row.
+# MNT SRC BACKING...: writes SRC (fsync at the end) and reads it back cold (caches dropped, the
+# whole machine's); sets row to: bytes write-seconds write-busy-ticks read-seconds read-busy-ticks stored.
 bench_one() {
-  local label=$1 mnt=$2 src=$3; shift 3
+  local mnt=$1 src=$2; shift 2
   local bytes b0 b1 s e wr_s wr_b rd_s rd_b stored
   bytes=$(stat -c %s "$src")
   drop
@@ -346,9 +347,7 @@ bench_one() {
   cmp "$src" "$mnt/reads.sam"
   e=$(date +%s.%N); b1=$(busy)
   rd_s=$(awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'); rd_b=$((b1 - b0))
-  awk -v l="$label" -v n="$bytes" -v ws="$wr_s" -v wb="$wr_b" -v rs="$rd_s" -v rb="$rd_b" -v st="$stored" -v hz="$hz" 'BEGIN {
-    g = n / 2^30
-    printf "%-28s %9.0f %12.2f %9.0f %12.2f %14d %7.2f\n", l, n / ws / 1e6, wb / hz / g, n / rs / 1e6, rb / hz / g, st, n / st }'
+  row="$bytes $wr_s $wr_b $rd_s $rd_b $stored"
 }
 
 cmd_bench() {
@@ -363,36 +362,25 @@ cmd_bench() {
   client_mount "$vol-plain" "$work/mnt-plain"
   mkdir -p "$work/data"
   make_sam "$work/data/reads.sam" "$bench_mib"
-  say "bench: $bench_mib MiB, $vtype over $nbricks bricks; each brick's du is of its backing directory"
-  say "backing file system: $(findmnt -n -o FSTYPE,SOURCE --target "$work/backing")"
-  printf "%-28s %9s %12s %9s %12s %14s %7s\n" "volume" "write MB/s" "CPU-s/GiB" "read MB/s" "CPU-s/GiB" "stored bytes" "ratio"
-  local q=() p=()
+  say "bench: $bench_mib MiB, $vtype over $nbricks bricks, on $(findmnt -n -o FSTYPE,SOURCE --target "$work/backing" | tr -s ' ')"
+  local q=() p=() plain qz
   for i in $(seq "$nbricks"); do q+=("$work/backing/b$i"); p+=("$work/plain/b$i"); done
-  bench_one "plain-directory bricks" "$work/mnt-plain" "$work/data/reads.sam" "${p[@]}"
-  bench_one "qzfs bricks ($qopts)" "$work/mnt" "$work/data/reads.sam" "${q[@]}"
-  say "(ratio: logical bytes written / bytes stored on all bricks; a replica stores each byte on each replica)"
-}
-
-cmd_stop() {
-  [ -e "$state" ] || { echo "cluster: not up ($state missing)" >&2; exit 1; }
-  local m
-  if any_mounted "$work/mnt"; then step umount "$work/mnt"; fi
-  step gl volume stop "$vol" || true
-  for m in "$work"/qzfs/b*; do
-    if any_mounted "$m"; then step "$qzfs" umount "$m"; fi
-  done
-  say "stopped: volume $vol, bricks unmounted; glusterd still runs (start, or down)"
-}
-
-cmd_start() {
-  [ -e "$state" ] || { echo "cluster: not up ($state missing)" >&2; exit 1; }
-  local i
-  for i in $(seq "$nbricks"); do
-    qzfs_mounted "$work/qzfs/b$i" || qzfs_mount "$i"
-  done
-  step gl volume start "$vol" force
-  if ! any_mounted "$work/mnt"; then client_mount "$vol" "$work/mnt"; fi
-  say "started: volume $vol mounted at $work/mnt"
+  say "writing and reading through $work/mnt-plain (plain-directory bricks)"
+  bench_one "$work/mnt-plain" "$work/data/reads.sam" "${p[@]}"; plain=$row
+  say "writing and reading through $work/mnt (qzfs bricks, $qopts)"
+  bench_one "$work/mnt" "$work/data/reads.sam" "${q[@]}"; qz=$row
+  awk -v p="$plain" -v q="$qz" -v hz="$hz" -v opts="$qopts" 'BEGIN {
+    split(p, a, " "); split(q, b, " ")
+    printf "%-32s %10s %10s %10s %10s %14s\n", "bricks", "write MB/s", "CPU-s/GiB", "read MB/s", "CPU-s/GiB", "stored bytes"
+    row("plain directories", a); row("qzfs (" opts ")", b)
+    printf "%-32s %10.2f %10.2f %10.2f %10.2f %14.3f\n", "qzfs / plain", \
+      (b[1] / b[2]) / (a[1] / a[2]), (b[3] / b[1]) / (a[3] / a[1]), (b[1] / b[4]) / (a[1] / a[4]), (b[5] / b[1]) / (a[5] / a[1]), b[6] / a[6]
+  }
+  function row(l, r,   g) {
+    g = r[1] / 2^30
+    printf "%-32s %10.0f %10.2f %10.0f %10.2f %14d\n", l, r[1] / r[2] / 1e6, r[3] / hz / g, r[1] / r[4] / 1e6, r[5] / hz / g, r[6]
+  }'
+  say "(MB/s and CPU-s per GiB of data written to the volume; CPU: the whole machine's busy time; stored: du of all bricks' backing directories, every replica)"
 }
 
 case $cmd in
