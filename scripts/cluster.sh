@@ -383,6 +383,28 @@ cmd_bench() {
   say "(MB/s and CPU-s per GiB of data written to the volume; CPU: the whole machine's busy time; stored: du of all bricks' backing directories, every replica)"
 }
 
+cmd_stop() {
+  [ -e "$state" ] || { echo "cluster: not up ($state missing)" >&2; exit 1; }
+  local m
+  if any_mounted "$work/mnt"; then step umount "$work/mnt"; fi
+  step gl volume stop "$vol" || true
+  for m in "$work"/qzfs/b*; do
+    if any_mounted "$m"; then step "$qzfs" umount "$m"; fi
+  done
+  say "stopped: volume $vol, bricks unmounted; glusterd still runs (start, or down)"
+}
+
+cmd_start() {
+  [ -e "$state" ] || { echo "cluster: not up ($state missing)" >&2; exit 1; }
+  local i
+  for i in $(seq "$nbricks"); do
+    qzfs_mounted "$work/qzfs/b$i" || qzfs_mount "$i"
+  done
+  step gl volume start "$vol" force
+  if ! any_mounted "$work/mnt"; then client_mount "$vol" "$work/mnt"; fi
+  say "started: volume $vol mounted at $work/mnt"
+}
+
 case $cmd in
   up) cmd_up ;;
   stop) cmd_stop ;;
