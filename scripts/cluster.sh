@@ -5,7 +5,7 @@
 #
 #   -n N        bricks (default 2)
 #   -t TYPE     distribute | replica2 | replica3 | disperse (N >= 3, redundancy 1); default replica2
-#   -b DIR      build directory holding the qzfs binary (default: build)
+#   -b DIR      build directory holding the qzfs binary (default: build/ of this repository)
 #   -w DIR      work directory: everything `up` makes lives under it (default: /tmp/qzfs-cluster)
 #   -s NS       network namespace name (default: qzfs-cluster)
 #   -a ADDR     the namespace's address, on a dummy (or veth) interface in it (default: 10.213.0.1, /24)
@@ -34,7 +34,7 @@
 # namespace, so the client mount is visible to the host and brick processes see qzfs remounts).
 set -euo pipefail
 
-nbricks=2 vtype=replica2 build=build work=/tmp/qzfs-cluster ns=qzfs-cluster addr=10.213.0.1
+nbricks=2 vtype=replica2 build=$(dirname "$0")/../build work=/tmp/qzfs-cluster ns=qzfs-cluster addr=10.213.0.1
 vol=qzvol qopts=compression=gzip bench_mib=256
 while getopts "n:t:b:w:s:a:V:o:m:h" opt; do
   case $opt in
