@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A GlusterFS volume whose bricks are qzfs mounts, on this machine, in a private network namespace.
 #
-#   scripts/cluster.sh [OPTIONS] up|down|status|stop|start|bench|recover BRICK|gluster ARGS...
+#   scripts/cluster.sh [OPTIONS] up|down|status|stop|start|bench|recover BRICK [--resync]|gluster ARGS...
 #
 #   -n N        bricks (default 2)
 #   -t TYPE     distribute | replica2 | replica3 | disperse (N >= 3, redundancy 1); default replica2
@@ -22,8 +22,11 @@
 #          stay: `qzfs check WORK/backing/bI` can run now).
 # start    mounts the bricks' qzfs that are not mounted, starts the volume, mounts the client.
 # gluster ARGS...   the gluster CLI, in the namespace, talking to this cluster's glusterd.
-# recover  BRICK (1..N or bI): after the brick's qzfs daemon died: stop the brick process, lazy
-#          unmount, remount, `volume start VOL force`, heal, wait until nothing is left to heal.
+# recover  BRICK [--resync] (1..N or bI): after the brick's qzfs daemon died: stop the brick
+#          process, lazy unmount, remount, `volume start VOL force`, heal, wait until nothing is
+#          left to heal. --resync instead empties the brick (reset-brick) and heals it in full from
+#          the others: needed when writes that were not fsynced may have been in flight
+#          (docs/CLUSTER.md "When a brick's qzfs daemon dies").
 # bench    up (if not up), then a second volume of the same type over plain directories on the
 #          same file system as the backing directories; the same SAM text written to each and
 #          read back cold: MB/s, CPU-s per GiB (whole machine, /proc/stat), bytes stored (du).
@@ -214,11 +217,15 @@ brick_pid() {
 }
 
 cmd_recover() {
-  local b=${1:-}
+  local b=${1:-} resync=0
+  if [ "${2:-}" = --resync ]; then resync=1; fi
+  if [ "$resync" = 1 ] && [ "$vtype" = distribute ]; then
+    echo "cluster: --resync needs replicas or redundancy to heal from" >&2; exit 2
+  fi
   b=${b#b}
   # (no stat of the mount point: a dead FUSE mount answers ENOTCONN)
   if ! [[ $b =~ ^[0-9]+$ ]] || [ "$b" -lt 1 ] || [ "$b" -gt "$nbricks" ]; then
-    echo "cluster: recover BRICK (1..N or bI)" >&2; exit 2
+    echo "cluster: recover BRICK [--resync] (BRICK: 1..N or bI)" >&2; exit 2
   fi
   local m=$work/qzfs/b$b pid
   pid=$(brick_pid "$(brick_path "$b")")
@@ -230,18 +237,34 @@ cmd_recover() {
   if any_mounted "$m"; then step fusermount3 -u -z "$m"; fi
   qzfs_mount "$b"
   [ -d "$(brick_path "$b")" ] || { echo "cluster: $(brick_path "$b") missing after the remount" >&2; exit 1; }
-  step gl volume start "$vol" force
+  if [ "$resync" = 0 ]; then step gl volume start "$vol" force; fi
   if [ "$vtype" = distribute ]; then say "recovered brick $b"; return 0; fi
+  local i n heal=()
+  if [ "$resync" = 1 ]; then
+    # Writes the dead daemon acknowledged but had not committed are gone from this brick and no
+    # AFR mark says so: empty the brick and let the other bricks fill it again (a full heal).
+    local bp
+    bp=$addr:$(brick_path "$b")
+    say "brick $b: resync: emptying it, the other bricks heal it in full"
+    step gl volume reset-brick "$vol" "$bp" start
+    step rm -rf "$(brick_path "$b")"
+    step mkdir "$(brick_path "$b")"
+    step gl volume reset-brick "$vol" "$bp" "$bp" commit force
+    heal=(full)
+  fi
   # The self-heal daemon takes a moment to connect to the restarted brick.
-  local i n
   for i in $(seq 30); do
-    step gl volume heal "$vol" && break
+    step gl volume heal "$vol" "${heal[@]}" && break
     [ "$i" -lt 30 ] || { echo "cluster: heal could not be launched" >&2; exit 1; }
     sleep 1
   done
+  # A full heal's crawl may not have listed anything yet: ask for three empty answers in a row.
+  local zeros=0 want=1
+  [ "$resync" = 0 ] || want=3
   for i in $(seq 120); do
     n=$(heal_pending "$vol")
-    [ "$n" -eq 0 ] && { say "recovered brick $b: nothing left to heal"; return 0; }
+    if [ "$n" -eq 0 ]; then zeros=$((zeros + 1)); else zeros=0; fi
+    [ "$zeros" -ge "$want" ] && { say "recovered brick $b: nothing left to heal"; return 0; }
     [ $((i % 10)) -eq 1 ] && say "heal: $n entries pending"
     sleep 1
   done
@@ -412,7 +435,7 @@ case $cmd in
   gluster) shift; [ -e "$state" ] || { echo "cluster: not up" >&2; exit 1; }; gl "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  recover) shift; cmd_recover "${1:-}" ;;
+  recover) shift; cmd_recover "${1:-}" "${2:-}" ;;
   bench) cmd_bench ;;
   *) echo "cluster: unknown command $cmd" >&2; exit 2 ;;
 esac
