@@ -2,10 +2,10 @@
 // a private network namespace (docs/CLUSTER.md). Skipped, saying why, where glusterd cannot run
 // (not root, the glusterfs packages missing, no network namespaces).
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -115,8 +115,8 @@ class cluster : public ::testing::Test {
     fs::remove_all(root_);
   }
   int cl(std::vector<std::string> args, std::string* out = nullptr) {
-    std::vector<std::string> a{"bash", script, "-n", "2", "-t", "replica2", "-b", build_dir, "-w", work_.string(),
-                               "-s", ns_, "-o", "compression=gzip,commit=1"};
+    std::vector<std::string> a{"bash",    script, "-n",           "2",  "-t", "replica2", "-b",
+                               build_dir, "-w",   work_.string(), "-s", ns_,  "-o",       "compression=gzip,commit=1"};
     a.insert(a.end(), args.begin(), args.end());
     return run(a, out);
   }
