@@ -98,8 +98,8 @@ class cluster : public ::testing::Test {
     root_ = ::mkdtemp(tmpl);
     work_ = root_ / "work";  // cluster.sh makes it; down removes it
     src_ = root_ / "src";
+    up_ = true;  // down undoes what a failed up made, too
     ASSERT_EQ(cl({"up"}, &out), 0) << out;
-    up_ = true;
     mnt_ = work_ / "mnt";
   }
   void TearDown() override {
