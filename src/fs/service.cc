@@ -84,6 +84,7 @@ void service::fill(stats& st) const {
     st.accel.teardowns = as.teardowns;
     st.accel.bytes_in = as.bytes_in;
     st.accel.bytes_out = as.bytes_out;
+    st.accel.device_cpu_ns = as.device_cpu_ns;
   } else {
     st.accel.state = "none";
   }

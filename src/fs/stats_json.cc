@@ -20,6 +20,7 @@ std::string to_json(const stats& s, int indent) {
     accel["teardowns"] = s.accel.teardowns;
     accel["bytes_in"] = s.accel.bytes_in;
     accel["bytes_out"] = s.accel.bytes_out;
+    accel["device_cpu_ns"] = s.accel.device_cpu_ns;
   }
   const auto& r = s.routing;
   const auto& c = s.cpu;
@@ -96,6 +97,7 @@ void read_accel(const nlohmann::json& a, stats::accel_counts& sa) {
   read(a, "teardowns", sa.teardowns);
   read(a, "bytes_in", sa.bytes_in);
   read(a, "bytes_out", sa.bytes_out);
+  if (a.contains("device_cpu_ns")) read(a, "device_cpu_ns", sa.device_cpu_ns);  // absent before the model
 }
 
 void read_backends(const nlohmann::json& j, stats& s) {

@@ -80,6 +80,7 @@ TEST_F(model_mount, a_card_faster_than_the_cores_takes_its_share_and_its_failure
   // (docs/QAT.md); 36-60% seen on the CI machine.
   EXPECT_GE(to_accel * 4, eligible) << "the card took its share: " << out;
   EXPECT_EQ(json_number(out, "jobs", "accel"), to_accel) << "and it did them: " << out;
+  EXPECT_GT(json_number(out, "device_cpu_ns", "accel"), 0u) << "the card's own CPU is counted apart: " << out;
   EXPECT_EQ(json_number(out, "redone", "routing"), 0u) << out;
   EXPECT_TRUE(reads_back(mnt_ / "reads.sam", sam));
   unmount();

@@ -44,6 +44,7 @@ stats sample() {
   s.accel.state = "up";
   s.accel.reason = "";
   s.accel.teardowns = 1;
+  s.accel.device_cpu_ns = 123456789;
   s.routing.redone = 5;
   s.cpu.workers = 2;
   s.cpu.busy_s = 1.5;
@@ -60,6 +61,7 @@ TEST(fs_stats, json_round_trip_keeps_every_field) {
   EXPECT_EQ(back.engine.per_producer.at("qat"), 6u);
   EXPECT_TRUE(back.accel.present);
   EXPECT_EQ(back.accel.teardowns, 1u);
+  EXPECT_EQ(back.accel.device_cpu_ns, 123456789u);
   EXPECT_EQ(back.cache.peak_bytes, 4u << 20);
   EXPECT_DOUBLE_EQ(back.cpu.busy_s, 1.5);
 }

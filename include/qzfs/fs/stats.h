@@ -41,6 +41,7 @@ struct stats {
     bool present = false;
     std::string name, reason;
     std::uint64_t jobs = 0, failed = 0, probes = 0, teardowns = 0, bytes_in = 0, bytes_out = 0;
+    std::uint64_t device_cpu_ns = 0;  // a modelled card's own threads: CPU a real card would spend
   } accel;
 
   struct routing_counts {
