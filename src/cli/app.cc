@@ -60,6 +60,52 @@ void print_stats(std::FILE* out, const fs::stats& st, const std::string& point) 
              mib(st.cache.peak_bytes), mib(st.cache.limit_bytes), st.cache.reliefs);
 }
 
+// `qzfs stats M...`: each mount's statistics, and with several a total of what they store. A
+// mount point that cannot be read is said and makes the exit status 1; the others still print.
+int print_stats_of(const std::vector<std::string>& points, bool json, std::FILE* out, std::FILE* err) {
+  int rc = 0;
+  std::vector<std::pair<std::string, fs::stats>> got;
+  for (const auto& point : points) {
+    const ssize_t need = ::getxattr(point.c_str(), "user.qzfs.stats", nullptr, 0);
+    std::string buf(need > 0 ? static_cast<std::size_t>(need) : 0, '\0');
+    const ssize_t n = need > 0 ? ::getxattr(point.c_str(), "user.qzfs.stats", buf.data(), buf.size()) : -1;
+    if (n < 0) {
+      fmt::print(err, "qzfs stats: {}: not a qzfs mount point ({})\n", point, std::strerror(errno));
+      rc = 1;
+      continue;
+    }
+    buf.resize(static_cast<std::size_t>(n));
+    got.emplace_back(point, fs::stats_from_json(buf));
+  }
+  std::uint64_t files = 0, logical = 0, stored = 0;
+  for (const auto& g : got) {
+    files += g.second.files;
+    logical += g.second.logical_bytes;
+    stored += g.second.allocated_bytes;
+  }
+  const double ratio = stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0;
+  if (json && points.size() == 1) {
+    if (!got.empty()) fmt::print(out, "{}\n", fs::to_json(got[0].second, 2));
+  } else if (json) {
+    nlohmann::json j{{"mounts", nlohmann::json::array()},
+                     {"total", {{"mounts", got.size()}, {"files", files}, {"logical_bytes", logical},
+                                {"allocated_bytes", stored}, {"ratio", ratio}}}};
+    for (const auto& g : got) j["mounts"].push_back(nlohmann::json::parse(fs::to_json(g.second, -1)));
+    fmt::print(out, "{}\n", j.dump(2));
+  } else {
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      if (i > 0) fmt::print(out, "\n");
+      print_stats(out, got[i].second, got[i].first);
+    }
+    if (points.size() > 1) {
+      const auto mib = [](std::uint64_t v) { return static_cast<double>(v) / (1 << 20); };
+      fmt::print(out, "\ntotal        {} mounts, {} files, {:.1f} MiB logical, {:.1f} MiB stored, ratio {:.3f}\n", got.size(),
+                 files, mib(logical), mib(stored), ratio);
+    }
+  }
+  return rc;
+}
+
 // "128K", "1M", "4096" -> bytes.
 std::size_t parse_size(const std::string& s) {
   std::size_t pos = 0;
@@ -333,14 +379,19 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "dirsync, noatime, relatime, strictatime, lazytime, which reach the kernel as "
                                             "for any file system (ro: nothing is written to BACKING)");
   mount->add_flag("-f,--foreground", mo.foreground, "Stay in the foreground (default: detach once mounted)");
+  mount->add_flag("--recover", mo.recover,
+                  "If MOUNTPOINT was left by a qzfs daemon that died (\"Transport endpoint is not connected\"), detach "
+                  "it lazily (fusermount3 -u -z) and mount again; what was committed is kept, and `qzfs check` tells "
+                  "whether anything is damaged");
   mount->add_option("-o", mount_o, "Mount options, comma-separated (see above)")->delimiter(',')->allow_extra_args(false);
   mount->add_option("ARGS", mount_pos, "BACKING MOUNTPOINT (or MOUNTPOINT with -o source=BACKING)")->required()->expected(1, 2);
-  std::string stats_point;
+  std::vector<std::string> stats_points;
   bool stats_json = false;
   auto* stats = app.add_subcommand("stats", "Live statistics of a mounted qzfs: logical and stored bytes, ratio, files, "
                                             "and what the engine and the backends did since the mount");
   stats->add_flag("--json", stats_json, "Print JSON instead of text");
-  stats->add_option("MOUNTPOINT", stats_point, "Where it is mounted")->required();
+  stats->add_option("MOUNTPOINT", stats_points,
+                    "Where it is mounted; several (e.g. a GlusterFS volume's bricks) add a total")->required();
   std::string umount_point;
   auto* umount = app.add_subcommand("umount", "Unmount a qzfs mount point; returns once its daemon has committed every file");
   umount->add_option("MOUNTPOINT", umount_point, "Where it is mounted")->required();
@@ -438,23 +489,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       std::fflush(out);
       return fs::serve(mo, err);
     }
-    if (stats->parsed()) {
-      const ssize_t need = ::getxattr(stats_point.c_str(), "user.qzfs.stats", nullptr, 0);
-      std::string buf(need > 0 ? static_cast<std::size_t>(need) : 0, '\0');
-      const ssize_t n = need > 0 ? ::getxattr(stats_point.c_str(), "user.qzfs.stats", buf.data(), buf.size()) : -1;
-      if (n < 0) {
-        fmt::print(err, "qzfs stats: {}: not a qzfs mount point ({})\n", stats_point, std::strerror(errno));
-        return 1;
-      }
-      buf.resize(static_cast<std::size_t>(n));
-      const fs::stats st = fs::stats_from_json(buf);
-      if (stats_json) {
-        fmt::print(out, "{}\n", fs::to_json(st, 2));
-        return 0;
-      }
-      print_stats(out, st, stats_point);
-      return 0;
-    }
+    if (stats->parsed()) return print_stats_of(stats_points, stats_json, out, err);
     if (umount->parsed()) return fs::unmount(umount_point, err);
     if (bench->parsed()) {
       bo.record_size = parse_size(record_size);

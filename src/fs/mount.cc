@@ -124,10 +124,12 @@ int open_backing_of(const std::string& point) {
   return ::open(source.c_str() + 5, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-// fusermount3 -u, run directly (no shell: a mount point is any string); its exit status, or -1
-// when it cannot be run.
-int run_fusermount(const std::string& mountpoint) {
-  const char* const argv_u[] = {"fusermount3", "-u", "--", mountpoint.c_str(), nullptr};
+}  // namespace
+
+// fusermount3 -u (-z: lazily), run directly (no shell: a mount point is any string); its exit
+// status, or -1 when it cannot be run.
+int run_fusermount(const std::string& mountpoint, bool lazy) {
+  const char* const argv_u[] = {"fusermount3", lazy ? "-uz" : "-u", "--", mountpoint.c_str(), nullptr};
   pid_t pid = 0;
   if (::posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char* const*>(argv_u), environ) != 0) return -1;
   int status = 0;
@@ -136,7 +138,6 @@ int run_fusermount(const std::string& mountpoint) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
-}  // namespace
 }  // namespace detail
 
 int unmount(const std::string& mountpoint, std::FILE* err) {
@@ -145,7 +146,7 @@ int unmount(const std::string& mountpoint, std::FILE* err) {
   const int backing = open_backing_of(mount_point_path(mountpoint));
   const owned_fd hold(backing);
   std::fflush(err);
-  const int rc = run_fusermount(mountpoint);
+  const int rc = detail::run_fusermount(mountpoint, false);
   if (rc < 0) {
     std::fprintf(err, "qzfs umount: cannot run fusermount3 (install fuse3)\n");
     return 1;

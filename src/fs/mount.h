@@ -23,5 +23,8 @@ std::size_t raise_fd_limit();
 /// backing file system gives handles that open again. `mount_fd`: a real (not O_PATH)
 /// descriptor of the backing file system.
 bool handles_work(int root_fd, int mount_fd);
+/// fusermount3 -u (lazy: -uz, which detaches a mount whose daemon is gone) of `mountpoint`; its
+/// exit status, or -1 when it cannot be run.
+int run_fusermount(const std::string& mountpoint, bool lazy);
 
 }  // namespace qzfs::fs::detail

@@ -154,6 +154,16 @@ std::string prepare(fs_state& s, const mount_options& o) {
     return "backing " + o.backing + ": " +
            (e == EWOULDBLOCK ? "already mounted by another qzfs (one mount per backing directory)" : std::strerror(e));
   }
+  if (::stat(o.mountpoint.c_str(), &st) != 0 && errno == ENOTCONN) {
+    // A FUSE daemon that served this mount point died (kill -9, a crash): the kernel still holds
+    // the mount. Detached lazily on request; what it had committed is in the backing directory.
+    if (!o.recover) {
+      return "mount point " + o.mountpoint +
+             ": Transport endpoint is not connected (the daemon that served it died); `qzfs mount --recover` "
+             "detaches it first (fusermount3 -u -z), then mounts";
+    }
+    if (run_fusermount(o.mountpoint, true) != 0) return "mount point " + o.mountpoint + ": cannot detach it (fusermount3 -u -z)";
+  }
   if (::stat(o.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     const int e = errno;
     return "mount point " + o.mountpoint + ": " + (e == 0 || S_ISDIR(st.st_mode) ? "not a directory" : std::strerror(e));

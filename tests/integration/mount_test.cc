@@ -200,6 +200,70 @@ TEST_F(mount_test, a_symlink_keeps_its_own_extended_attributes) {
   EXPECT_LT(::lgetxattr((backing_ / "link").c_str(), "trusted.gfid", buf, sizeof buf), 0);
 }
 
+// A mount point left by a daemon that died (kill -9): `qzfs mount` says what happened and what to
+// do; with --recover it detaches the dead mount and mounts again, and what was fsynced is there.
+TEST_F(mount_test, a_mount_point_left_by_a_dead_daemon_is_explained_and_recovered) {
+  mount();
+  const auto data = pattern(3, 500000);
+  {
+    const int fd = ::open((mnt_ / "kept").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(::fsync(fd), 0);
+    ::close(fd);
+  }
+  const std::string pid = daemon_pid();
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(::kill(std::stoi(pid), SIGKILL), 0);
+  for (int i = 0; i < 100 && run({"kill", "-0", pid}) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  struct stat st {};
+  ASSERT_NE(::stat(mnt_.c_str(), &st), 0);
+  ASSERT_EQ(errno, ENOTCONN);
+  std::string out;
+  EXPECT_NE(run({QZFS_BINARY, "mount", backing_.string(), mnt_.string()}, &out), 0);
+  EXPECT_NE(out.find("Transport endpoint is not connected"), std::string::npos) << out;
+  EXPECT_NE(out.find("--recover"), std::string::npos) << out;
+  ASSERT_EQ(run({QZFS_BINARY, "mount", "--recover", "-o", "commit=1", backing_.string(), mnt_.string()}, &out), 0) << out;
+  ASSERT_TRUE(mounted(mnt_));
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "kept"), data);
+}
+
+// `qzfs stats` over several mounts (a volume's bricks): each one, then a total of what they hold;
+// with --json, {"mounts": [...], "total": {...}}. A mount point that is not one is said, exit 1.
+TEST_F(mount_test, stats_of_several_mounts_add_up_to_a_total) {
+  mount();
+  const fs::path b2 = root_ / "backing2", m2 = root_ / "mnt2";
+  fs::create_directories(b2);
+  fs::create_directories(m2);
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "mount", "-o", "commit=1", b2.string(), m2.string()}, &out), 0) << out;
+  struct unmount_second {
+    fs::path m;
+    ~unmount_second() { run({QZFS_BINARY, "umount", m.string()}); }
+  } second{m2};
+  put(mnt_ / "a", pattern(4, 400000));
+  put(m2 / "b", pattern(5, 300000));
+  put(m2 / "c", pattern(6, 200000));
+  ASSERT_EQ(run({"sync", (mnt_ / "a").string(), (m2 / "b").string(), (m2 / "c").string()}), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // closed files commit within ~20 ms
+  std::string one, two, all;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &one), 0) << one;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", m2.string()}, &two), 0) << two;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string(), m2.string()}, &all), 0) << all;
+  EXPECT_EQ(json_number(all, "mounts", "total"), 2u) << all;
+  EXPECT_EQ(json_number(all, "files", "total"), 3u) << all;
+  EXPECT_EQ(json_number(all, "logical_bytes", "total"), 900000u) << all;
+  EXPECT_EQ(json_number(all, "allocated_bytes", "total"),
+            json_number(one, "allocated_bytes") + json_number(two, "allocated_bytes"))
+      << all;
+  std::string text;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", mnt_.string(), m2.string()}, &text), 0) << text;
+  EXPECT_NE(text.find("total        2 mounts, 3 files"), std::string::npos) << text;
+  EXPECT_NE(run({QZFS_BINARY, "stats", mnt_.string(), root_.string()}, &text), 0);
+  EXPECT_NE(text.find("not a qzfs mount point"), std::string::npos) << text;
+  EXPECT_NE(text.find("files        1 "), std::string::npos) << "the good one still prints: " << text;
+}
+
 TEST_F(mount_test, ten_parallel_copies_of_one_64_mib_file_are_identical) {
   mount("compression=lz4");
   auto src = qzfs::test::make_data(qzfs::test::data_class::text, 64 << 20);

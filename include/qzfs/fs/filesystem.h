@@ -29,6 +29,7 @@ struct mount_options {
   bool acl = true;                     // POSIX ACLs enforced by the kernel from the backing ones
   std::vector<std::string> kernel_options;  // mount(8)'s: nosuid, nodev, noexec, ro, sync, dirsync, noatime, ...
   bool foreground = false;
+  bool recover = false;                // a mount point left by a daemon that died is detached first
   bool allow_other = false;
   bool debug = false;
 };
