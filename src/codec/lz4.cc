@@ -15,7 +15,7 @@ class lz4_context final : public context {
  public:
   lz4_context(const codec::spec& s, std::size_t max_input)
       : context(s, max_input),
-        hc_(s.producer == engine::lz4hc),
+        hc_(s.producer == producer_id::lz4hc),
         state_(static_cast<std::size_t>(hc_ ? LZ4_sizeofStateHC() : LZ4_sizeofState())),
         scratch_(max_input) {}
 

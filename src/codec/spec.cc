@@ -114,7 +114,7 @@ spec spec::of(payload_format f, int level) noexcept {
   if (const codec_info* c = find(f))
     for (const auto& i : c->impls)
       if (!i.name.empty() && i.serves.contains(level)) return {f, i.id, level};
-  return {f, engine::none, level};  // no such level: invalid (is_valid() says so)
+  return {f, producer_id::none, level};  // no such level: invalid (is_valid() says so)
 }
 
 spec spec::of(payload_format f) noexcept {
@@ -122,12 +122,12 @@ spec spec::of(payload_format f) noexcept {
   return of(f, c != nullptr ? c->default_level : 0);
 }
 
-spec spec::of(engine e, int level) noexcept {
+spec spec::of(producer_id e, int level) noexcept {
   const codec_info* c = row_of(find(e));
   return {c != nullptr ? c->id : payload_format::none, e, level};
 }
 
-spec spec::of(engine e) noexcept {
+spec spec::of(producer_id e) noexcept {
   const implementation* i = find(e);
   return of(e, i != nullptr ? i->sign * i->default_level : 0);
 }
@@ -212,7 +212,7 @@ std::string_view to_string(payload_format f) noexcept {
   return c != nullptr ? c->name : "unknown";
 }
 
-std::string_view to_string(engine e) noexcept {
+std::string_view to_string(producer_id e) noexcept {
   const implementation* i = find(e);
   return i != nullptr ? i->name : "unknown";
 }

@@ -19,30 +19,30 @@ using detail::make_isal, detail::make_libdeflate, detail::make_lz4, detail::make
 // clang-format off
 constexpr std::array<codec_info, payload_format_count> table = {{
   // codec: id           name    alias  default decoder
-  {payload_format::none, "none", "off", 0,      engine::none, {{
+  {payload_format::none, "none", "off", 0,      producer_id::none, {{
     // implementation: id  own name     levels    default serves    factory          about (help)                               sign
-    {engine::none,       "none",       {0, 0},   0,      {0, 0},   make_none,       "the bytes as they are"},
+    {producer_id::none,       "none",       {0, 0},   0,      {0, 0},   make_none,       "the bytes as they are"},
   }}},
-  {payload_format::gzip, "gzip", "",    1,      engine::libdeflate, {{
-    {engine::isal,       "isal",       {1, 3},   1,      {1, 3},   make_isal,       "ISA-L igzip"},
-    {engine::libdeflate, "libdeflate", {1, 12},  6,      {4, 12},  make_libdeflate, "libdeflate"},
-    {engine::zlib,       "zlib",       {1, 9},   6,      {},       make_zlib,       "zlib, the reference gzip of ZFS and btrfs"},
-    {engine::qat,        "qat",        {1, 9},   1,      {},       nullptr,         "Intel QAT through QATzip (accel=qat)"},
+  {payload_format::gzip, "gzip", "",    1,      producer_id::libdeflate, {{
+    {producer_id::isal,       "isal",       {1, 3},   1,      {1, 3},   make_isal,       "ISA-L igzip"},
+    {producer_id::libdeflate, "libdeflate", {1, 12},  6,      {4, 12},  make_libdeflate, "libdeflate"},
+    {producer_id::zlib,       "zlib",       {1, 9},   6,      {},       make_zlib,       "zlib, the reference gzip of ZFS and btrfs"},
+    {producer_id::qat,        "qat",        {1, 9},   1,      {},       nullptr,         "Intel QAT through QATzip (accel=qat)"},
   }}},
-  {payload_format::zstd, "zstd", "",    3,      engine::zstd, {{
-    {engine::zstd,       "zstd",       {1, 22},  3,      {1, 22},  make_zstd,       "zstd"},
-    {engine::zstd,       "zstd-fast",  {1, 100}, 1,      {},       make_zstd,       "zstd's negative levels",                   -1},
+  {payload_format::zstd, "zstd", "",    3,      producer_id::zstd, {{
+    {producer_id::zstd,       "zstd",       {1, 22},  3,      {1, 22},  make_zstd,       "zstd"},
+    {producer_id::zstd,       "zstd-fast",  {1, 100}, 1,      {},       make_zstd,       "zstd's negative levels",                   -1},
   }}},
-  {payload_format::lz4,  "lz4",  "",    1,      engine::lz4, {{
-    {engine::lz4,        "lz4",        {1, 1},   1,      {1, 1},   make_lz4,        "LZ4 block"},
-    {engine::lz4hc,      "lz4hc",      {1, 12},  9,      {},       make_lz4,        "LZ4 HC, same block format"},
+  {payload_format::lz4,  "lz4",  "",    1,      producer_id::lz4, {{
+    {producer_id::lz4,        "lz4",        {1, 1},   1,      {1, 1},   make_lz4,        "LZ4 block"},
+    {producer_id::lz4hc,      "lz4hc",      {1, 12},  9,      {},       make_lz4,        "LZ4 HC, same block format"},
   }}},
 }};
 // clang-format on
 
 // What the rest of the code relies on, checked where the table is written.
 consteval bool well_formed() {
-  bool seen[engine_count] = {};
+  bool seen[producer_count] = {};
   for (std::size_t f = 0; f < table.size(); ++f) {
     const auto& c = table[f];
     if (static_cast<std::size_t>(c.id) != f || c.name.empty()) return false;  // indexed by format
@@ -50,7 +50,7 @@ consteval bool well_formed() {
     bool decoder_made = false;
     for (const auto& i : c.impls) {
       if (i.name.empty()) continue;
-      if (static_cast<std::size_t>(i.id) >= engine_count) return false;
+      if (static_cast<std::size_t>(i.id) >= producer_count) return false;
       seen[static_cast<std::size_t>(i.id)] = true;
       if (i.levels.empty() || !i.levels.contains(i.default_level)) return false;
       if (i.sign != 1 && i.sign != -1) return false;
@@ -64,7 +64,7 @@ consteval bool well_formed() {
     if (!decoder_made) return false;
   }
   for (bool s : seen)
-    if (!s) return false;  // every engine number has a row
+    if (!s) return false;  // every producer number has a row
   return true;
 }
 static_assert(well_formed(), "the codec table is inconsistent");
@@ -78,7 +78,7 @@ const codec_info* find(payload_format f) noexcept {
   return i < table.size() ? &table[i] : nullptr;
 }
 
-const implementation* find(engine e) noexcept {
+const implementation* find(producer_id e) noexcept {
   for (const auto& c : table)
     for (const auto& i : c.impls)
       if (!i.name.empty() && i.id == e) return &i;

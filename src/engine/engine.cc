@@ -22,7 +22,7 @@ std::optional<policy> parse_policy(std::string_view t) noexcept {
   const int level = t == c->name ? 0 : s->level;
   switch (s->format) {
     case codec::payload_format::lz4:
-      if (s->producer != codec::engine::lz4) return std::nullopt;
+      if (s->producer != codec::producer_id::lz4) return std::nullopt;
       return policy{policy_kind::lz4, 0};
     case codec::payload_format::gzip: return policy{policy_kind::gzip, level};
     case codec::payload_format::zstd:
@@ -191,7 +191,7 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
     const auto cap = static_cast<std::size_t>(std::floor(static_cast<double>(n) * (1.0 - o_.min_saving)));
     // Learned: this file's records keep passing the checker and then not fitting. Ask lz4
     // first (it gives up at memory speed); the expensive codec only runs when lz4 fits.
-    if (fl && s.producer != codec::engine::lz4 && fl->streak.load(std::memory_order_relaxed) >= file_learning::probe_after) {
+    if (fl && s.producer != codec::producer_id::lz4 && fl->streak.load(std::memory_order_relaxed) >= file_learning::probe_after) {
       fl->probes.fetch_add(1, std::memory_order_relaxed);
       auto pr = probe_workspace().compress(lz4_spec, r.in, r.payload.first(std::min(cap, r.payload.size())));
       if (pr.st != codec::status::ok) {

@@ -117,9 +117,9 @@ bool get_entry(const std::byte* p, map_entry& e, bool lost_as_range) noexcept {
   const auto fmt = static_cast<std::uint8_t>(p[12]);
   const auto prod = static_cast<std::uint8_t>(p[13]);
   e.payload_hash = get64(p + 16);
-  if (get16(p + 14) != 0 || fmt >= codec::payload_format_count || prod >= codec::engine_count) return false;
+  if (get16(p + 14) != 0 || fmt >= codec::payload_format_count || prod >= codec::producer_count) return false;
   e.format = static_cast<codec::payload_format>(fmt);
-  e.producer = static_cast<codec::engine>(prod);
+  e.producer = static_cast<codec::producer_id>(prod);
   if (e.offset <= 1) {
     return e.length == 0 && fmt == 0 && prod == 0 && (e.payload_hash == 0 || (lost_as_range && e.offset == 1));
   }

@@ -110,9 +110,9 @@ frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexc
   frame_header h;
   const auto fmt = static_cast<std::uint8_t>(p[4]);
   const auto prod = static_cast<std::uint8_t>(p[6]);
-  if (fmt >= codec::payload_format_count || prod >= codec::engine_count) return frame_error::bad_codec;
+  if (fmt >= codec::payload_format_count || prod >= codec::producer_count) return frame_error::bad_codec;
   h.format = static_cast<codec::payload_format>(fmt);
-  h.producer = static_cast<codec::engine>(prod);
+  h.producer = static_cast<codec::producer_id>(prod);
   h.level = static_cast<std::int8_t>(p[5]);
   h.logical_size = get32(p + 8);
   h.physical_size = get32(p + 12);

@@ -65,7 +65,7 @@ void service::fill(stats& st) const {
                .checker_skips = es.checker_skips, .probe_skips = es.probe_skips, .cap_misses = es.cap_misses,
                .errors = es.errors, .bytes_in = es.bytes_in, .bytes_out = es.bytes_out,
                .per_format = by_name<codec::payload_format>(es.per_format),
-               .per_producer = by_name<codec::engine>(es.per_producer)};
+               .per_producer = by_name<codec::producer_id>(es.per_producer)};
   const auto ss = impl_->sched->stats();
   st.routing = {.to_accel = ss.to_accel, .to_cpu = ss.to_cpu, .small = ss.small, .overflow = ss.overflow,
                 .not_serving = ss.not_serving, .redone = ss.redone};

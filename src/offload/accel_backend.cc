@@ -78,7 +78,7 @@ accel_backend::~accel_backend() {
 namespace {
 // The gzip levels an accelerator takes: the codec table's row of its implementation (QATzip's
 // 1-9), read once.
-const codec::level_range accel_levels = codec::find(codec::engine::qat)->levels;
+const codec::level_range accel_levels = codec::find(codec::producer_id::qat)->levels;
 }  // namespace
 
 bool accel_backend::accepts(const job& j) const noexcept {

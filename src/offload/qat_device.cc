@@ -154,7 +154,7 @@ class qat_device final : public device {
   }
 
   std::string_view name() const noexcept override { return "qat"; }
-  codec::engine producer() const noexcept override { return codec::engine::qat; }
+  codec::producer_id producer() const noexcept override { return codec::producer_id::qat; }
 
   open_result open_session() noexcept override {
     if (!why_.empty()) return {nullptr, "unavailable: " + why_, true};

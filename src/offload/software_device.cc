@@ -33,7 +33,7 @@ class software_device final : public device {
  public:
   explicit software_device(std::size_t max_record) : max_record_(max_record) {}
   std::string_view name() const noexcept override { return "software"; }
-  codec::engine producer() const noexcept override { return codec::engine::isal; }
+  codec::producer_id producer() const noexcept override { return codec::producer_id::isal; }
   open_result open_session() noexcept override {
     try {
       return {std::make_unique<software_session>(max_record_), "", false};

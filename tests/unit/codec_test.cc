@@ -212,9 +212,9 @@ TEST(table, every_row_is_complete_and_its_decoder_can_be_made) {
       EXPECT_EQ(spec::of(i.id).format, c.id) << i.name;
     }
   }
-  for (std::uint8_t e = 0; e < engine_count; ++e) EXPECT_NE(find(static_cast<engine>(e)), nullptr) << int(e);
+  for (std::uint8_t e = 0; e < producer_count; ++e) EXPECT_NE(find(static_cast<producer_id>(e)), nullptr) << int(e);
   EXPECT_EQ(find(static_cast<payload_format>(payload_format_count)), nullptr);
-  EXPECT_EQ(find(static_cast<engine>(engine_count)), nullptr);
+  EXPECT_EQ(find(static_cast<producer_id>(producer_count)), nullptr);
 }
 
 TEST(table, zstd_levels_are_the_librarys) {
@@ -310,9 +310,9 @@ TEST(spec, unknown_names_and_levels_are_refused_with_clear_messages) {
   EXPECT_NE(message("brotli").find("known: none"), std::string::npos);
   EXPECT_NE(message("gzip-x").find("gzip takes levels 1-12 (gzip = gzip-1)"), std::string::npos);
   EXPECT_NE(message("zstd-fast-x").find("zstd-fast takes levels 1-100"), std::string::npos);
-  EXPECT_THROW((void)make_context(spec{payload_format::gzip, engine::zlib, 42}), std::invalid_argument);
-  EXPECT_THROW((void)make_context(spec{payload_format::zstd, engine::zlib, 6}), std::invalid_argument);
-  EXPECT_THROW((void)make_context(spec::of(engine::qat, 1)), std::invalid_argument);
+  EXPECT_THROW((void)make_context(spec{payload_format::gzip, producer_id::zlib, 42}), std::invalid_argument);
+  EXPECT_THROW((void)make_context(spec{payload_format::zstd, producer_id::zlib, 6}), std::invalid_argument);
+  EXPECT_THROW((void)make_context(spec::of(producer_id::qat, 1)), std::invalid_argument);
   EXPECT_FALSE(is_valid(spec::gzip(13)));
   EXPECT_FALSE(is_valid(spec::zstd(0)));
 }
@@ -320,9 +320,9 @@ TEST(spec, unknown_names_and_levels_are_refused_with_clear_messages) {
 TEST(spec, named_constructors_are_the_tables_names) {
   EXPECT_EQ(spec::gzip(), *parse_spec("gzip"));
   EXPECT_EQ(spec::gzip(), spec::gzip(1)) << "gzip alone is gzip-1 (docs/decisions/0008)";
-  EXPECT_EQ(spec::gzip(1).producer, engine::isal);
-  EXPECT_EQ(spec::gzip(3).producer, engine::isal);
-  EXPECT_EQ(spec::gzip(4).producer, engine::libdeflate);
+  EXPECT_EQ(spec::gzip(1).producer, producer_id::isal);
+  EXPECT_EQ(spec::gzip(3).producer, producer_id::isal);
+  EXPECT_EQ(spec::gzip(4).producer, producer_id::libdeflate);
   EXPECT_EQ(spec::gzip(12), *parse_spec("gzip-12"));
   EXPECT_EQ(spec::zstd(), *parse_spec("zstd-3"));
   EXPECT_EQ(spec::zstd(19), *parse_spec("zstd-19"));
@@ -331,11 +331,11 @@ TEST(spec, named_constructors_are_the_tables_names) {
   EXPECT_EQ(spec::lz4hc(9), *parse_spec("lz4hc"));
   EXPECT_EQ(spec::zlib(6), *parse_spec("zlib"));
   EXPECT_EQ(spec::none(), *parse_spec("off"));
-  EXPECT_EQ(spec::of(engine::libdeflate), *parse_spec("libdeflate-6"));
-  EXPECT_EQ(to_string(spec::of(engine::libdeflate, 2)), "libdeflate-2");
-  EXPECT_EQ(to_string(spec::of(engine::libdeflate, 6)), "gzip-6");
-  EXPECT_EQ(to_string(spec::of(engine::isal, 2)), "gzip-2");
-  EXPECT_EQ(to_string(engine::qat), "qat");
+  EXPECT_EQ(spec::of(producer_id::libdeflate), *parse_spec("libdeflate-6"));
+  EXPECT_EQ(to_string(spec::of(producer_id::libdeflate, 2)), "libdeflate-2");
+  EXPECT_EQ(to_string(spec::of(producer_id::libdeflate, 6)), "gzip-6");
+  EXPECT_EQ(to_string(spec::of(producer_id::isal, 2)), "gzip-2");
+  EXPECT_EQ(to_string(producer_id::qat), "qat");
   EXPECT_EQ(default_levels(), "gzip = gzip-1, zstd = zstd-3");
 }
 
@@ -359,14 +359,14 @@ TEST(spec, names_round_trip_and_bad_names_are_refused) {
     EXPECT_EQ(parse_spec(to_string(s)), s) << to_string(s);
   }
   EXPECT_EQ(parse_spec("gzip")->level, 1);
-  EXPECT_EQ(parse_spec("gzip-1")->producer, engine::isal);
-  EXPECT_EQ(parse_spec("gzip-4")->producer, engine::libdeflate);
+  EXPECT_EQ(parse_spec("gzip-1")->producer, producer_id::isal);
+  EXPECT_EQ(parse_spec("gzip-4")->producer, producer_id::libdeflate);
   EXPECT_EQ(parse_spec("zstd")->level, 3);
   EXPECT_EQ(parse_spec("zstd-fast-7")->level, -7);
   for (const char* bad : {"", "gzip-0", "gzip-13", "gzip-", "gzip-x", "zstd-0", "zstd-23", "zstd-fast-0",
                           "zstd-fast-101", "lz4-2", "lz4hc-13", "zlib-10", "brotli", "gzip-6 ", "GZIP-6"})
     EXPECT_FALSE(parse_spec(bad)) << bad;
-  EXPECT_THROW((void)make_context(spec{payload_format::gzip, engine::zlib, 42}), std::invalid_argument);
+  EXPECT_THROW((void)make_context(spec{payload_format::gzip, producer_id::zlib, 42}), std::invalid_argument);
 }
 
 // gzip records are standard RFC 1952 members: zlib's inflate and gzip(1) decode them.

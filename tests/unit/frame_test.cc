@@ -29,7 +29,7 @@ std::vector<std::byte> make_frame(codec::workspace& ws, const std::string& name,
   } else {
     EXPECT_EQ(r.st, status::does_not_fit);
     h.format = codec::payload_format::none;
-    h.producer = codec::engine::none;
+    h.producer = codec::producer_id::none;
     h.level = 0;
     h.physical_size = h.logical_size;
     if (!data.empty()) std::memcpy(frame.data() + frame_header_size, data.data(), data.size());
@@ -112,14 +112,14 @@ TEST(frame, header_fields_are_checked) {
     EXPECT_EQ(parse_frame(f, v), frame_error::bad_magic);
   }
   {
-    frame_header h{codec::payload_format::zstd, codec::engine::zstd, 1, 1000, 10, 0, 0};
+    frame_header h{codec::payload_format::zstd, codec::producer_id::zstd, 1, 1000, 10, 0, 0};
     std::vector<std::byte> f(frame_header_size + 10);
     h.format = static_cast<codec::payload_format>(9);
     seal_frame(h, f);
     EXPECT_EQ(parse_frame(f, v), frame_error::bad_codec);
   }
   {
-    frame_header h{codec::payload_format::none, codec::engine::none, 0, 1000, 999, 0, 0};
+    frame_header h{codec::payload_format::none, codec::producer_id::none, 0, 1000, 999, 0, 0};
     std::vector<std::byte> f(frame_header_size + 999);
     seal_frame(h, f);
     EXPECT_EQ(parse_frame(f, v), frame_error::bad_sizes) << "a raw payload must be the logical size";
@@ -128,7 +128,7 @@ TEST(frame, header_fields_are_checked) {
     // A raw payload is its logical bytes: a header whose two hashes differ describes no record
     // (readers rely on this to hash raw records once).
     std::vector<std::byte> f(frame_header_size + 1000, std::byte{7});
-    frame_header h{codec::payload_format::none, codec::engine::none, 0, 1000, 1000, 0, 0};
+    frame_header h{codec::payload_format::none, codec::producer_id::none, 0, 1000, 1000, 0, 0};
     h.logical_hash = hash(std::span(f).subspan(frame_header_size));
     h.payload_hash = h.logical_hash;
     encode_header(h, std::span(f).first<frame_header_size>());
@@ -138,7 +138,7 @@ TEST(frame, header_fields_are_checked) {
     EXPECT_EQ(parse_frame(f, v), frame_error::bad_header);
   }
   {
-    frame_header h{codec::payload_format::gzip, codec::engine::isal, 1, max_logical_size + 1, 10, 0, 0};
+    frame_header h{codec::payload_format::gzip, codec::producer_id::isal, 1, max_logical_size + 1, 10, 0, 0};
     std::vector<std::byte> f(frame_header_size + 10);
     seal_frame(h, f);
     EXPECT_EQ(parse_frame(f, v), frame_error::bad_sizes);

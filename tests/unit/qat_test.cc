@@ -104,7 +104,7 @@ TEST_F(qat, healthy_device_compresses_verified_gzip_records) {
     if (std::string(j.ran_on) == "qat") {
       ++on_qat;
       if (j.st == codec::status::ok) {
-        EXPECT_EQ(j.producer, codec::engine::qat);
+        EXPECT_EQ(j.producer, codec::producer_id::qat);
       }
     }
   EXPECT_GT(on_qat, 0u);

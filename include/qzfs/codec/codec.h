@@ -36,7 +36,7 @@ namespace qzfs::codec {
 /// codec table (table.h); make specs in code with the named constructors, not by parsing strings.
 struct spec {
   payload_format format = payload_format::none;
-  engine producer = engine::none;
+  producer_id producer = producer_id::none;
   int level = 0;
 
   friend bool operator==(const spec&, const spec&) = default;
@@ -47,8 +47,8 @@ struct spec {
   [[nodiscard]] static spec of(payload_format f, int level) noexcept;
   [[nodiscard]] static spec of(payload_format f) noexcept;
   /// Implementation `e` itself at `level`, or at its own default level.
-  [[nodiscard]] static spec of(engine e, int level) noexcept;
-  [[nodiscard]] static spec of(engine e) noexcept;
+  [[nodiscard]] static spec of(producer_id e, int level) noexcept;
+  [[nodiscard]] static spec of(producer_id e) noexcept;
 
   [[nodiscard]] static spec none() noexcept { return of(payload_format::none); }
   /// gzip levels 1-12 (ISA-L for 1-3, libdeflate above); gzip() is gzip-1.
@@ -57,11 +57,11 @@ struct spec {
   /// zstd levels 1-22 and, negative, the fast levels (zstd(-5) is zstd-fast-5); zstd() is zstd-3.
   [[nodiscard]] static spec zstd() noexcept { return of(payload_format::zstd); }
   [[nodiscard]] static spec zstd(int level) noexcept {
-    return level < 0 ? of(engine::zstd, level) : of(payload_format::zstd, level);
+    return level < 0 ? of(producer_id::zstd, level) : of(payload_format::zstd, level);
   }
   [[nodiscard]] static spec lz4() noexcept { return of(payload_format::lz4); }
-  [[nodiscard]] static spec lz4hc(int level) noexcept { return of(engine::lz4hc, level); }
-  [[nodiscard]] static spec zlib(int level) noexcept { return of(engine::zlib, level); }
+  [[nodiscard]] static spec lz4hc(int level) noexcept { return of(producer_id::lz4hc, level); }
+  [[nodiscard]] static spec zlib(int level) noexcept { return of(producer_id::zlib, level); }
 };
 
 /// True when `s` is a codec and level of the table that software can make (make_context()
@@ -86,7 +86,7 @@ enum class status : std::uint8_t {
 [[nodiscard]] std::string_view to_string(status s) noexcept;
 /// Short names for statistics: "none", "gzip", ...; "isal", "qat", ...
 [[nodiscard]] std::string_view to_string(payload_format f) noexcept;
-[[nodiscard]] std::string_view to_string(engine e) noexcept;
+[[nodiscard]] std::string_view to_string(producer_id e) noexcept;
 
 struct compress_result {
   status st = status::error;

@@ -18,7 +18,7 @@ inline constexpr std::uint8_t payload_format_count = 4;
 
 /// Which implementation produced the payload: diagnostics and statistics only; never needed
 /// to decode (any gzip member is read by the same decoder, whoever wrote it).
-enum class engine : std::uint8_t {
+enum class producer_id : std::uint8_t {
   none = 0,
   isal = 1,        // ISA-L igzip (gzip levels 1-3)
   libdeflate = 2,  // libdeflate (gzip levels 4-12)
@@ -28,6 +28,6 @@ enum class engine : std::uint8_t {
   lz4hc = 6,
   qat = 7,  // Intel QAT through QATzip
 };
-inline constexpr std::uint8_t engine_count = 8;
+inline constexpr std::uint8_t producer_count = 8;
 
 }  // namespace qzfs::codec

@@ -34,9 +34,9 @@ using factory = std::unique_ptr<context> (*)(const spec& s, std::size_t max_inpu
 
 /// One implementation of a codec (a library), or a second name of one (zstd's fast levels).
 struct implementation {
-  engine id = engine::none;
+  producer_id id = producer_id::none;
   /// Its own name: "isal-2", "libdeflate-2", "zlib-6". The first entry of an id also names the
-  /// implementation in statistics (to_string(engine)).
+  /// implementation in statistics (to_string(producer_id)).
   std::string_view name;
   /// Levels under its own name (as written after the name when sign is -1).
   level_range levels;
@@ -67,7 +67,7 @@ struct codec_info {
   /// constructors (docs/decisions/0008).
   int default_level = 0;
   /// The implementation whose context decodes every payload of this format, whoever made it.
-  engine decoder = engine::none;
+  producer_id decoder = producer_id::none;
   /// Unused entries have an empty name.
   std::array<implementation, max_implementations> impls{};
 
@@ -92,9 +92,9 @@ struct codec_info {
 /// The row of a format; nullptr for a number outside the table.
 [[nodiscard]] const codec_info* find(payload_format f) noexcept;
 /// The first entry of an implementation; nullptr for a number outside the table.
-[[nodiscard]] const implementation* find(engine e) noexcept;
+[[nodiscard]] const implementation* find(producer_id e) noexcept;
 /// The entry of the table that names `s`, or nullptr when `s` is no codec and level of the
-/// table (a level out of range, an engine of another format).
+/// table (a level out of range, a producer of another format).
 [[nodiscard]] const implementation* find(const spec& s) noexcept;
 
 /// "gzip = gzip-1, zstd = zstd-3, ...": what each codec's name alone means (for --help).

@@ -83,7 +83,7 @@ struct record {
   outcome result = outcome::raw;
   std::size_t payload_size = 0;     // compressed: bytes in payload
   codec::spec spec{};               // compressed: what made it
-  codec::engine producer = codec::engine::none;
+  codec::producer_id producer = codec::producer_id::none;
   const char* ran_on = "";          // backend
   enum class why : std::uint8_t { none, zeros, policy_off, checker, probe, cap, error } reason = why::none;
   // --- optional: told once the outcome is final (see record_sink)
@@ -100,7 +100,7 @@ struct engine_stats {
   std::uint64_t records = 0, holes = 0, raw = 0, compressed = 0, checker_skips = 0, probe_skips = 0,
                 cap_misses = 0, errors = 0, bytes_in = 0, bytes_out = 0;
   std::array<std::uint64_t, codec::payload_format_count> per_format{};  // compressed records by payload format
-  std::array<std::uint64_t, codec::engine_count> per_producer{};        // ... by the implementation that made them
+  std::array<std::uint64_t, codec::producer_count> per_producer{};        // ... by the implementation that made them
 };
 
 class engine {
@@ -143,7 +143,7 @@ class engine {
   std::atomic<std::uint64_t> records_{0}, holes_{0}, raw_{0}, compressed_{0}, checker_{0}, probe_{0}, cap_{0},
       errors_{0}, bytes_in_{0}, bytes_out_{0};
   std::array<std::atomic<std::uint64_t>, codec::payload_format_count> per_format_{};
-  std::array<std::atomic<std::uint64_t>, codec::engine_count> per_producer_{};
+  std::array<std::atomic<std::uint64_t>, codec::producer_count> per_producer_{};
 };
 
 }  // namespace qzfs::engine

@@ -55,7 +55,7 @@ struct map_entry {
   std::uint64_t offset = 0;
   std::uint32_t length = 0;  // frame bytes (header + payload)
   codec::payload_format format = codec::payload_format::none;
-  codec::engine producer = codec::engine::none;
+  codec::producer_id producer = codec::producer_id::none;
   std::uint64_t payload_hash = 0;  // the frame's payload XXH3-64: binds the map to that exact frame
   [[nodiscard]] bool hole() const noexcept { return offset == 0; }
   [[nodiscard]] bool lost() const noexcept { return offset == 1; }

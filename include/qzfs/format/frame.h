@@ -33,7 +33,7 @@ inline constexpr std::uint32_t max_logical_size = 16u << 20;
 
 struct frame_header {
   codec::payload_format format = codec::payload_format::none;
-  codec::engine producer = codec::engine::none;
+  codec::producer_id producer = codec::producer_id::none;
   std::int8_t level = 0;
   std::uint32_t logical_size = 0;
   std::uint32_t physical_size = 0;

@@ -42,7 +42,7 @@ class device {
  public:
   virtual ~device() = default;
   [[nodiscard]] virtual std::string_view name() const noexcept = 0;
-  [[nodiscard]] virtual codec::engine producer() const noexcept = 0;
+  [[nodiscard]] virtual codec::producer_id producer() const noexcept = 0;
   [[nodiscard]] virtual open_result open_session() noexcept = 0;
   /// CPU time the device's own threads have spent (CLOCK_THREAD_CPUTIME_ID): non-zero only for a
   /// modelled card, whose work runs on this machine's cores but stands for a card's. Reports
@@ -87,7 +87,7 @@ class fault_device final : public device {
   fault_device(std::unique_ptr<device> inner, fault_spec spec);
   ~fault_device() override;
   std::string_view name() const noexcept override { return name_; }
-  codec::engine producer() const noexcept override { return inner_->producer(); }
+  codec::producer_id producer() const noexcept override { return inner_->producer(); }
   open_result open_session() noexcept override;
   std::uint64_t cpu_ns() const noexcept override { return inner_->cpu_ns(); }
   void set(const fault_spec& spec);
@@ -131,7 +131,7 @@ class model_device final : public device {
   model_device(const model_device&) = delete;
   model_device& operator=(const model_device&) = delete;
   std::string_view name() const noexcept override { return "model"; }
-  codec::engine producer() const noexcept override { return codec::engine::isal; }
+  codec::producer_id producer() const noexcept override { return codec::producer_id::isal; }
   open_result open_session() noexcept override;
   std::uint64_t cpu_ns() const noexcept override;
   [[nodiscard]] const model_spec& spec() const noexcept { return spec_; }

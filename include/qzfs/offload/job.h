@@ -56,7 +56,7 @@ struct job {
   // --- set by whoever finished it
   codec::status st = codec::status::error;
   std::size_t out_size = 0;
-  codec::engine producer = codec::engine::none;  // which implementation made the payload
+  codec::producer_id producer = codec::producer_id::none;  // which implementation made the payload
   const char* ran_on = "";  // backend that produced the result
   bool redone = false;      // an accelerator failed or timed out and the CPU redid it
 
