@@ -51,6 +51,13 @@ class qat : public ::testing::Test {
   static void wait_up(accel_backend& a) {
     for (int i = 0; i < 200 && !a.serving(); ++i) std::this_thread::sleep_for(5ms);
   }
+  // Payloads of the batch that the accelerator made and that were kept (a record that did not
+  // fit is a completion too, with no payload).
+  static std::size_t accel_payloads(const batch& b, const accel_backend& a) {
+    std::size_t n = 0;
+    for (const auto& j : b.jobs) n += j.st == codec::status::ok && std::string_view(j.ran_on) == a.name();
+    return n;
+  }
   static void check_accounting(scheduler& s, accel_backend& a, cpu_backend& c, std::uint64_t total) {
     auto ss = s.stats();
     auto as = a.stats();
@@ -148,7 +155,9 @@ TEST_F(qat, garbage_output_is_never_trusted) {
   batch b(30, 32 * 1024);
   sched.run(b.jobs);
   b.check_all_round_trip();  // every record decodes to its own bytes: the CPU redid them
-  EXPECT_EQ(accel.stats().completed, 0u);
+  // Nothing the device made was kept; what it "completed" is only records that did not fit (no
+  // output to trust: they are stored raw).
+  EXPECT_EQ(accel_payloads(b, accel), 0u);
   EXPECT_GT(accel.stats().failed, 0u);
   check_accounting(sched, accel, cpu, 30);
 }
@@ -163,7 +172,7 @@ TEST_F(qat, a_wrong_footer_checksum_is_caught_in_either_verify_mode) {
     batch b(20, 32 * 1024);
     sched.run(b.jobs);
     b.check_all_round_trip();
-    EXPECT_EQ(accel.stats().completed, 0u);
+    EXPECT_EQ(accel_payloads(b, accel), 0u);
     check_accounting(sched, accel, cpu, 20);
     control_("");
   }
