@@ -51,7 +51,9 @@ up() {
   chmod 755 "$m" "$m.b"
   case $t in
     ext4) ;;
-    fuse) "$PASSTHROUGH" -o source="$m.b",allow_other "$m" ;;
+    # (at the hard descriptor limit: libfuse's passthrough_ll keeps a descriptor per inode and
+    # does not raise the limit itself, so 1024 would end its untar and 100k-files rows early)
+    fuse) ( (ulimit -n 1048576 2> /dev/null || ulimit -n "$(ulimit -Hn)") && exec "$PASSTHROUGH" -o source="$m.b",allow_other "$m") ;;
     qzfs-off) "$q" mount -o compression=off,allow_other "$m.b" "$m" ;;
     qzfs-gzip) "$q" mount -o compression=gzip,allow_other "$m.b" "$m" ;;
   esac
