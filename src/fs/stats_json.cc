@@ -97,7 +97,7 @@ void read_accel(const nlohmann::json& a, stats::accel_counts& sa) {
   read(a, "teardowns", sa.teardowns);
   read(a, "bytes_in", sa.bytes_in);
   read(a, "bytes_out", sa.bytes_out);
-  if (a.contains("device_cpu_ns")) read(a, "device_cpu_ns", sa.device_cpu_ns);  // absent before the model
+  read(a, "device_cpu_ns", sa.device_cpu_ns);
 }
 
 void read_backends(const nlohmann::json& j, stats& s) {
