@@ -311,7 +311,9 @@ TEST_P(reopen, the_size_after_close_and_reopen_is_the_last_one_written) {
     ASSERT_GE(fd, 0);
     std::vector<char> d(n, 'x');
     ASSERT_EQ(::pwrite(fd, d.data(), n, 0), static_cast<ssize_t>(n));
-    if (i % 3 == 1) ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(n / 2)), 0);
+    if (i % 3 == 1) {
+      ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(n / 2)), 0);
+    }
     char b[100];
     ASSERT_GE(::pread(fd, b, sizeof b, 0), 0);
     ::close(fd);
@@ -371,7 +373,9 @@ TEST_F(integrity, a_passing_enospc_loses_nothing_acknowledged) {
   // The backing file system fills up before the file is closed and committed.
   run({"dd", "if=/dev/zero", "of=" + (backing_ / "filler").string(), "bs=64k"});
   const int rc = ::close(fd);
-  if (rc != 0) EXPECT_EQ(errno, ENOSPC);
+  if (rc != 0) {
+    EXPECT_EQ(errno, ENOSPC);
+  }
   std::this_thread::sleep_for(std::chrono::seconds(2));  // commits fail meanwhile
   fs::remove(backing_ / "filler");
   EXPECT_EQ(read_file(mnt_ / "f"), data);
