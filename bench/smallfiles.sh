@@ -4,11 +4,14 @@
 #   bench/smallfiles.sh BUILD_DIR [ROW...]
 # Rows (default all): untar create ls rm rsync append sqlite venv pgbench
 # Targets: ext4 (a directory of the root file system), fuse (a plain FUSE passthrough over such a
-# directory: the cost of FUSE alone; set PASSTHROUGH to libfuse's passthrough_ll or
-# passthrough_hp binary, which this repository does not ship; the column is left out without
-# it), qzfs-off (compression=off) and qzfs-gzip. Every mount allows other users (PostgreSQL runs
-# as postgres). Each cell is one run; the ratios at the end compare qzfs-gzip with fuse and with
-# qzfs-off in the same run.
+# directory: the cost of FUSE alone; set PASSTHROUGH to libfuse's passthrough_ll binary (it is
+# given -o source=), which this repository does not ship; the column is left out without
+# it), fuse_hp (libfuse's passthrough_hp, the multi-threaded C++ example, mounted as
+# `passthrough_hp -o allow_other SRC MNT` with its defaults; set PASSTHROUGH_HP to the binary, and
+# PASSTHROUGH_HP_ARGS to add options such as --nocache, --num-threads N, --direct-io; left out
+# without it), qzfs-off (compression=off) and qzfs-gzip. Every mount allows other users
+# (PostgreSQL runs as postgres). Each cell is one run; the ratios at the end compare qzfs-gzip with
+# fuse_hp (or fuse, when fuse_hp did not run) and with qzfs-off in the same run.
 # Environment: TARBALL (default /usr/src/linux-source-6.1.tar.xz, Debian's linux-source-6.1;
 # any .tar/.tar.xz/.tar.gz), FILES (create/ls/rm, default 100000), APPEND_SECONDS (default 20),
 # PGBENCH_SECONDS (default 30), QZFS_BENCH_DIR (default /var/tmp). Needs root.
@@ -28,6 +31,12 @@ work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-smallfiles.XXXXXX")
 chmod 755 "$work"
 targets=(ext4)
 [ -n "${PASSTHROUGH:-}" ] && targets+=(fuse)
+[ -n "${PASSTHROUGH_HP:-}" ] && targets+=(fuse_hp)
+read -ra hp_args <<< "${PASSTHROUGH_HP_ARGS:-}"
+# The FUSE baseline of the ratios: fuse_hp if it runs, else fuse, else none.
+fusebase=
+[ -n "${PASSTHROUGH:-}" ] && fusebase=fuse
+[ -n "${PASSTHROUGH_HP:-}" ] && fusebase=fuse_hp
 targets+=(qzfs-off qzfs-gzip)
 declare -A cell
 
@@ -53,7 +62,14 @@ up() {
     ext4) ;;
     # (at the hard descriptor limit: libfuse's passthrough_ll keeps a descriptor per inode and
     # does not raise the limit itself, so 1024 would end its untar and 100k-files rows early)
-    fuse) ( (ulimit -n 1048576 2> /dev/null || ulimit -n "$(ulimit -Hn)") && exec "$PASSTHROUGH" -o source="$m.b",allow_other "$m") ;;
+    # (ulimit in braces, not a nested subshell, so that it applies to the exec'd daemon)
+    fuse) ( { ulimit -n 1048576 2> /dev/null || ulimit -n "$(ulimit -Hn)"; } && exec "$PASSTHROUGH" -o source="$m.b",allow_other "$m") ;;
+    # (passthrough_hp raises its soft limit to the hard one itself; the same 1048576 attempt as
+    # for fuse keeps the two columns alike. It always adds default_permissions and daemonizes
+    # once mounted, like passthrough_ll. Its pgbench row fails: it serves every request with its
+    # own (root's) credentials, so what postgres creates belongs to root, and default_permissions
+    # then keeps postgres out of it.)
+    fuse_hp) ( { ulimit -n 1048576 2> /dev/null || true; } && exec "$PASSTHROUGH_HP" "${hp_args[@]}" -o allow_other "$m.b" "$m") ;;
     qzfs-off) "$q" mount -o compression=off,allow_other "$m.b" "$m" ;;
     qzfs-gzip) "$q" mount -o compression=gzip,allow_other "$m.b" "$m" ;;
   esac
@@ -207,21 +223,22 @@ for t in "${targets[@]}"; do
 done
 
 # The table, then qzfs-gzip's ratios (time ratio: gzip / baseline; rate rows: baseline / gzip,
-# so above 1 is always slower than the baseline).
+# so above 1 is always slower than the baseline; "-" when either cell has no figure, e.g.
+# "failed").
 val() { echo "$1" | awk '{ v = $1; sub(/[^0-9.].*$/, "", v); print v + 0 }'; }
 ratio() {  # ROW BASELINE
   local g b
   g=$(val "${cell[$1,qzfs-gzip]}")
   b=$(val "${cell[$1,$2]}")
   case ${cell[$1,qzfs-gzip]} in
-    *" s") awk "BEGIN { if ($b > 0) printf \"%.2fx\", $g / $b; else print \"-\" }" ;;
-    *) awk "BEGIN { if ($g > 0) printf \"%.2fx\", $b / $g; else print \"-\" }" ;;
+    *" s") awk "BEGIN { if ($g > 0 && $b > 0) printf \"%.2fx\", $g / $b; else print \"-\" }" ;;
+    *) awk "BEGIN { if ($g > 0 && $b > 0) printf \"%.2fx\", $b / $g; else print \"-\" }" ;;
   esac
 }
 hdr="| row |"
 sep="|---|"
 for t in "${targets[@]}"; do hdr+=" $t |"; sep+="---|"; done
-[ -n "${PASSTHROUGH:-}" ] && { hdr+=" gzip vs fuse |"; sep+="---|"; }
+[ -n "$fusebase" ] && { hdr+=" gzip vs $fusebase |"; sep+="---|"; }
 hdr+=" gzip vs off |"
 sep+="---|"
 echo "$hdr"
@@ -229,7 +246,7 @@ echo "$sep"
 for r in "${rows[@]}"; do
   line="| $r |"
   for t in "${targets[@]}"; do line+=" ${cell[$r,$t]} |"; done
-  [ -n "${PASSTHROUGH:-}" ] && line+=" $(ratio "$r" fuse) |"
+  [ -n "$fusebase" ] && line+=" $(ratio "$r" "$fusebase") |"
   line+=" $(ratio "$r" qzfs-off) |"
   echo "$line"
 done

@@ -54,6 +54,13 @@ as_caller::as_caller(fuse_req_t req, bool umask, bool mknod) noexcept {
   }
   active_ = true;
   if (!is_root()) return;  // a user's own mount: everything is created as that user anyway
+  if (ctx->uid == 0) {
+    // Root's capabilities decide its access, not its groups; a new object takes its group
+    // (fsgid), or the directory's where set-group-ID, and keeps S_ISGID (CAP_FSETID).
+    root_ = true;
+    if (ctx->gid != 0 && ::syscall(SYS_setfsgid, ctx->gid) < 0) err_ = EPERM;
+    return;
+  }
   // The caller's supplementary groups decide, as on the backing file system, whether it may
   // create in a directory it reaches through one, and whether a new file in a set-group-ID
   // directory keeps S_ISGID.
@@ -75,7 +82,9 @@ as_caller::as_caller(fuse_req_t req, bool umask, bool mknod) noexcept {
 
 as_caller::~as_caller() {
   if (!active_) return;
-  if (is_root()) {
+  if (root_) {
+    (void)::syscall(SYS_setfsgid, 0);
+  } else if (is_root()) {
     (void)::syscall(SYS_setfsuid, 0);  // back to fsuid 0: the kernel gives back the fs capabilities
     (void)::syscall(SYS_setfsgid, 0);
     (void)set_groups(0, nullptr);

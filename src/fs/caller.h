@@ -28,6 +28,7 @@ class as_caller {
 
  private:
   bool active_ = false;
+  bool root_ = false;  // a root caller: only its group taken (root is not held back by groups)
   int err_ = 0;
 };
 

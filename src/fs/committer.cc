@@ -7,6 +7,8 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <system_error>
+#include <vector>
 
 #include "inodes.h"
 
@@ -44,17 +46,23 @@ void commit_loop(fs_state& s) {
     s.closed = 0;
     tl.unlock();
     auto files = s.files.all();
+    std::vector<file_ptr> group, idle;
+    group.reserve(files.size());
     for (auto& slot : files) {
       file_ptr f = std::move(slot);
-      bool idle;
+      bool closed;
       {
         std::lock_guard lk(f->m);
-        idle = f->opens == 0;
+        closed = f->opens == 0;
       }
-      if (!tick && !idle) continue;
-      if (!s.o.read_only) commit_one(s, *f);
-      if (idle) (void)s.files.let_go_if_idle(f);
+      if (!tick && !closed) continue;
+      if (closed) idle.push_back(f);
+      group.push_back(std::move(f));
     }
+    if (!s.o.read_only) commit_group(s, group);
+    group.clear();
+    for (auto& f : idle) (void)let_go(s, f);
+    idle.clear();
     tl.lock();
     if (tick) next_tick = clock::now() + period;
   }
@@ -65,6 +73,14 @@ void commit_loop(fs_state& s) {
 void after_commit(fs_state& s, open_file& f) {
   restore_times(f);
   recount(s, f);
+}
+
+bool let_go(fs_state& s, const file_ptr& f) {
+  if (!s.files.let_go_if_idle(f)) return false;
+  // Clean and no longer reachable: what a stat says of it from now on (size_memo).
+  struct stat st {};
+  if (::fstat(f->fd(), &st) == 0) s.sizes.put(st, f->file->size(), f->file->is_container());
+  return true;
 }
 
 void commit_one(fs_state& s, open_file& f) noexcept {
@@ -81,6 +97,41 @@ void commit_one(fs_state& s, open_file& f) noexcept {
       s.log("commit of " + f.name + ": " + e.what() + " (kept in memory, tried again)");
     } catch (...) {
     }
+  }
+}
+
+void commit_group(fs_state& s, const std::vector<file_ptr>& files) noexcept {
+  // A few hundred at a time: each holds its file's commit locks until the group's end.
+  constexpr std::size_t most = 512;
+  try {
+    std::vector<store::file*> members;
+    std::vector<open_file*> of;
+    std::vector<std::uint64_t> before;
+    std::vector<std::error_code> results;
+    for (std::size_t at = 0; at < files.size(); at += most) {
+      members.clear();
+      of.clear();
+      before.clear();
+      for (std::size_t i = at; i < std::min(files.size(), at + most); ++i) {
+        open_file& f = *files[i];
+        if (f.read_only && s.o.read_only) continue;
+        members.push_back(f.file.get());
+        of.push_back(&f);
+        before.push_back(f.file->commits());
+      }
+      results.assign(members.size(), std::error_code{});
+      store::file::sync_group(members, s.lock_fd, results);
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        if (results[i]) {
+          s.log("commit of " + of[i]->name + " failed: " + results[i].message() + " (kept in memory, tried again)");
+        } else if (members[i]->commits() != before[i]) {
+          after_commit(s, *of[i]);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    // Out of memory for the lists: each on its own, as before.
+    for (auto& f : files) commit_one(s, *f);
   }
 }
 

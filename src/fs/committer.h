@@ -14,9 +14,15 @@ namespace qzfs::fs::detail {
 /// Commits one file; the failure (kept by the store, reported at the file's next fsync or close)
 /// is logged. Never throws.
 void commit_one(fs_state& s, open_file& f) noexcept;
+/// Commits many files together (store::file::sync_group: two barriers for all of them instead
+/// of two syncs each); each failure logged as commit_one's. Never throws.
+void commit_group(fs_state& s, const std::vector<file_ptr>& files) noexcept;
 /// After a commit of `f` that wrote something: the times set through the mount put back on the
 /// backing file, and the space counters told.
 void after_commit(fs_state& s, open_file& f);
+/// Lets go of `f` if it is idle and clean (registry::let_go_if_idle), remembering its size for
+/// stat (size_memo); true if it went.
+bool let_go(fs_state& s, const file_ptr& f);
 /// A file was closed (or truncated while closed): the commit thread commits it soon.
 void wake_committer(fs_state& s);
 /// Starts the commit thread (s.committer); stop_committer() asks it to end and joins it, and the

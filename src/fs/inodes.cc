@@ -183,6 +183,30 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
 // ---------------------------------------------------------------------------------------------
 // stat
 
+namespace {
+bool same_time(const timespec& a, const timespec& b) noexcept { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+}  // namespace
+
+bool size_memo::find(const struct stat& now, std::uint64_t& logical, bool& container) {
+  std::lock_guard lk(m_);
+  auto it = map_.find({now.st_dev, now.st_ino});
+  if (it == map_.end()) return false;
+  const entry& e = it->second;
+  if (e.backing != now.st_size || !same_time(e.mtime, now.st_mtim) || !same_time(e.ctime, now.st_ctim)) {
+    map_.erase(it);
+    return false;
+  }
+  logical = e.logical;
+  container = e.container;
+  return true;
+}
+
+void size_memo::put(const struct stat& backing, std::uint64_t logical, bool container) {
+  std::lock_guard lk(m_);
+  if (map_.size() >= most) map_.clear();
+  map_[{backing.st_dev, backing.st_ino}] = entry{backing.st_size, backing.st_mtim, backing.st_ctim, logical, container};
+}
+
 int stat_of(fs_state& s, inode& in, struct stat& st, bool* plain) {
   if (plain != nullptr) *plain = false;
   if (in.type == S_IFREG) {
@@ -212,6 +236,13 @@ int stat_of(fs_state& s, inode& in, struct stat& st, bool* plain) {
   // to a FUSE file costs the writer a round trip to the daemon, so cp, stdio and friends, which
   // size their buffers by st_blksize, should write 1 MiB at a time, not 4 KiB or 128 KiB.
   st.st_blksize = preferred_io_size;
+  std::uint64_t logical = 0;
+  bool container = false;
+  if (s.sizes.find(st, logical, container)) {
+    st.st_size = static_cast<off_t>(logical);
+    if (plain != nullptr) *plain = !container;
+    return 0;
+  }
   const int fd = ::open(proc_path(pfd->fd).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     // Unreadable to the daemon (a non-root daemon, a file it did not make): it cannot be one of
@@ -223,10 +254,9 @@ int stat_of(fs_state& s, inode& in, struct stat& st, bool* plain) {
     }
     return errno;
   }
-  std::uint64_t logical = 0;
-  bool container = false;
   const auto ec = store::peek_logical_size(fd, static_cast<std::uint64_t>(st.st_size), logical, &container);
   ::close(fd);
+  if (!ec) s.sizes.put(st, logical, container);
   if (ec) {
     // A container whose header is damaged: its size is unknown. It is listed (so it can be
     // renamed or removed) with size 0; opening it fails with EIO and says why.

@@ -6,7 +6,7 @@
 // functions send the reply), grouped by concern:
 //   ops_file.cc   open, create, read, write, flush, release, fsync, fallocate, lseek
 //   ops_names.cc  lookup, forget, mknod, mkdir, symlink, readlink, link, unlink, rmdir, rename,
-//                 opendir, readdir, releasedir, fsyncdir
+//                 opendir, readdir, readdirplus, releasedir, fsyncdir
 //   ops_attr.cc   getattr, setattr, statfs, the extended attributes (and the statistics)
 //   serve.cc      init, destroy, and the table of all of them
 // They depend on store/ (through inodes.h and state.h), never on the engine or offload headers.
@@ -119,6 +119,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
                unsigned int flags);
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
 void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi);
+void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi);
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi);
 void op_fsyncdir(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi);
 // ops_attr.cc

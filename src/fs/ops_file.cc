@@ -144,7 +144,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     auto holder = std::make_shared<owned_fd>(fd);
     struct stat made_st {};
     (void)::fstat(fd, &made_st);
-    if (made) count_new_file(s);
+    if (made) {
+      count_new_file(s);
+      s.sizes.put(made_st, 0, false);  // empty: entry_of's stat need not look inside
+    }
     fuse_entry_param e;
     int r = entry_of(s, holder, &e);
     if (r == 0) {
@@ -232,7 +235,7 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     f->file->shed();
     if (s.files.size() > s.max_files) {
       commit_one(s, *f);
-      (void)s.files.let_go_if_idle(f);
+      (void)let_go(s, f);
     } else {
       wake_committer(s);
     }

@@ -1,5 +1,5 @@
 // fs/: the operations on names and directories: lookup, forget, mknod, mkdir, symlink,
-// readlink, link, unlink, rmdir, rename, opendir, readdir, releasedir, fsyncdir (ops.h).
+// readlink, link, unlink, rmdir, rename, opendir, readdir, readdirplus, releasedir, fsyncdir (ops.h).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -58,8 +58,10 @@ void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char*
 }
 
 // Fills `buf` with the directory's entries from `off` on; -errno when the first cannot be read.
-// An entry that does not fit comes first next time.
-ssize_t fill_dir(fuse_req_t req, dir_handle& d, off_t off, std::vector<char>& buf) {
+// An entry that does not fit comes first next time. `plus` (READDIRPLUS): each with its entry
+// and attributes, looked up as LOOKUP would (so `ls -l` and `rm -r` of a directory need no
+// LOOKUP per name); an entry gone meanwhile is left out.
+ssize_t fill_dir(fuse_req_t req, dir_handle& d, off_t off, std::vector<char>& buf, bool plus = false) {
   const std::size_t size = buf.size();
   std::size_t pos = 0;
   if (off != d.offset) {
@@ -80,8 +82,30 @@ ssize_t fill_dir(fuse_req_t req, dir_handle& d, off_t off, std::vector<char>& bu
     st.st_ino = d.entry->d_ino;
     st.st_mode = static_cast<mode_t>(d.entry->d_type) << 12;
     const off_t next = ::telldir(d.dp);
-    const std::size_t n = fuse_add_direntry(req, buf.data() + pos, size - pos, d.entry->d_name, &st, next);
-    if (n > size - pos) break;
+    std::size_t n = 0;
+    if (plus) {
+      const char* name = d.entry->d_name;
+      fuse_entry_param e{};
+      const bool dots = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
+      if (dots) {
+        e.attr = st;  // no entry: the kernel takes it as a plain name
+      } else {
+        const int fd = ::openat(::dirfd(d.dp), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || entry_of(state(req), std::make_shared<owned_fd>(fd), &e) != 0) {
+          d.entry = nullptr;  // gone (or unreadable): a later LOOKUP says what it is
+          d.offset = next;
+          continue;
+        }
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + pos, size - pos, name, &e, next);
+      if (n > size - pos) {
+        if (!dots) forget_one(state(req), e.ino, 1);
+        break;
+      }
+    } else {
+      n = fuse_add_direntry(req, buf.data() + pos, size - pos, d.entry->d_name, &st, next);
+      if (n > size - pos) break;
+    }
     pos += n;
     d.entry = nullptr;
     d.offset = next;
@@ -250,6 +274,16 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
   guard(req, "readdir", [&](bool& replied) {
     std::vector<char> buf(size);
     const ssize_t n = fill_dir(req, dir_of(fi), off, buf);
+    replied = true;
+    if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+    fuse_reply_buf(req, buf.data(), static_cast<std::size_t>(n));
+  });
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  guard(req, "readdirplus", [&](bool& replied) {
+    std::vector<char> buf(size);
+    const ssize_t n = fill_dir(req, dir_of(fi), off, buf, true);
     replied = true;
     if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
     fuse_reply_buf(req, buf.data(), static_cast<std::size_t>(n));

@@ -77,8 +77,9 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 void op_destroy(void* userdata) {
   auto& s = *static_cast<fs_state*>(userdata);
   if (s.o.read_only) return;
-  for (auto& f : s.files.all()) {
-    commit_one(s, *f);
+  const auto files = s.files.all();
+  commit_group(s, files);
+  for (auto& f : files) {
     if (!f->file->clean()) {
       // Only unmount gives up, and it says so, naming the file.
       const std::string m = "unmount: " + f->name + " could not be committed (" + f->file->last_error().message() +
@@ -115,6 +116,7 @@ fuse_lowlevel_ops operations() {
   ops.fsync = op_fsync;
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
   ops.releasedir = op_releasedir;
   ops.fsyncdir = op_fsyncdir;
   ops.statfs = op_statfs;

@@ -162,6 +162,29 @@ class registry {
   std::map<key, file_ptr> files_;
 };
 
+/// The logical sizes of files no one has open, as last seen: a stat of a closed file is then a
+/// stat of its backing file, not an open and a read of its header. An entry holds while the
+/// backing file's size, mtime and ctime are what they were when it was taken: every change of a
+/// backing file moves its ctime (docs/FS.md "Sizes from memory"). Bounded: when full it starts
+/// over.
+class size_memo {
+ public:
+  /// The remembered size of the file `now` describes, if it still holds.
+  bool find(const struct stat& now, std::uint64_t& logical, bool& container);
+  void put(const struct stat& backing, std::uint64_t logical, bool container);
+
+ private:
+  struct entry {
+    off_t backing;
+    timespec mtime, ctime;
+    std::uint64_t logical;
+    bool container;
+  };
+  static constexpr std::size_t most = std::size_t{1} << 18;
+  std::mutex m_;
+  std::map<key, entry> map_;
+};
+
 struct fs_state {
   mount_options o;
   inode root;
@@ -173,6 +196,7 @@ struct fs_state {
   std::map<key, std::unique_ptr<inode>> table;
   fd_cache fds;
   registry files;
+  size_memo sizes;
   space_counters space;
   std::thread scanner;
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once

@@ -70,6 +70,7 @@ class container final : public file_impl {
   [[nodiscard]] std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) override;
   [[nodiscard]] std::error_code flush() override;
   [[nodiscard]] std::error_code sync() override;
+  [[nodiscard]] std::error_code begin_group(std::unique_ptr<group_part>& out) override;
 
   [[nodiscard]] std::uint64_t size() const noexcept override;
   [[nodiscard]] file_stats stats() const override;
@@ -125,9 +126,14 @@ class container final : public file_impl {
 
   // container_commit.cc
   struct commit_plan;
+  class group_commit;  // begin_group's part: commit_m_ and layout_ shared held, maps written
   [[nodiscard]] std::error_code commit_locked();  // commit_m_, layout_ exclusive or shared
   [[nodiscard]] std::error_code plan_commit_locked(commit_plan& p);  // m_: the snapshot, map space
   [[nodiscard]] std::error_code write_commit(commit_plan& p);        // map copies, slot, syncs
+  // write_commit's steps, a sync between each; a failure gives back what the commit took.
+  [[nodiscard]] std::error_code write_maps(commit_plan& p);  // the two map copies
+  [[nodiscard]] std::error_code write_slot(commit_plan& p);  // the slot that names them
+  void finish_slot(commit_plan& p) noexcept;                   // its copy and the marker (durable now)
   /// Gives back what a failed commit took; `synced`: a sync failed (see rewrite_recent).
   [[nodiscard]] std::error_code fail_commit(const commit_plan& p, std::error_code ec, bool synced);
   void finish_commit_locked(const commit_plan& p);  // m_: the generation is durable

@@ -18,8 +18,58 @@ struct container::commit_plan {
   format::container_slot slot;
   std::vector<format::indexed_entry> snap;
   std::uint64_t seq = 0, epoch = 0, off[2] = {0, 0}, mlen = 0;
+  std::array<std::byte, slot_size> sb{};  // the slot, encoded
   bool slot_written = false;
 };
+
+/// A group commit's part of one container: the commit's locks, held from its maps to its end.
+class container::group_commit final : public group_part {
+ public:
+  group_commit(container& c, std::unique_lock<std::mutex> cm, std::shared_lock<std::shared_mutex> layout) noexcept
+      : c_(c), cm_(std::move(cm)), layout_(std::move(layout)) {}
+  std::error_code after_first() override { return c_.core_.note_error(c_.write_slot(p)); }
+  bool after_second() override {
+    c_.finish_slot(p);
+    std::lock_guard lk(c_.m_);
+    c_.finish_commit_locked(p);
+    c_.commits_.fetch_add(1, std::memory_order_relaxed);
+    return c_.compaction_due_locked();
+  }
+  std::error_code failed(std::error_code ec) override { return c_.core_.note_error(c_.fail_commit(p, ec, true)); }
+
+  commit_plan p;
+
+ private:
+  container& c_;
+  std::unique_lock<std::mutex> cm_;
+  std::shared_lock<std::shared_mutex> layout_;
+};
+
+std::error_code container::begin_group(std::unique_ptr<group_part>& out) {
+  out.reset();
+  std::unique_lock cm(commit_m_);
+  std::shared_lock layout(layout_);
+  if (auto ec = write_back_.flush_some(true)) return core_.note_error(ec);
+  bool own = false;
+  {
+    std::lock_guard lk(m_);
+    if (!resync_ && change_seq_ == committed_seq_) return {};
+    own = resync_;
+  }
+  if (own) {  // frames to write again first: the whole sync(), on its own
+    layout.unlock();
+    cm.unlock();
+    return sync();
+  }
+  auto g = std::make_unique<group_commit>(*this, std::move(cm), std::move(layout));
+  {
+    std::lock_guard lk(m_);
+    if (auto ec = plan_commit_locked(g->p)) return core_.note_error(ec);
+  }
+  if (auto ec = write_maps(g->p)) return core_.note_error(ec);
+  out = std::move(g);
+  return {};
+}
 
 std::error_code container::flush() {
   std::shared_lock layout(layout_);
@@ -152,26 +202,38 @@ std::error_code container::plan_commit_locked(commit_plan& p) {
 }
 
 std::error_code container::write_commit(commit_plan& p) {
-  if (p.mlen > 0) {
-    std::vector<std::byte> buf(p.mlen);
-    format::encode_map_v2(p.snap, p.slot.generation, buf);
-    iovec v{buf.data(), buf.size()};
-    if (auto ec = io_.pwritev({&v, 1}, p.off[0])) return fail_commit(p, ec, false);
-    if (auto ec = io_.pwritev({&v, 1}, p.off[1])) return fail_commit(p, ec, false);
-  }
   // Frames and map first, then the slot that names them.
+  if (auto ec = write_maps(p)) return ec;
   if (auto ec = io_.sync()) return fail_commit(p, ec, true);
-  std::array<std::byte, slot_size> sb{};
-  format::encode_slot(p.slot, sb);
+  if (auto ec = write_slot(p)) return ec;
+  if (auto ec = io_.sync()) return fail_commit(p, ec, true);
+  finish_slot(p);
+  return {};
+}
+
+std::error_code container::write_maps(commit_plan& p) {
+  if (p.mlen == 0) return {};
+  std::vector<std::byte> buf(p.mlen);
+  format::encode_map_v2(p.snap, p.slot.generation, buf);
+  iovec v{buf.data(), buf.size()};
+  if (auto ec = io_.pwritev({&v, 1}, p.off[0])) return fail_commit(p, ec, false);
+  if (auto ec = io_.pwritev({&v, 1}, p.off[1])) return fail_commit(p, ec, false);
+  return {};
+}
+
+std::error_code container::write_slot(commit_plan& p) {
+  format::encode_slot(p.slot, p.sb);
   p.slot_written = true;
-  if (auto ec = io_.pwrite(sb, ((p.slot.generation + 1) % 2) * slot_size)) return fail_commit(p, ec, false);
-  if (auto ec = io_.sync()) return fail_commit(p, ec, true);
+  if (auto ec = io_.pwrite(p.sb, ((p.slot.generation + 1) % 2) * slot_size)) return fail_commit(p, ec, false);
+  return {};
+}
+
+void container::finish_slot(commit_plan& p) noexcept {
   // The other slot becomes a copy (it held the generation before, superseded now): a damaged
   // slot then never rolls the file back to an older state, the copy says the same. Not synced:
   // whichever of the two reaches the disk, the newest valid one is this generation.
-  (void)io_.pwrite(sb, (p.slot.generation % 2) * slot_size);
-  set_marker_locked(sb);
-  return {};
+  (void)io_.pwrite(p.sb, (p.slot.generation % 2) * slot_size);
+  set_marker_locked(p.sb);
 }
 
 std::error_code container::fail_commit(const commit_plan& p, std::error_code ec, bool synced) {

@@ -81,7 +81,8 @@ bool pick_slot(std::span<const std::byte> hdr, const format::container_slot* mar
 container::container(file_core& core) : core_(core), io_(core.backing()), o_(core.opts()), bufs_(o_.budget, o_.cache_records) {
   const std::size_t workers = o_.eng != nullptr ? o_.eng->workers() : 1;
   batch_ = o_.batch_records != 0 ? o_.batch_records : std::max<std::size_t>(4, 2 * workers);
-  spare_core_ = workers < std::max(1u, std::thread::hardware_concurrency());
+  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  spare_core_ = workers < cores;
 }
 
 container::~container() {
@@ -135,18 +136,24 @@ std::error_code container::init_empty() {
 
 std::error_code container::materialize_locked() {
   if (materialized_) return {};
-  // Generation 1 (empty) in slot 0, durable before any frame is written: a frame must never
-  // reach the disk ahead of the magic that makes the file a container (it would read as a
-  // plain file of compressed bytes after a crash). One sync per new container; a torn header
-  // write leaves a file open() takes for an empty container.
+  // Generation 1 (empty) in slot 0. A frame must never reach the disk ahead of what makes the
+  // file a container (it would read as a plain file of compressed bytes after a power loss).
+  // The marker goes first: it is metadata, which the journal of the backing file system (ext4,
+  // XFS, btrfs) makes durable in order, no later than the allocation of any block written after
+  // it, so a file whose frames reached the disk has its marker and reads as the container it is
+  // (empty until its first commit, docs/STORE.md "New containers"). Without a marker (no
+  // extended attributes there) the header is synced before any frame, one sync per new
+  // container. A torn header write leaves a file open() takes for an empty container.
   format::container_slot s;
   s.generation = 1;
   s.record_shift = static_cast<std::uint8_t>(shift_);
   std::array<std::byte, container_header_size> hdr{};
   format::encode_slot(s, std::span(hdr).first<slot_size>());
-  if (auto ec = io_.pwrite(hdr, 0)) return ec;
-  if (auto ec = io_.sync()) return ec;
   set_marker_locked(std::span(hdr).first<slot_size>());
+  if (auto ec = io_.pwrite(hdr, 0)) return ec;
+  if (!marker_ok_) {
+    if (auto ec = io_.sync()) return ec;
+  }
   materialized_ = true;
   backing_len_ = std::max<std::uint64_t>(backing_len_, container_header_size);
   return {};

@@ -4,6 +4,9 @@
 
 #include "qzfs/store/file.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <array>
 #include <cstdio>
 #include <cstring>
@@ -118,7 +121,9 @@ std::error_code file::open(std::unique_ptr<io> backing, const options& o, std::u
   f->impl_ = std::make_unique<impl>(std::move(backing), o, f.get());
   auto& s = *f->impl_;
   if (magic || has_marker) {
-    if (!magic) s.core.report("the container's header is damaged (its marker says what it was)");
+    // An empty file with a marker: its header had not reached the disk yet (a power loss
+    // before its first commit), no damage.
+    if (!magic && len > 0) s.core.report("the container's header is damaged (its marker says what it was)");
     if (auto ec = container::open(s.core, std::span(hdr).first(got), len, marker_ok ? &mslot : nullptr, s.cont)) return ec;
     s.use(*s.cont);
   } else if (torn_start || (len == 0 && o.convert_plain)) {
@@ -166,6 +171,51 @@ std::error_code file::seek(std::uint64_t off, int whence, std::uint64_t& out) { 
 
 std::error_code file::flush() { return impl_->now().flush(); }
 std::error_code file::sync() { return impl_->now().sync(); }
+
+namespace {
+
+// One barrier of a group commit: every member with a part left is durable as far as written, or
+// its part is failed and gone.
+void group_barrier(std::span<file* const> files, std::vector<std::unique_ptr<group_part>>& parts, int fs_fd,
+                   std::span<std::error_code> results) {
+  std::uint64_t shared = 0;
+  struct stat st {};
+  if (fs_fd >= 0 && ::fstat(fs_fd, &st) == 0) shared = static_cast<std::uint64_t>(st.st_dev) + 1;
+  bool any = false;
+  for (std::size_t i = 0; i < files.size(); ++i) any = any || (parts[i] && files[i]->backing().fs_id() == shared);
+  // syncfs reports a write-back failure of any file there since this descriptor's last call; on
+  // one, each file's own fdatasync says whose it was.
+  const bool shared_ok = shared != 0 && any && ::syncfs(fs_fd) == 0;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (!parts[i] || (shared_ok && files[i]->backing().fs_id() == shared)) continue;
+    if (auto ec = files[i]->backing().sync()) {
+      results[i] = parts[i]->failed(ec);
+      parts[i].reset();
+    }
+  }
+}
+
+}  // namespace
+
+void file::sync_group(std::span<file* const> files, int fs_fd, std::span<std::error_code> results) {
+  std::vector<std::unique_ptr<group_part>> parts(files.size());
+  for (std::size_t i = 0; i < files.size(); ++i) results[i] = files[i]->impl_->now().begin_group(parts[i]);
+  group_barrier(files, parts, fs_fd, results);
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (!parts[i]) continue;
+    if (auto ec = parts[i]->after_first()) {
+      results[i] = ec;
+      parts[i].reset();
+    }
+  }
+  group_barrier(files, parts, fs_fd, results);
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (!parts[i]) continue;
+    const bool compact = parts[i]->after_second();
+    parts[i].reset();  // the file's commit locks go
+    if (compact) results[i] = files[i]->sync();
+  }
+}
 
 std::uint64_t file::size() const noexcept { return impl_->now().size(); }
 

@@ -54,6 +54,20 @@ class file_core {
   std::atomic<std::uint64_t> error_seq_{0};
 };
 
+/// A file's part in a group commit (file::sync_group): its sync() cut at its two syncs, which the
+/// group makes with one barrier for all its members. Holds the file's commit locks until it goes.
+class group_part {
+ public:
+  virtual ~group_part() = default;
+  /// Everything the first barrier must cover is written (frames, maps). After it: writes what
+  /// names them (a container's slot); a failure gives everything back for the next sync.
+  [[nodiscard]] virtual std::error_code after_first() = 0;
+  /// After the second barrier: the commit is durable. True: compaction is due (a sync() does it).
+  [[nodiscard]] virtual bool after_second() = 0;
+  /// The file's own barrier failed (its fdatasync after a failed shared one).
+  [[nodiscard]] virtual std::error_code failed(std::error_code ec) = 0;
+};
+
 /// The operations of store::file that depend on what the backing file is (file.h has their
 /// contracts). The front checks nothing the implementations check themselves.
 class file_impl {
@@ -72,6 +86,9 @@ class file_impl {
   [[nodiscard]] virtual std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) = 0;
   [[nodiscard]] virtual std::error_code flush() = 0;
   [[nodiscard]] virtual std::error_code sync() = 0;
+  /// The first half of sync() for a group commit (out: the rest; null: nothing to commit, or the
+  /// file committed on its own because it needs more than a commit, e.g. after a failed sync).
+  [[nodiscard]] virtual std::error_code begin_group(std::unique_ptr<group_part>& out) = 0;
 
   [[nodiscard]] virtual std::uint64_t size() const noexcept = 0;
   [[nodiscard]] virtual file_stats stats() const = 0;

@@ -24,8 +24,11 @@ std::error_code io::pread_exact(std::span<std::byte> out, std::uint64_t off) noe
 }
 
 fd_io::fd_io(int fd) noexcept : fd_(fd) {
+  static const bool root = ::geteuid() == 0;
   struct stat st {};
-  if (::geteuid() == 0 && ::fstat(fd_, &st) == 0 && st.st_uid != 0) owner_ = static_cast<int>(st.st_uid);
+  if (::fstat(fd_, &st) != 0) return;
+  fs_id_ = static_cast<std::uint64_t>(st.st_dev) + 1;
+  if (root && st.st_uid != 0) owner_ = static_cast<int>(st.st_uid);
 }
 
 namespace {

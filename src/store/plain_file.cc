@@ -28,6 +28,24 @@ std::error_code plain_file::seek(std::uint64_t off, int whence, std::uint64_t& o
 
 std::error_code plain_file::sync() { return core_.note_error(io_.sync()); }
 
+namespace {
+class plain_part final : public group_part {
+ public:
+  explicit plain_part(file_core& core) noexcept : core_(core) {}
+  std::error_code after_first() override { return {}; }
+  bool after_second() override { return false; }
+  std::error_code failed(std::error_code ec) override { return core_.note_error(ec); }
+
+ private:
+  file_core& core_;
+};
+}  // namespace
+
+std::error_code plain_file::begin_group(std::unique_ptr<group_part>& out) {
+  out = std::make_unique<plain_part>(core_);
+  return {};
+}
+
 std::uint64_t plain_file::size() const noexcept {
   std::uint64_t s = 0;
   return io_.size(s) ? 0 : s;

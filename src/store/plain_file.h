@@ -25,6 +25,8 @@ class plain_file final : public file_impl {
   [[nodiscard]] std::error_code seek(std::uint64_t off, int whence, std::uint64_t& out) override;
   [[nodiscard]] std::error_code flush() override { return {}; }
   [[nodiscard]] std::error_code sync() override;
+  /// Its bytes need the barriers alone.
+  [[nodiscard]] std::error_code begin_group(std::unique_ptr<group_part>& out) override;
 
   [[nodiscard]] std::uint64_t size() const noexcept override;
   [[nodiscard]] file_stats stats() const override;

@@ -295,6 +295,52 @@ TEST_F(mount_test, a_size_written_by_one_process_is_what_another_stats) {
   ::close(fd);
 }
 
+// The size of a file no one has open comes from the daemon's memory (no open, no read of its
+// header) and follows every change: through the mount, and beside it for a plain file.
+TEST_F(mount_test, sizes_of_closed_files_follow_every_change) {
+  put(backing_ / "plain", qzfs::test::make_data(qzfs::test::data_class::text, 1000));
+  mount();
+  auto size_of = [&](const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return static_cast<std::size_t>(st.st_size);
+  };
+  auto forget = [] {  // the kernel drops its entries and attributes: every stat reaches the daemon
+    std::ofstream("/proc/sys/vm/drop_caches") << "2\n";
+  };
+  const auto text = qzfs::test::make_data(qzfs::test::data_class::text, 300000);
+  put(mnt_ / "c", text);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // committed and let go
+  forget();
+  EXPECT_EQ(size_of(mnt_ / "c"), text.size());
+  EXPECT_LT(fs::file_size(backing_ / "c"), text.size() / 2) << "stored compressed: the size is not the backing one";
+  for (std::size_t n : {123456u, 7u, 200001u}) {
+    ASSERT_EQ(::truncate((mnt_ / "c").c_str(), static_cast<off_t>(n)), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    forget();
+    EXPECT_EQ(size_of(mnt_ / "c"), n) << "after a truncate to " << n;
+  }
+  {
+    std::ofstream out(mnt_ / "c", std::ios::app | std::ios::binary);
+    out << std::string(5000, 'a');
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  forget();
+  EXPECT_EQ(size_of(mnt_ / "c"), 205001u);
+  EXPECT_EQ(size_of(mnt_ / "plain"), 1000u);
+  {
+    std::ofstream out(backing_ / "plain", std::ios::app | std::ios::binary);  // beside the mount
+    out << std::string(777, 'q');
+  }
+  // (The kernel's writeback cache keeps its own size of an inode it holds: the change is seen
+  // once it lets go of it.)
+  forget();
+  EXPECT_EQ(size_of(mnt_ / "plain"), 1777u) << "a plain file changed beside the mount";
+  unmount();
+  mount();  // a new daemon: nothing remembered
+  EXPECT_EQ(size_of(mnt_ / "c"), 205001u);
+}
+
 TEST_F(mount_test, kill_9_keeps_what_fsync_made_durable) {
   mount("commit=1000");
   auto a = qzfs::test::make_data(qzfs::test::data_class::text, 3 << 20);

@@ -120,6 +120,12 @@ class file {
   [[nodiscard]] std::error_code flush();
   /// flush() and commit: everything written before the call is durable when it returns.
   [[nodiscard]] std::error_code sync();
+  /// sync() of many files with their syncs shared: two barriers for the whole group instead of
+  /// two syncs each. Files on the file system of `fs_fd` (an open descriptor, not O_PATH, of a
+  /// directory there, kept open between calls; -1: none) share one syncfs(2) per barrier; the
+  /// others, and all of them after a failed syncfs, are synced on their own, so every failure is
+  /// still its own file's. results[i] is what files[i]->sync() would have returned.
+  static void sync_group(std::span<file* const> files, int fs_fd, std::span<std::error_code> results);
 
   [[nodiscard]] std::uint64_t size() const noexcept;
   /// Bytes the backing file system has allocated for the container (or the plain file).
