@@ -26,6 +26,7 @@
 
 #include "cli/corpus.h"
 #include "qzfs/engine/engine.h"
+#include "qzfs/offload/scheduler.h"
 #include "qzfs/store/file.h"
 #include "qzfs/store/io.h"
 
@@ -100,9 +101,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "store_bench: unknown policy %s\n", pol.c_str());
         return 2;
       }
-      qzfs::engine::engine eng(sched, {.pol = *parsed});
+      qzfs::engine::engine compressor(sched, {.pol = *parsed});
       qzfs::store::options o;
-      o.eng = &eng;
+      o.compressor = &compressor;
       o.record_size = rs;
       // The batch the store gives the engine for 1 MiB of whole records.
       const std::size_t batch = std::max<std::size_t>(std::max<std::size_t>(4, 2 * cpu.workers()), (1 << 20) / rs);
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
             recs[n].in = std::span(&in[n], 1);
             recs[n].payload = payload[n];
           }
-          eng.compress(std::span(recs).first(n));
+          compressor.compress(std::span(recs).first(n));
         }
       };
       auto store_write = [&](std::size_t piece) {

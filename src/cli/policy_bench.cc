@@ -19,7 +19,7 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
   offload::cpu_backend cpu({.workers = o.threads, .max_record = o.record_size});
   auto accel = offload::make_accel(accel_spec, o.qatzip_lib, o.record_size, o.accel_verify);
   offload::scheduler sched(cpu, accel.get());
-  engine::engine eng(sched, {.pol = *pol, .min_saving = o.min_saving, .checker = !o.no_checker});
+  engine::engine compressor(sched, {.pol = *pol, .min_saving = o.min_saving, .checker = !o.no_checker});
 
   const std::size_t nrec = c.records.size();
   std::vector<iovec> iov(nrec);
@@ -55,7 +55,7 @@ policy_report run_policy_bench(const corpus& c, const bench_options& o, const st
           auto [first, last] = files[f];
           auto* fl = o.no_checker ? nullptr : learning[c.records[first].file].get();
           for (std::size_t i = first; i < last; i += batch)
-            eng.compress(std::span(recs).subspan(i, std::min(batch, last - i)), fl);
+            compressor.compress(std::span(recs).subspan(i, std::min(batch, last - i)), fl);
         }
       });
   }

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "qzfs/engine/engine.h"
+#include "qzfs/offload/scheduler.h"
 #include "qzfs/store/file.h"
 #include "qzfs/store/io.h"
 
@@ -83,11 +84,11 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   }
   offload::cpu_backend cpu({.workers = o.threads});
   offload::scheduler sched(cpu, nullptr);
-  engine::engine eng(sched, {.pol = *pol});
-  store::options so;
-  so.eng = &eng;
-  so.record_size = o.record_size;
-  so.log = [err](std::string_view m) { fmt::print(err, "qzfs pack: {}\n", m); };
+  engine::engine compressor(sched, {.pol = *pol});
+  store::options store_opts;
+  store_opts.compressor = &compressor;
+  store_opts.record_size = o.record_size;
+  store_opts.log = [err](std::string_view m) { fmt::print(err, "qzfs pack: {}\n", m); };
 
   std::uint64_t packed = 0, skipped = 0, failed = 0, logical = 0, stored = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -99,8 +100,8 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
       continue;
     }
     dir_handle dir(path.parent_path());
-    so.name = path.string();
-    const auto ec = store::pack_file(dir.fd, path.filename().c_str(), so);
+    store_opts.name = path.string();
+    const auto ec = store::pack_file(dir.fd, path.filename().c_str(), store_opts);
     if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
       ++skipped;
       if (o.verbose) {
@@ -143,12 +144,12 @@ int run_check(const check_options& o, std::FILE* out, std::FILE* err) {
       ++damaged_files;
       continue;
     }
-    store::options so;
-    so.convert_plain = false;  // look, never change
+    store::options store_opts;
+    store_opts.convert_plain = false;  // look, never change
     std::string why;
-    so.log = [&why](std::string_view m) { why = m; };
+    store_opts.log = [&why](std::string_view m) { why = m; };
     std::unique_ptr<store::file> f;
-    auto ec = store::file::open(std::make_unique<store::fd_io>(fd), so, f);
+    auto ec = store::file::open(std::make_unique<store::fd_io>(fd), store_opts, f);
     if (ec) {
       ++damaged_files;
       fmt::print(out, "{}: unreadable container: {}\n", path.string(), why.empty() ? ec.message() : why);

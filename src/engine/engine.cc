@@ -2,10 +2,13 @@
 
 #include <charconv>
 #include <cmath>
+#include <algorithm>
+#include <thread>
 #include <vector>
 
 #include "qzfs/codec/table.h"
 #include "qzfs/codec/workspace.h"
+#include "qzfs/offload/scheduler.h"
 
 namespace qzfs::engine {
 
@@ -84,6 +87,20 @@ codec::workspace& probe_workspace() {
 }  // namespace
 
 engine::engine(offload::scheduler& sched, engine_options o) : sched_(sched), o_(o), fixed_(spec_of(o.pol)) {}
+
+unsigned engine::workers() const noexcept { return sched_.cpu().workers(); }
+
+bool engine::spare_core() const noexcept {
+  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return workers() < cores;
+}
+
+void decide_without_codec(std::span<record> batch) noexcept {
+  for (auto& r : batch) {
+    r.result = is_zero(r.in) ? outcome::hole : outcome::raw;
+    if (r.sink != nullptr) r.sink->record_done(r);
+  }
+}
 
 codec::spec engine::choose(compressibility c) const noexcept {
   if (o_.pol.kind != policy_kind::automatic) return fixed_;
@@ -204,7 +221,6 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
       }
     }
     offload::job& j = jobs[i];
-    j.kind = offload::op::compress;
     j.spec = s;
     j.in = r.in;
     j.out = r.payload.first(std::min(cap, r.payload.size()));

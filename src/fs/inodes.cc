@@ -159,7 +159,7 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
       fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     }
     if (fd < 0) return errno;
-    auto o = s.so;
+    auto o = s.store_opts;
     char target[4096];
     const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
     o.name = n > 0 ? std::string(target, static_cast<std::size_t>(n)) : path;

@@ -201,7 +201,7 @@ std::vector<std::string> session_args(const mount_options& o) {
 // unmounted or signalled. The loop's result (0 or 1).
 int run(fs_state& s, fuse_session* se) {
   s.svc = std::make_unique<service>(s.o);
-  s.so.eng = &s.svc->engine();
+  s.store_opts.compressor = &s.svc->engine();
   start_committer(s);
   s.scanner = std::thread(scan_backing, std::ref(s));
   fuse_loop_config* cfg = fuse_loop_cfg_create();
@@ -258,11 +258,11 @@ int serve(const mount_options& o, std::FILE* err) {
   const std::size_t spare = nofile > 256 ? nofile - 128 : nofile / 2;
   s->max_files = std::max<std::size_t>(16, spare / 2);
   s->fds.setup(s->lock_fd, std::max<std::size_t>(16, spare / 4));
-  s->so.record_size = o.recordsize;
+  s->store_opts.record_size = o.recordsize;
   s->budget = std::make_unique<store::memory_budget>(o.cache_bytes);
-  s->so.budget = s->budget.get();
+  s->store_opts.budget = s->budget.get();
   fs_state* sp = s.get();
-  s->so.log = [sp](std::string_view m) { sp->log(std::string(m)); };
+  s->store_opts.log = [sp](std::string_view m) { sp->log(std::string(m)); };
   const fuse_lowlevel_ops ops = operations();
   const int rc = mount_and_run(*s, ops, err);
   // Every file commits as the registry goes (store::file's destructor syncs; op_destroy did).

@@ -16,7 +16,7 @@ struct service::impl {
   std::unique_ptr<offload::cpu_backend> cpu;
   std::unique_ptr<offload::accel_backend> accel;
   std::unique_ptr<offload::scheduler> sched;
-  std::unique_ptr<engine::engine> eng;
+  std::unique_ptr<engine::engine> compressor;
 };
 
 std::string service::check(const mount_options& o) {
@@ -38,12 +38,12 @@ service::service(const mount_options& o) : impl_(std::make_unique<impl>()) {
   impl_->cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = o.threads});
   impl_->accel = offload::make_accel(o.accel, o.qatzip, o.recordsize, "full");
   impl_->sched = std::make_unique<offload::scheduler>(*impl_->cpu, impl_->accel.get());
-  impl_->eng = std::make_unique<engine::engine>(*impl_->sched, engine::engine_options{.pol = *engine::parse_policy(o.compression)});
+  impl_->compressor = std::make_unique<engine::engine>(*impl_->sched, engine::engine_options{.pol = *engine::parse_policy(o.compression)});
 }
 
 service::~service() = default;
 
-engine::engine& service::engine() noexcept { return *impl_->eng; }
+engine::engine& service::engine() noexcept { return *impl_->compressor; }
 
 namespace {
 
@@ -60,7 +60,7 @@ std::map<std::string, std::uint64_t> by_name(const Counts& counts) {
 }  // namespace
 
 void service::fill(stats& st) const {
-  const auto es = impl_->eng->stats();
+  const auto es = impl_->compressor->stats();
   st.engine = {.records = es.records, .holes = es.holes, .raw = es.raw, .compressed = es.compressed,
                .checker_skips = es.checker_skips, .probe_skips = es.probe_skips, .cap_misses = es.cap_misses,
                .errors = es.errors, .bytes_in = es.bytes_in, .bytes_out = es.bytes_out,

@@ -202,7 +202,7 @@ struct fs_state {
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once
   bool handles = false;          // inodes reopen by file handle
   uid_t owner = 0;               // who mounted (may read the statistics)
-  store::options so;
+  store::options store_opts;
   std::FILE* err = stderr;
   std::mutex log_m;
   bool writeback = false;  // negotiated in init

@@ -83,7 +83,7 @@ const codec::level_range accel_levels = codec::find(codec::producer_id::qat)->le
 
 bool accel_backend::accepts(const job& j) const noexcept {
   const std::size_t n = codec::total_size(j.in);
-  return j.kind == op::compress && j.spec.format == codec::payload_format::gzip && accel_levels.contains(j.spec.level) &&
+  return j.spec.format == codec::payload_format::gzip && accel_levels.contains(j.spec.level) &&
          n >= o_.min_record && n <= o_.max_record;
 }
 

@@ -86,17 +86,10 @@ void cpu_backend::run(job& j, codec::workspace& ws) noexcept {
   j.ran_on = "cpu";
   j.out_size = 0;
   try {
-    if (j.kind == op::compress) {
-      auto r = ws.compress(j.spec, j.in, j.out);
-      j.st = r.st;
-      j.out_size = r.st == codec::status::ok ? r.size : 0;
-      j.producer = j.spec.producer;
-    } else if (j.in.size() == 1) {  // payloads are read from disk in one piece
-      j.st = ws.decompress(j.spec.format, {static_cast<const std::byte*>(j.in[0].iov_base), j.in[0].iov_len}, j.out);
-      j.out_size = j.st == codec::status::ok ? j.out.size() : 0;
-    } else {
-      j.st = codec::status::error;
-    }
+    auto r = ws.compress(j.spec, j.in, j.out);
+    j.st = r.st;
+    j.out_size = r.st == codec::status::ok ? r.size : 0;
+    j.producer = j.spec.producer;
   } catch (...) {  // a context could not be made (bad spec, out of memory)
     j.st = codec::status::error;
   }

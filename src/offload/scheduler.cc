@@ -40,7 +40,7 @@ bool scheduler::route(job& j, completion& c, std::size_t cpu_ahead) {
   j.done = &c;
   j.redone = false;
   j.on_finish = nullptr;
-  const bool for_accel = accel_ != nullptr && j.kind == op::compress && j.spec.format == codec::payload_format::gzip;
+  const bool for_accel = accel_ != nullptr && j.spec.format == codec::payload_format::gzip;
   if (for_accel && !accel_->serving()) {
     not_serving_.fetch_add(1, std::memory_order_relaxed);
   } else if (for_accel) {

@@ -174,7 +174,6 @@ class container final : public file_impl {
   std::uint32_t rs_ = 0;      // set once, before the container is shared
   unsigned shift_ = 0;
   std::size_t batch_ = 4;
-  bool spare_core_ = false;  // fewer CPU workers than cores
 
   std::mutex commit_m_;
   std::shared_mutex layout_;

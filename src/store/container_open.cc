@@ -79,10 +79,8 @@ bool pick_slot(std::span<const std::byte> hdr, const format::container_slot* mar
 }  // namespace
 
 container::container(file_core& core) : core_(core), io_(core.backing()), o_(core.opts()), bufs_(o_.budget, o_.cache_records) {
-  const std::size_t workers = o_.eng != nullptr ? o_.eng->workers() : 1;
+  const std::size_t workers = o_.compressor != nullptr ? o_.compressor->workers() : 1;
   batch_ = o_.batch_records != 0 ? o_.batch_records : std::max<std::size_t>(4, 2 * workers);
-  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  spare_core_ = workers < cores;
 }
 
 container::~container() {

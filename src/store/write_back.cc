@@ -17,14 +17,14 @@ using format::frame_header_size;
 // compressed record), it seals and writes the frame there, or queues it for the batch's helper.
 struct write_back::frame_job final : engine::record_sink {
   frame_job() = default;
-  frame_job(container* c_, inflight* b, std::size_t k_, std::span<const iovec> in_, std::byte* fb_) noexcept
-      : c(c_), batch(b), k(k_), in(in_), fb(fb_) {}
+  frame_job(container* c_, inflight* b, std::size_t k_, std::span<const iovec> in_, std::byte* frame_buf_) noexcept
+      : c(c_), batch(b), k(k_), in(in_), frame_buf(frame_buf_) {}
   void record_done(engine::record& r) noexcept override;
   container* c = nullptr;
   inflight* batch = nullptr;
   std::size_t k = 0;
   std::span<const iovec> in;
-  std::byte* fb = nullptr;  // frame buffer: header, then payload
+  std::byte* frame_buf = nullptr;  // frame buffer: header, then payload
   format::map_entry entry;  // offset 0: nothing written (a hole)
   std::error_code ec;
   void write(const engine::record& r) noexcept;
@@ -38,7 +38,7 @@ struct write_back::inflight {
   std::vector<std::span<const iovec>> in;
   std::vector<iovec> own;
   std::vector<std::vector<iovec>> pieces;
-  std::vector<frame_job> cx;
+  std::vector<frame_job> jobs;
   std::vector<buffer> frames;
   std::uint64_t alloc_gen = 0;
   engine::engine::pending pend;
@@ -162,7 +162,7 @@ std::error_code write_back::write_direct(std::span<const std::uint64_t> indices,
         now.assign(b->ready.begin(), b->ready.end());  // `ready` keeps its room (see record_done)
         b->ready.clear();
       }
-      for (auto k : now) b->cx[k].write(b->recs[k]);
+      for (auto k : now) b->jobs[k].write(b->recs[k]);
       done_k += now.size();
     }
   }
@@ -182,7 +182,7 @@ std::error_code write_back::start_batch(std::span<const std::uint64_t> indices, 
   b->recs.resize(n);
   b->in.resize(n);
   b->own.resize(n);
-  b->cx.resize(n);
+  b->jobs.resize(n);
   if (b->direct) b->ready.reserve(n);  // a helper's queue never allocates (frame_job::record_done)
   {
     std::lock_guard lk(c_.m_);
@@ -233,7 +233,7 @@ void write_back::freeze_buffered(inflight& b) {
     b.indices.resize(kept);
     b.recs.resize(kept);
     b.in.resize(kept);
-    b.cx.resize(kept);
+    b.jobs.resize(kept);
   }
 }
 
@@ -260,27 +260,24 @@ void write_back::wire_jobs(inflight& b) {
   // parallel with the other records' compression (the frame header goes in front of the
   // payload, or in front of the record's own bytes when it is stored raw).
   for (std::size_t k = 0; k < b.indices.size(); ++k) {
-    b.cx[k] = frame_job(&c_, &b, k, b.in[k], b.frames[k].get());
+    b.jobs[k] = frame_job(&c_, &b, k, b.in[k], b.frames[k].get());
     b.recs[k].in = b.in[k];
     b.recs[k].payload = std::span(b.frames[k].get() + frame_header_size, c_.rs_);
-    b.recs[k].sink = &b.cx[k];
+    b.recs[k].sink = &b.jobs[k];
   }
-  b.helper = b.direct && c_.spare_core_;
+  b.helper = b.direct && c_.o_.compressor != nullptr && c_.o_.compressor->spare_core();
 }
 
 std::error_code write_back::submit(inflight& b) {
-  if (c_.o_.eng == nullptr) {
-    for (auto& r : b.recs) {
-      r.result = engine::is_zero(r.in) ? engine::outcome::hole : engine::outcome::raw;
-      r.sink->record_done(r);
-    }
+  if (c_.o_.compressor == nullptr) {
+    engine::decide_without_codec(b.recs);
     return {};
   }
   try {
     // The engine allocates before any job leaves for a backend, and sends them all at once at
     // the end: an exception here means none is out. Holes and raw records decided so far may
     // have written frames: their space is given back, and every record stays buffered.
-    c_.o_.eng->submit(b.recs, &c_.learning_, b.pend);
+    c_.o_.compressor->submit(b.recs, &c_.learning_, b.pend);
   } catch (const std::bad_alloc&) {
     std::lock_guard lk(c_.m_);
     release_frames_locked(b, 0);
@@ -325,12 +322,12 @@ void write_back::frame_job::write_frame(const engine::record& r) {
     h.logical_size = static_cast<std::uint32_t>(len);
     h.physical_size = static_cast<std::uint32_t>(r.payload_size);
     h.logical_hash = format::hash(in);
-    h = format::seal_frame(h, std::span(fb, frame_header_size + r.payload_size));
-    parts[np++] = iovec{fb, frame_header_size + r.payload_size};
+    h = format::seal_frame(h, std::span(frame_buf, frame_header_size + r.payload_size));
+    parts[np++] = iovec{frame_buf, frame_header_size + r.payload_size};
   } else {
     // Stored raw: header + the record's own bytes where they lie.
-    h = format::seal_raw_header(in, std::span(fb, frame_header_size).first<frame_header_size>());
-    parts[np++] = iovec{fb, frame_header_size};
+    h = format::seal_raw_header(in, std::span(frame_buf, frame_header_size).first<frame_header_size>());
+    parts[np++] = iovec{frame_buf, frame_header_size};
     if (in.size() <= 64) {
       for (const auto& v : in) parts[np++] = v;
     } else {
@@ -358,20 +355,20 @@ void write_back::unfreeze_locked(inflight& b) {
       if (auto* d = c_.bufs_.find(i)) c_.bufs_.unfreeze(*d);
     }
   }
-  for (auto& fb : b.frames) c_.bufs_.give_frame(std::move(fb));
+  for (auto& frame_buf : b.frames) c_.bufs_.give_frame(std::move(frame_buf));
   b.frames.clear();
 }
 
 void write_back::release_frames_locked(const inflight& b, std::size_t from) {
-  for (std::size_t k = from; k < b.cx.size(); ++k) {
-    if (b.cx[k].entry.offset != 0) c_.release_locked(b.cx[k].entry.offset, b.cx[k].entry.length);
+  for (std::size_t k = from; k < b.jobs.size(); ++k) {
+    if (b.jobs[k].entry.offset != 0) c_.release_locked(b.jobs[k].entry.offset, b.jobs[k].entry.length);
   }
 }
 
 std::error_code write_back::finish_batch(inflight& b, bool take_stripes) {
-  if (c_.o_.eng != nullptr) c_.o_.eng->wait(b.pend);
+  if (c_.o_.compressor != nullptr) c_.o_.compressor->wait(b.pend);
   std::error_code ec;
-  for (const auto& c : b.cx) {
+  for (const auto& c : b.jobs) {
     if (c.ec && !ec) ec = c.ec;
   }
   stripe_lock stripes(c_, take_stripes ? std::span<const std::uint64_t>(b.indices) : std::span<const std::uint64_t>());
@@ -390,14 +387,14 @@ std::error_code write_back::finish_batch(inflight& b, bool take_stripes) {
 std::error_code write_back::map_frames_locked(inflight& b) {
   const std::size_t n = b.indices.size();
   std::uint64_t high = 0;
-  for (const auto& c : b.cx) {
+  for (const auto& c : b.jobs) {
     if (c.entry.offset != 0) high = std::max(high, c.entry.offset + c.entry.length);
   }
   c_.backing_len_ = std::max(c_.backing_len_, high);
   for (std::size_t k = 0; k < n; ++k) {
     const std::uint64_t i = b.indices[k];
     try {
-      c_.set_entry_locked(i, b.cx[k].entry, b.alloc_gen);
+      c_.set_entry_locked(i, b.jobs[k].entry, b.alloc_gen);
     } catch (const std::bad_alloc&) {
       // Out of memory for the map: the records from here on keep their buffers (a direct batch's
       // caller still has its bytes) and their new frames are free again; nothing is lost.
@@ -405,7 +402,7 @@ std::error_code write_back::map_frames_locked(inflight& b) {
       for (std::size_t j = k; j < n; ++j) {
         if (auto* d = c_.bufs_.find(b.indices[j])) c_.bufs_.unfreeze(*d);
       }
-      for (auto& fb : b.frames) c_.bufs_.give_frame(std::move(fb));
+      for (auto& frame_buf : b.frames) c_.bufs_.give_frame(std::move(frame_buf));
       b.frames.clear();
       ++c_.change_seq_;
       return std::make_error_code(std::errc::not_enough_memory);
@@ -415,7 +412,7 @@ std::error_code write_back::map_frames_locked(inflight& b) {
     c_.bufs_.cache_forget(i);
   }
   if (b.direct) c_.size_ = std::max(c_.size_, (b.indices[n - 1] + 1) << c_.shift_);
-  for (auto& fb : b.frames) c_.bufs_.give_frame(std::move(fb));
+  for (auto& frame_buf : b.frames) c_.bufs_.give_frame(std::move(frame_buf));
   b.frames.clear();
   ++c_.change_seq_;
   c_.flushes_.fetch_add(1, std::memory_order_relaxed);

@@ -12,6 +12,7 @@
 
 #include "mem_io.h"
 #include "qzfs/engine/engine.h"
+#include "qzfs/offload/scheduler.h"
 #include "qzfs/store/file.h"
 #include "test_data.h"
 
@@ -53,7 +54,7 @@ struct log_sink {
 
 inline options opts(const std::string& pol, std::uint32_t rs, log_sink* sink = nullptr) {
   options o;
-  o.eng = &the_rig().get(pol);
+  o.compressor = &the_rig().get(pol);
   o.record_size = rs;
   o.name = "test";
   if (sink != nullptr) o.log = sink->fn();

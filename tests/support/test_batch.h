@@ -11,7 +11,6 @@
 namespace qzfs::test {
 
 using offload::job;
-using offload::op;
 
 // A batch of records of mixed classes, each with its own output buffer (capacity: 90%).
 struct batch {
@@ -35,7 +34,6 @@ struct batch {
     }
     for (std::size_t i = 0; i < n; ++i) {
       job j;
-      j.kind = op::compress;
       j.spec = s;
       j.in = iov[i];
       j.out = out[i];

@@ -11,6 +11,7 @@
 
 #include "qzfs/codec/workspace.h"
 #include "qzfs/engine/engine.h"
+#include "qzfs/offload/scheduler.h"
 #include "test_data.h"
 
 namespace qzfs::engine {

@@ -54,39 +54,6 @@ TEST(cpu_backend, writers_blocked_on_a_full_queue_all_get_through) {
   EXPECT_EQ(cpu.peak_depth(), 4u) << "the writers never filled the queue: nothing was tested";
 }
 
-TEST(cpu_backend, decompresses_payloads) {
-  cpu_backend cpu({.workers = 2});
-  scheduler sched(cpu, nullptr);
-  batch b(20, 16 * 1024, "gzip-6");
-  sched.run(b.jobs);
-  std::vector<job> dec;
-  std::vector<std::vector<std::byte>> back;
-  std::vector<iovec> in(b.jobs.size());
-  for (std::size_t i = 0; i < b.jobs.size(); ++i) {
-    if (b.jobs[i].st != codec::status::ok) continue;
-    back.emplace_back(b.data[i].size());
-  }
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < b.jobs.size(); ++i) {
-    if (b.jobs[i].st != codec::status::ok) continue;
-    in[i] = {b.out[i].data(), b.jobs[i].out_size};
-    job j;
-    j.kind = op::decompress;
-    j.spec = b.jobs[i].spec;
-    j.in = std::span(&in[i], 1);
-    j.out = back[k++];
-    dec.push_back(j);
-  }
-  sched.run(dec);
-  k = 0;
-  for (std::size_t i = 0; i < b.jobs.size(); ++i) {
-    if (b.jobs[i].st != codec::status::ok) continue;
-    EXPECT_EQ(dec[k].st, codec::status::ok);
-    EXPECT_TRUE(back[k] == b.data[i]);
-    ++k;
-  }
-}
-
 // Routing by expected finish time depends on how fast the machine runs each side (sanitizers
 // change that); tests about failure handling send the device all it will take.
 scheduler::options everything() { return {.accel_bias = 1e9}; }

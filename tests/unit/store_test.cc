@@ -148,9 +148,9 @@ TEST(store, sequential_page_writes_merge_in_memory) {
 TEST(store, whole_record_writes_with_a_core_to_spare) {
   offload::cpu_backend cpu({.workers = 1});
   offload::scheduler sched(cpu, nullptr);
-  engine::engine eng(sched, {.pol = *engine::parse_policy("gzip-1")});
+  engine::engine compressor(sched, {.pol = *engine::parse_policy("gzip-1")});
   options o;
-  o.eng = &eng;
+  o.compressor = &compressor;
   o.record_size = 64 * KiB;
   auto disk = std::make_shared<mem_disk>();
   std::mt19937_64 rng(5);

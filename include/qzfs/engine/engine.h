@@ -20,9 +20,14 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "qzfs/engine/checker.h"
-#include "qzfs/offload/scheduler.h"
+#include "qzfs/offload/job.h"
+
+namespace qzfs::offload {
+class scheduler;  // offload/scheduler.h: engine.h shows no threads or devices
+}
 
 namespace qzfs::engine {
 
@@ -103,6 +108,10 @@ struct engine_stats {
   std::array<std::uint64_t, codec::producer_count> per_producer{};        // ... by the implementation that made them
 };
 
+/// What is decided with no engine at all (a store opened without one: tools and tests): zeros
+/// become a hole, anything else is stored raw; each record's sink is told on the calling thread.
+void decide_without_codec(std::span<record> batch) noexcept;
+
 class engine {
  public:
   engine(offload::scheduler& sched, engine_options o);
@@ -132,7 +141,10 @@ class engine {
   [[nodiscard]] engine_stats stats() const noexcept;
   [[nodiscard]] const engine_options& options() const noexcept { return o_; }
   /// CPU workers behind this engine (callers size their batches by it).
-  [[nodiscard]] unsigned workers() const noexcept { return sched_.cpu().workers(); }
+  [[nodiscard]] unsigned workers() const noexcept;
+  /// The CPU workers leave a core free: a thread that submitted a batch may do the batch's
+  /// follow-up work (the store's frames) itself while it waits, instead of a worker doing it.
+  [[nodiscard]] bool spare_core() const noexcept;
 
  private:
   void finish_record(record& r, const offload::job& j, file_learning* fl) noexcept;

@@ -2,7 +2,8 @@
 // offload/: one unit of work for a backend, and the countdown a submitter waits on.
 //
 // A job names its input as a scatter-gather list of the submitter's buffers and its output as
-// a caller-owned buffer with a hard capacity (compress) or the exact logical size (decompress).
+// a caller-owned buffer with a hard capacity. Jobs compress: a record is read back by the codec on
+// the reading thread (store/), never through a backend, so there is one way to decode.
 // The submitter keeps every buffer alive and untouched until the job's completion fires; a
 // backend never touches them after that (an accelerator works on private copies, so a device
 // that hangs or answers late cannot write into a buffer that was handed back).
@@ -20,8 +21,6 @@
 #include "qzfs/codec/codec.h"
 
 namespace qzfs::offload {
-
-enum class op : std::uint8_t { compress, decompress };
 
 /// Counts the unfinished jobs of a batch; wait() returns when all have completed.
 class completion {
@@ -47,8 +46,7 @@ class completion {
 
 struct job {
   // --- set by the submitter
-  op kind = op::compress;
-  codec::spec spec{};  // compress: codec and level; decompress: spec.format is what to decode
+  codec::spec spec{};  // codec and level
   std::span<const iovec> in;
   std::span<std::byte> out;
   completion* done = nullptr;

@@ -2,7 +2,8 @@
 // offload/: sends each job to the best backend that can take it, and makes sure it finishes.
 //
 // Routing (the paper's offload module):
-// - decompression always runs on the CPU (no record ever needs the accelerator to be read);
+// - only compression is offloaded: a record is decoded by the reading thread (store/), so no
+//   record ever needs the accelerator to be read;
 // - gzip compression goes to the accelerator when it is up, the record is inside its size
 //   window (small records never go there), its queue is not deeper than `overflow_depth`, and
 //   it would finish the job no later than `accel_bias` times when the CPU pool would (expected

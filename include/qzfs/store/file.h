@@ -57,7 +57,7 @@ class io;             // qzfs/store/io.h
 class memory_budget;  // qzfs/store/budget.h
 
 struct options {
-  engine::engine* eng = nullptr;          // required to write a container (the policy lives there)
+  engine::engine* compressor = nullptr;          // required to write a container (the policy lives there)
   std::uint32_t record_size = 128 << 10;  // for new containers: a power of two, 4 KiB .. 1 MiB
   std::size_t batch_records = 0;          // records per engine batch; 0: 2 per CPU worker, at least 4
   std::size_t max_dirty_records = 64;     // buffered records per file before write-back is forced
