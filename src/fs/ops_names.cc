@@ -60,7 +60,9 @@ void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char*
 // Fills `buf` with the directory's entries from `off` on; -errno when the first cannot be read.
 // An entry that does not fit comes first next time. `plus` (READDIRPLUS): each with its entry
 // and attributes, looked up as LOOKUP would (so `ls -l` and `rm -r` of a directory need no
-// LOOKUP per name); an entry gone meanwhile is left out.
+// LOOKUP per name). A name that cannot be looked up now (gone meanwhile, no descriptor or memory
+// left, a damaged header) is listed bare, as readdir lists it: the kernel then looks it up
+// itself, and that LOOKUP says what is wrong. A listing never leaves a name out.
 ssize_t fill_dir(fuse_req_t req, dir_handle& d, off_t off, std::vector<char>& buf, bool plus = false) {
   const std::size_t size = buf.size();
   std::size_t pos = 0;
@@ -86,20 +88,18 @@ ssize_t fill_dir(fuse_req_t req, dir_handle& d, off_t off, std::vector<char>& bu
     if (plus) {
       const char* name = d.entry->d_name;
       fuse_entry_param e{};
-      const bool dots = std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0;
-      if (dots) {
-        e.attr = st;  // no entry: the kernel takes it as a plain name
-      } else {
+      bool looked_up = false;
+      if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) {
         const int fd = ::openat(::dirfd(d.dp), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || entry_of(state(req), std::make_shared<owned_fd>(fd), &e) != 0) {
-          d.entry = nullptr;  // gone (or unreadable): a later LOOKUP says what it is
-          d.offset = next;
-          continue;
-        }
+        looked_up = fd >= 0 && entry_of(state(req), std::make_shared<owned_fd>(fd), &e) == 0;
+      }
+      if (!looked_up) {
+        e = fuse_entry_param{};
+        e.attr = st;  // ino 0: no entry, the kernel takes it as a bare name
       }
       n = fuse_add_direntry_plus(req, buf.data() + pos, size - pos, name, &e, next);
       if (n > size - pos) {
-        if (!dots) forget_one(state(req), e.ino, 1);
+        if (looked_up) forget_one(state(req), e.ino, 1);
         break;
       }
     } else {

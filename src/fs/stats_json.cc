@@ -8,8 +8,17 @@
 
 namespace qzfs::fs {
 
+// The groups whose JSON keys are their field names, both ways from one list (a key that is
+// missing keeps its default: an older daemon).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::engine_counts, records, holes, raw, compressed, checker_skips,
+                                                probe_skips, cap_misses, errors, bytes_in, bytes_out, per_format,
+                                                per_producer)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cache_counts, limit_bytes, used_bytes, peak_bytes, reliefs)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::routing_counts, to_accel, to_cpu, small, overflow, not_serving,
+                                                redone)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cpu_counts, workers, jobs, failed, bytes_in, bytes_out, busy_s)
+
 std::string to_json(const stats& s, int indent) {
-  const auto& e = s.engine;
   nlohmann::json accel{{"spec", s.accel.spec}, {"state", s.accel.state}};
   if (s.accel.present) {
     accel["name"] = s.accel.name;
@@ -22,8 +31,6 @@ std::string to_json(const stats& s, int indent) {
     accel["bytes_out"] = s.accel.bytes_out;
     accel["device_cpu_ns"] = s.accel.device_cpu_ns;
   }
-  const auto& r = s.routing;
-  const auto& c = s.cpu;
   const nlohmann::json j{
       {"backing", s.backing},
       {"compression", s.compression},
@@ -37,22 +44,11 @@ std::string to_json(const stats& s, int indent) {
       {"open_files", s.open_files},
       {"scan", s.scan_done ? "done" : "running"},
       {"dirty_records", s.dirty_records},
-      {"engine",
-       {{"records", e.records}, {"holes", e.holes}, {"raw", e.raw}, {"compressed", e.compressed},
-        {"checker_skips", e.checker_skips}, {"probe_skips", e.probe_skips}, {"cap_misses", e.cap_misses},
-        {"errors", e.errors}, {"bytes_in", e.bytes_in}, {"bytes_out", e.bytes_out},
-        {"per_format", e.per_format.empty() ? nlohmann::json::object() : nlohmann::json(e.per_format)},
-        {"per_producer", e.per_producer.empty() ? nlohmann::json::object() : nlohmann::json(e.per_producer)}}},
-      {"cache",
-       {{"limit_bytes", s.cache.limit_bytes}, {"used_bytes", s.cache.used_bytes}, {"peak_bytes", s.cache.peak_bytes},
-        {"reliefs", s.cache.reliefs}}},
+      {"engine", s.engine},
+      {"cache", s.cache},
       {"accel", accel},
-      {"routing",
-       {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small}, {"overflow", r.overflow},
-        {"not_serving", r.not_serving}, {"redone", r.redone}}},
-      {"cpu",
-       {{"workers", c.workers}, {"jobs", c.jobs}, {"failed", c.failed}, {"bytes_in", c.bytes_in},
-        {"bytes_out", c.bytes_out}, {"busy_s", c.busy_s}}}};
+      {"routing", s.routing},
+      {"cpu", s.cpu}};
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -70,21 +66,6 @@ const nlohmann::json& object_at(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_object() ? *it : empty;
 }
 
-void read_engine(const nlohmann::json& e, stats::engine_counts& se) {
-  read(e, "records", se.records);
-  read(e, "holes", se.holes);
-  read(e, "raw", se.raw);
-  read(e, "compressed", se.compressed);
-  read(e, "checker_skips", se.checker_skips);
-  read(e, "probe_skips", se.probe_skips);
-  read(e, "cap_misses", se.cap_misses);
-  read(e, "errors", se.errors);
-  read(e, "bytes_in", se.bytes_in);
-  read(e, "bytes_out", se.bytes_out);
-  read(e, "per_format", se.per_format);
-  read(e, "per_producer", se.per_producer);
-}
-
 void read_accel(const nlohmann::json& a, stats::accel_counts& sa) {
   read(a, "spec", sa.spec);
   read(a, "state", sa.state);
@@ -98,28 +79,6 @@ void read_accel(const nlohmann::json& a, stats::accel_counts& sa) {
   read(a, "bytes_in", sa.bytes_in);
   read(a, "bytes_out", sa.bytes_out);
   read(a, "device_cpu_ns", sa.device_cpu_ns);
-}
-
-void read_backends(const nlohmann::json& j, stats& s) {
-  const auto& r = object_at(j, "routing");
-  read(r, "to_accel", s.routing.to_accel);
-  read(r, "to_cpu", s.routing.to_cpu);
-  read(r, "small", s.routing.small);
-  read(r, "overflow", s.routing.overflow);
-  read(r, "not_serving", s.routing.not_serving);
-  read(r, "redone", s.routing.redone);
-  const auto& c = object_at(j, "cpu");
-  read(c, "workers", s.cpu.workers);
-  read(c, "jobs", s.cpu.jobs);
-  read(c, "failed", s.cpu.failed);
-  read(c, "bytes_in", s.cpu.bytes_in);
-  read(c, "bytes_out", s.cpu.bytes_out);
-  read(c, "busy_s", s.cpu.busy_s);
-  const auto& k = object_at(j, "cache");
-  read(k, "limit_bytes", s.cache.limit_bytes);
-  read(k, "used_bytes", s.cache.used_bytes);
-  read(k, "peak_bytes", s.cache.peak_bytes);
-  read(k, "reliefs", s.cache.reliefs);
 }
 
 }  // namespace
@@ -143,9 +102,11 @@ stats stats_from_json(std::string_view text) {
     read(j, "scan", scan);
     s.scan_done = scan == "done";
     read(j, "dirty_records", s.dirty_records);
-    read_engine(object_at(j, "engine"), s.engine);
+    read(j, "engine", s.engine);
     read_accel(object_at(j, "accel"), s.accel);
-    read_backends(j, s);
+    read(j, "routing", s.routing);
+    read(j, "cpu", s.cpu);
+    read(j, "cache", s.cache);
   } catch (const nlohmann::json::exception& x) {
     throw std::invalid_argument(std::string("the statistics: ") + x.what());
   }

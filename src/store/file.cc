@@ -175,12 +175,9 @@ std::error_code file::sync() { return impl_->now().sync(); }
 namespace {
 
 // One barrier of a group commit: every member with a part left is durable as far as written, or
-// its part is failed and gone.
+// its part is failed and gone. `shared`: the fs_id of fs_fd's file system (0: none).
 void group_barrier(std::span<file* const> files, std::vector<std::unique_ptr<group_part>>& parts, int fs_fd,
-                   std::span<std::error_code> results) {
-  std::uint64_t shared = 0;
-  struct stat st {};
-  if (fs_fd >= 0 && ::fstat(fs_fd, &st) == 0) shared = static_cast<std::uint64_t>(st.st_dev) + 1;
+                   std::uint64_t shared, std::span<std::error_code> results) {
   bool any = false;
   for (std::size_t i = 0; i < files.size(); ++i) any = any || (parts[i] && files[i]->backing().fs_id() == shared);
   // syncfs reports a write-back failure of any file there since this descriptor's last call; on
@@ -198,9 +195,12 @@ void group_barrier(std::span<file* const> files, std::vector<std::unique_ptr<gro
 }  // namespace
 
 void file::sync_group(std::span<file* const> files, int fs_fd, std::span<std::error_code> results) {
+  std::uint64_t shared = 0;
+  struct stat st {};
+  if (fs_fd >= 0 && ::fstat(fs_fd, &st) == 0) shared = static_cast<std::uint64_t>(st.st_dev) + 1;
   std::vector<std::unique_ptr<group_part>> parts(files.size());
   for (std::size_t i = 0; i < files.size(); ++i) results[i] = files[i]->impl_->now().begin_group(parts[i]);
-  group_barrier(files, parts, fs_fd, results);
+  group_barrier(files, parts, fs_fd, shared, results);
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (!parts[i]) continue;
     if (auto ec = parts[i]->after_first()) {
@@ -208,7 +208,7 @@ void file::sync_group(std::span<file* const> files, int fs_fd, std::span<std::er
       parts[i].reset();
     }
   }
-  group_barrier(files, parts, fs_fd, results);
+  group_barrier(files, parts, fs_fd, shared, results);
   for (std::size_t i = 0; i < files.size(); ++i) {
     if (!parts[i]) continue;
     const bool compact = parts[i]->after_second();
