@@ -58,6 +58,8 @@ void print_stats(std::FILE* out, const fs::stats& st, const std::string& point) 
              why.empty() ? state : why.rfind(state, 0) == 0 ? why : state + ": " + why);
   fmt::print(out, "cache        {:.1f} MiB in use, {:.1f} MiB at most, of {:.0f} MiB; {} reliefs\n", mib(st.cache.used_bytes),
              mib(st.cache.peak_bytes), mib(st.cache.limit_bytes), st.cache.reliefs);
+  fmt::print(out, "fsync        {} since mount, {} through sync logs; {} logged fsync(s) recovered at open\n", st.sync.fsyncs,
+             st.sync.logged, st.sync.recovered);
 }
 
 // `qzfs stats M...`: each mount's statistics, and with several a total of what they store. A

@@ -17,12 +17,13 @@ namespace qzfs::format {
 namespace {
 
 // Slot layout (little-endian):
-//   0  4  magic "QZCT"          16  8  logical size          44 16  reserved, zero
-//   4  1  version (1)           24  8  map copy 0 offset     60  4  low 32 bits of XXH3-64
-//   5  1  slot length (64)      32  8  map copy 1 offset            of bytes [0, 60)
-//   6  1  record shift (12-20)  40  4  map entries
-//   7  1  flags (none defined)
+//   0  4  magic "QZCT"          16  8  logical size          44  8  v3: sync log offset
+//   4  1  version (1, 2, 3)     24  8  map copy 0 offset     52  4  v3: sync log length
+//   5  1  slot length (64)      32  8  map copy 1 offset     56  4  reserved, zero
+//   6  1  record shift (12-20)  40  4  map entries           60  4  low 32 bits of XXH3-64
+//   7  1  flags (none defined)                                      of bytes [0, 60)
 //   8  8  generation (>= 1)
+// (bytes 44-59 are zero in versions 1 and 2)
 constexpr std::byte magic[4] = {std::byte{'Q'}, std::byte{'Z'}, std::byte{'C'}, std::byte{'T'}};
 
 std::uint32_t slot_check(const std::byte* p) noexcept { return static_cast<std::uint32_t>(XXH3_64bits(p, slot_size - 4)); }
@@ -54,7 +55,7 @@ void encode_slot(const container_slot& s, std::span<std::byte, slot_size> out) n
   std::byte* p = out.data();
   std::memset(p, 0, slot_size);
   std::memcpy(p, magic, 4);
-  p[4] = std::byte{s.version};
+  p[4] = std::byte{s.log_len != 0 ? std::uint8_t{3} : s.version};
   p[5] = std::byte{slot_size};
   p[6] = std::byte{s.record_shift};
   put64(p + 8, s.generation);
@@ -62,21 +63,34 @@ void encode_slot(const container_slot& s, std::span<std::byte, slot_size> out) n
   put64(p + 24, s.map_offset[0]);
   put64(p + 32, s.map_offset[1]);
   put32(p + 40, s.map_records);
+  if (s.log_len != 0) {
+    put64(p + 44, s.log_offset);
+    put32(p + 52, s.log_len);
+  }
   put32(p + 60, slot_check(p));
 }
 
 container_error parse_slot(std::span<const std::byte> in, container_slot& out) noexcept {
   if (in.size() < slot_size || !has_container_magic(in)) return container_error::not_container;
   const std::byte* p = in.data();
-  if (p[4] != std::byte{1} && p[4] != std::byte{2}) return container_error::bad_version;
+  if (p[4] != std::byte{1} && p[4] != std::byte{2} && p[4] != std::byte{3}) return container_error::bad_version;
+  const bool v3 = p[4] == std::byte{3};
   if (p[5] != std::byte{slot_size} || get32(p + 60) != slot_check(p) || p[7] != std::byte{0}) {
     return container_error::bad_header;
   }
-  for (std::size_t i = 44; i < 60; ++i) {
+  for (std::size_t i = v3 ? 56 : 44; i < 60; ++i) {
     if (p[i] != std::byte{0}) return container_error::bad_header;
   }
   container_slot s;
-  s.version = static_cast<std::uint8_t>(p[4]);
+  s.version = v3 ? std::uint8_t{2} : static_cast<std::uint8_t>(p[4]);  // version 3 is a version-2 map and a log
+  if (v3) {
+    s.log_offset = get64(p + 44);
+    s.log_len = get32(p + 52);
+    if (s.log_len == 0 || s.log_len > max_log_len || s.log_offset < container_header_size ||
+        s.log_offset > max_container_size) {
+      return container_error::bad_values;
+    }
+  }
   s.record_shift = static_cast<std::uint8_t>(p[6]);
   s.generation = get64(p + 8);
   s.logical_size = get64(p + 16);
@@ -223,6 +237,64 @@ bool decode_map(std::span<const std::byte> copy, const container_slot& s, std::v
     if (k > 0 && dst.front().index <= out[k * map_chunk_entries_v2 - 1].last()) return false;
   }
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync log entries (little-endian):
+//   0  4  magic "QZLG"       16  8  seq                 44  4  reserved, zero
+//   4  1  flags (log_end)    24  8  offset              48  8  XXH3-64 of bytes [0, 48) and
+//   5  3  reserved, zero     32  8  logical size               the data, seeded with the
+//   8  8  base generation    40  4  length                     generation
+namespace {
+
+constexpr std::byte log_magic[4] = {std::byte{'Q'}, std::byte{'Z'}, std::byte{'L'}, std::byte{'G'}};
+
+std::uint64_t log_hash(const std::byte* hdr, std::span<const std::byte> data, std::uint64_t generation) noexcept {
+  XXH3_state_t st;
+  XXH3_64bits_reset_withSeed(&st, generation * 0x9E3779B97F4A7C15ull);
+  XXH3_64bits_update(&st, hdr, 48);
+  XXH3_64bits_update(&st, data.data(), data.size());
+  return XXH3_64bits_digest(&st);
+}
+
+}  // namespace
+
+void encode_log_entry(const log_entry& e, std::span<const std::byte> data, std::span<std::byte, log_header_size> out) noexcept {
+  std::byte* p = out.data();
+  std::memset(p, 0, log_header_size);
+  std::memcpy(p, log_magic, 4);
+  p[4] = std::byte{e.flags};
+  put64(p + 8, e.base_generation);
+  put64(p + 16, e.seq);
+  put64(p + 24, e.offset);
+  put64(p + 32, e.logical_size);
+  put32(p + 40, e.length);
+  put64(p + 48, log_hash(p, data, e.base_generation));
+}
+
+bool parse_log_header(std::span<const std::byte, log_header_size> in, log_entry& out) noexcept {
+  const std::byte* p = in.data();
+  if (std::memcmp(p, log_magic, 4) != 0 || (p[4] & ~std::byte{log_end}) != std::byte{0}) return false;
+  for (std::size_t i : {5u, 6u, 7u, 44u, 45u, 46u, 47u}) {
+    if (p[i] != std::byte{0}) return false;
+  }
+  log_entry e;
+  e.flags = static_cast<std::uint8_t>(p[4]);
+  e.base_generation = get64(p + 8);
+  e.seq = get64(p + 16);
+  e.offset = get64(p + 24);
+  e.logical_size = get64(p + 32);
+  e.length = get32(p + 40);
+  if (e.base_generation == 0 || e.length > max_log_len || e.logical_size > max_container_size ||
+      e.offset > max_container_size || e.length > max_container_size - e.offset) {
+    return false;
+  }
+  out = e;
+  return true;
+}
+
+bool log_data_matches(std::span<const std::byte, log_header_size> in, std::span<const std::byte> data) noexcept {
+  return get64(in.data() + 48) == log_hash(in.data(), data, get64(in.data() + 8));
 }
 
 }  // namespace qzfs::format

@@ -165,6 +165,7 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
     o.name = n > 0 ? std::string(target, static_cast<std::size_t>(n)) : path;
     std::unique_ptr<store::file> f;
     if (auto ec = store::file::open(std::make_unique<store::fd_io>(fd), o, f)) return ec.value();
+    if (const auto n = f->log_replayed()) s.log_recovered.fetch_add(n, std::memory_order_relaxed);
     made = std::make_shared<open_file>();
     made->file = std::move(f);
     made->k = {in.dev, in.ino};

@@ -245,9 +245,13 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
   guard(req, "fsync", [&](bool& replied) {
     auto& h = handle_of(fi);
+    auto& s = state(req);
     const auto before = h.f->file->commits();
+    const auto logged = h.f->file->log_syncs();
     int r = err_of(h.f->file->sync());
-    if (r == 0 && h.f->file->commits() != before) after_commit(state(req), *h.f);
+    if (r == 0 && h.f->file->commits() != before) after_commit(s, *h.f);
+    s.fsyncs.fetch_add(1, std::memory_order_relaxed);
+    if (h.f->file->log_syncs() != logged) s.fsyncs_logged.fetch_add(1, std::memory_order_relaxed);
     const int pending = pending_error(h);
     replied = true;
     fuse_reply_err(req, r != 0 ? r : pending);

@@ -198,6 +198,9 @@ struct fs_state {
   registry files;
   size_memo sizes;
   space_counters space;
+  // fsyncs of files, those the store made durable through a sync log, and log batches
+  // recovered when files were opened (docs/STORE.md "Sync log")
+  std::atomic<std::uint64_t> fsyncs{0}, fsyncs_logged{0}, log_recovered{0};
   std::thread scanner;
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once
   bool handles = false;          // inodes reopen by file handle

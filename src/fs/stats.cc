@@ -181,6 +181,7 @@ stats collect_stats(fs_state& s) {
   st.scan_done = c.scanned;
   st.cache = {.limit_bytes = s.budget->limit(), .used_bytes = s.budget->used(), .peak_bytes = s.budget->peak(),
               .reliefs = s.budget->reliefs()};
+  st.sync = {.fsyncs = s.fsyncs.load(), .logged = s.fsyncs_logged.load(), .recovered = s.log_recovered.load()};
   st.accel.spec = s.o.accel;
   if (s.svc) s.svc->fill(st);
   return st;

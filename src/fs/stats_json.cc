@@ -16,6 +16,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::engine_counts, records, h
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cache_counts, limit_bytes, used_bytes, peak_bytes, reliefs)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::routing_counts, to_accel, to_cpu, small, overflow, not_serving,
                                                 redone)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::sync_counts, fsyncs, logged, recovered)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cpu_counts, workers, jobs, failed, bytes_in, bytes_out, busy_s)
 
 std::string to_json(const stats& s, int indent) {
@@ -46,6 +47,7 @@ std::string to_json(const stats& s, int indent) {
       {"dirty_records", s.dirty_records},
       {"engine", s.engine},
       {"cache", s.cache},
+      {"sync", s.sync},
       {"accel", accel},
       {"routing", s.routing},
       {"cpu", s.cpu}};
@@ -107,6 +109,7 @@ stats stats_from_json(std::string_view text) {
     read(j, "routing", s.routing);
     read(j, "cpu", s.cpu);
     read(j, "cache", s.cache);
+    read(j, "sync", s.sync);
   } catch (const nlohmann::json::exception& x) {
     throw std::invalid_argument(std::string("the statistics: ") + x.what());
   }

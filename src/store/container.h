@@ -8,6 +8,7 @@
 //   container_read.cc    pread (dirty buffer, hole, read cache or a decoded frame), check
 //   container_write.cc   pwrite into record buffers, truncate, holes, allocate, seek
 //   container_commit.cc  flush, sync: commit, the rewrite after a failed sync, compaction
+//   container_log.cc     the sync log: small fsyncs as appended changes, and their recovery
 //   container_map.cc     the record map and lost ranges, freeing space, stats, memory relief
 //   record_buffers.*     dirty records, spare buffers and the read cache (one memory account)
 //   write_back.*         batches of records through the engine to frames in the backing file
@@ -74,7 +75,11 @@ class container final : public file_impl {
 
   [[nodiscard]] std::uint64_t size() const noexcept override;
   [[nodiscard]] file_stats stats() const override;
+  /// Commits (a log sync is none: it leaves the times set through the mount, which an open file
+  /// shows from memory, to the commit at its close).
   [[nodiscard]] std::uint64_t commits() const noexcept override { return commits_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t log_syncs() const noexcept override { return log_syncs_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t log_replayed() const noexcept override { return log_replayed_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::error_code check(std::vector<damage>& found) override;
   [[nodiscard]] bool clean() const override;
 
@@ -127,6 +132,7 @@ class container final : public file_impl {
   // container_commit.cc
   struct commit_plan;
   class group_commit;  // begin_group's part: commit_m_ and layout_ shared held, maps written
+  [[nodiscard]] std::error_code commit_sync();    // sync() without the log: a commit
   [[nodiscard]] std::error_code commit_locked();  // commit_m_, layout_ exclusive or shared
   [[nodiscard]] std::error_code plan_commit_locked(commit_plan& p);  // m_: the snapshot, map space
   [[nodiscard]] std::error_code write_commit(commit_plan& p);        // map copies, slot, syncs
@@ -146,6 +152,19 @@ class container final : public file_impl {
   [[nodiscard]] std::error_code move_frame(std::uint64_t index, const format::map_entry& e, std::uint64_t to,
                                            std::uint64_t gen, std::vector<std::byte>& buf);
   [[nodiscard]] bool compaction_due_locked() const;  // m_
+
+  // container_log.cc
+  /// commit_m_ + layout_ shared: makes what changed since the last commit or log batch durable
+  /// as one batch of the sync log; `done` false when the log cannot take it (the caller commits).
+  [[nodiscard]] std::error_code log_sync(bool& done);
+  /// open(): applies the log's complete batches of the loaded generation (no lock held).
+  [[nodiscard]] std::error_code replay_log();
+  /// m_: bytes [off, off+len) changed (a write); block_log_locked: a change the log does not
+  /// express (a hole, a shrink): the next sync commits.
+  void note_change_locked(std::uint64_t off, std::uint64_t len);
+  void block_log_locked() noexcept;
+  /// m_: at a commit's plan, what the snapshot will not hold: the dirty records.
+  void restart_pending_locked();
 
   // container_map.cc; m_
   [[nodiscard]] std::uint32_t record_len_locked(std::uint64_t index) const noexcept;
@@ -205,11 +224,27 @@ class container final : public file_impl {
   std::uint64_t backing_len_ = 0;  // length of the backing file as last set
   bool low_first_ = false;         // compaction: place maps at the lowest offset that fits
   engine::file_learning learning_;
+  // The sync log (docs/STORE.md "Sync log"): the region the durable slot names (0: none), where
+  // its next batch goes and that batch's first sequence number.
+  std::uint64_t log_off_ = 0, log_pos_ = 0, log_seq_ = 0;
+  std::uint32_t log_len_ = 0;
+  // Byte ranges changed since the last commit's plan or log batch (start -> end), unless more
+  // changed than a batch takes or a change the log cannot express came (pending_over_).
+  std::map<std::uint64_t, std::uint64_t> pending_;
+  std::uint64_t pending_bytes_ = 0;
+  bool pending_over_ = false;
+  std::uint64_t logged_size_ = 0;    // the size the last commit or log batch made durable
+  std::int64_t last_small_sync_ = 0;  // steady clock, ns: the last small sync without a log
+  unsigned small_syncs_ = 0;          // small syncs in a row, each within a second of the one before
+  bool want_log_ = false;  // the next commit makes a log
+  bool drop_log_ = false;  // closing: the last commit names no log
+  bool read_only_ = false;  // opened read-only: nothing is written (recovered changes stay in memory)
 
   write_back write_back_{*this};  // after everything its batches refer to
 
   // --- counters
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
+  std::atomic<std::uint64_t> log_syncs_{0}, log_replayed_{0};
 };
 
 }  // namespace qzfs::store

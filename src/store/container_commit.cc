@@ -20,6 +20,11 @@ struct container::commit_plan {
   std::uint64_t seq = 0, epoch = 0, off[2] = {0, 0}, mlen = 0;
   std::array<std::byte, slot_size> sb{};  // the slot, encoded
   bool slot_written = false;
+  bool new_log = false;  // the log the slot names is new (zeroed with the maps)
+  // What the sync log's bookkeeping was before the plan: given back if the commit fails.
+  std::map<std::uint64_t, std::uint64_t> pending_before;
+  bool pending_over_before = false;
+  std::uint64_t logged_size_before = 0;
 };
 
 /// A group commit's part of one container: the commit's locks, held from its maps to its end.
@@ -59,7 +64,7 @@ std::error_code container::begin_group(std::unique_ptr<group_part>& out) {
   if (own) {  // frames to write again first: the whole sync(), on its own
     layout.unlock();
     cm.unlock();
-    return sync();
+    return commit_sync();
   }
   auto g = std::make_unique<group_commit>(*this, std::move(cm), std::move(layout));
   {
@@ -77,6 +82,20 @@ std::error_code container::flush() {
 }
 
 std::error_code container::sync() {
+  if (read_only_) return {};
+  if (o_.sync_log_bytes != 0) {
+    // A small change of a file fsynced often: one batch appended to its log and one sync.
+    std::lock_guard cm(commit_m_);
+    std::shared_lock layout(layout_);
+    bool done = false;
+    auto ec = log_sync(done);
+    if (done) return core_.note_error(ec);
+  }
+  return commit_sync();
+}
+
+std::error_code container::commit_sync() {
+  if (read_only_) return {};
   std::lock_guard cm(commit_m_);
   bool over = false, resync = false;
   {
@@ -107,7 +126,8 @@ std::error_code container::sync() {
 bool container::compaction_due_locked() const {
   std::uint64_t pending = 0;
   for (auto& d : deferred_) pending += d.len;
-  return o_.compact && space_.end() > 2 * (live_frames_ + 2 * map_len_ + pending) + container_header_size + o_.compact_slack;
+  return o_.compact &&
+         space_.end() > 2 * (live_frames_ + 2 * map_len_ + pending) + log_len_ + container_header_size + o_.compact_slack;
 }
 
 std::error_code container::move_frame(std::uint64_t index, const format::map_entry& e, std::uint64_t to, std::uint64_t gen,
@@ -146,6 +166,7 @@ std::error_code container::rewrite_recent() {
         v.header.payload_hash != e.payload_hash) {
       report("record " + std::to_string(i) + " was lost by the backing file system after a failed sync");
       std::lock_guard lk(m_);
+      block_log_locked();
       set_entry_locked(i, format::map_entry{1, 0, {}, {}, 0}, cur_gen_);
       ++change_seq_;
       continue;
@@ -167,7 +188,7 @@ std::error_code container::commit_locked() {
   commit_plan p;
   {
     std::lock_guard lk(m_);
-    if (change_seq_ == committed_seq_) return {};
+    if (change_seq_ == committed_seq_ && !(drop_log_ && log_len_ != 0)) return {};
     if (auto ec = plan_commit_locked(p)) return ec;
   }
   if (auto ec = write_commit(p)) return ec;
@@ -198,6 +219,22 @@ std::error_code container::plan_commit_locked(commit_plan& p) {
   }
   p.slot.map_offset[0] = p.off[0];
   p.slot.map_offset[1] = p.off[1];
+  // The sync log: kept, made (zeroed with the maps, before the slot names it) or dropped.
+  if (drop_log_) {
+    p.slot.log_offset = 0, p.slot.log_len = 0;
+  } else if (log_len_ != 0) {
+    p.slot.log_offset = log_off_, p.slot.log_len = log_len_;
+  } else if (want_log_) {
+    p.slot.log_len = std::min(o_.sync_log_bytes, format::max_log_len);
+    p.slot.log_offset = space_.allocate(p.slot.log_len);
+    p.new_log = true;
+  }
+  // From here on, a sync logs what this snapshot does not hold.
+  p.pending_before.swap(pending_);
+  p.pending_over_before = pending_over_;
+  p.logged_size_before = logged_size_;
+  restart_pending_locked();
+  logged_size_ = size_;
   return {};
 }
 
@@ -212,6 +249,15 @@ std::error_code container::write_commit(commit_plan& p) {
 }
 
 std::error_code container::write_maps(commit_plan& p) {
+  if (p.new_log) {
+    // Written blocks, so that a batch later overwrites them in place (no allocation to sync),
+    // and no stale bytes that could pass for an entry.
+    static const std::vector<std::byte> zeros(64 << 10);
+    for (std::uint64_t at = 0; at < p.slot.log_len; at += zeros.size()) {
+      const auto n = std::min<std::uint64_t>(zeros.size(), p.slot.log_len - at);
+      if (auto ec = io_.pwrite(std::span(zeros).first(n), p.slot.log_offset + at)) return fail_commit(p, ec, false);
+    }
+  }
   if (p.mlen == 0) return {};
   std::vector<std::byte> buf(p.mlen);
   format::encode_map_v2(p.snap, p.slot.generation, buf);
@@ -250,6 +296,16 @@ std::error_code container::fail_commit(const commit_plan& p, std::error_code ec,
       }
     }
   }
+  if (p.new_log) {
+    if (p.slot_written) {
+      deferred_.push_back({p.slot.log_offset, p.slot.log_len, cur_gen_});
+    } else {
+      release_locked(p.slot.log_offset, p.slot.log_len);
+    }
+  }
+  for (auto [a, b] : p.pending_before) note_change_locked(a, b - a);
+  if (p.pending_over_before) block_log_locked();
+  logged_size_ = p.logged_size_before;
   if (synced) resync_ = true;
   report("commit of generation " + std::to_string(p.slot.generation) + " failed (" + ec.message() +
          "); the data stays in memory and the commit is tried again");
@@ -269,6 +325,14 @@ void container::finish_commit_locked(const commit_plan& p) {
   map_off_[0] = p.off[0];
   map_off_[1] = p.off[1];
   map_len_ = p.mlen;
+  // The log starts again in the new generation; a log the slot no longer names is free.
+  if (log_len_ != 0 && (p.slot.log_len == 0 || p.slot.log_offset != log_off_)) release_locked(log_off_, log_len_);
+  if (p.new_log) want_log_ = false;
+  log_off_ = p.slot.log_offset;
+  log_len_ = p.slot.log_len;
+  log_pos_ = 0;
+  log_seq_ = 0;
+  backing_len_ = std::max(backing_len_, log_off_ + log_len_);
   auto keep = std::partition(deferred_.begin(), deferred_.end(), [&](const deferred_free& d) { return d.gen_needed > durable_epoch_; });
   for (auto it = keep; it != deferred_.end(); ++it) release_locked(it->off, it->len);
   deferred_.erase(keep, deferred_.end());

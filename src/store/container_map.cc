@@ -157,10 +157,12 @@ file_stats container::stats() const {
   st.rmw_reads = rmw_reads_.load();
   st.cache_hits = cache_hits_.load();
   st.damaged_reads = damaged_reads_.load();
+  st.log_syncs = log_syncs_.load();
+  st.log_replayed = log_replayed_.load();
   std::lock_guard lk(m_);
   st.logical_size = size_;
   st.container_size = space_.end();
-  st.live_bytes = live_frames_ + 2 * map_len_ + format::container_header_size;
+  st.live_bytes = live_frames_ + 2 * map_len_ + log_len_ + format::container_header_size;
   st.dirty = bufs_.count();
   const std::uint64_t records = records_locked();
   st.records = records;

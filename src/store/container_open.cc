@@ -84,7 +84,12 @@ container::container(file_core& core) : core_(core), io_(core.backing()), o_(cor
 }
 
 container::~container() {
-  if (auto ec = sync()) report("closing: " + ec.message());
+  {
+    // The last commit names no sync log: a closed file keeps no space for one.
+    std::lock_guard lk(m_);
+    drop_log_ = true;
+  }
+  if (auto ec = commit_sync()) report("closing: " + ec.message());
   // Batches in flight refer to this file's buffers; a failed sync may have left one behind.
   if (auto ec = write_back_.drain()) report("closing: " + ec.message());
 }
@@ -112,6 +117,7 @@ std::error_code container::open(file_core& core, std::span<const std::byte> head
                                 const format::container_slot* marker, std::unique_ptr<container>& out) {
   std::unique_ptr<container> c(new container(core));
   if (auto ec = c->load(header, backing_len, marker)) return ec;
+  if (auto ec = c->replay_log()) return ec;
   out = std::move(c);
   return {};
 }
@@ -182,6 +188,11 @@ std::error_code container::load(std::span<const std::byte> hdr, std::uint64_t le
     report("the record map lies past the end of the container");
     return eio();
   }
+  if (best.log_len != 0 && (best.log_len > len || best.log_offset > len - best.log_len)) {
+    // The log was zeroed before the slot named it: a shorter file lost its end since.
+    report("the sync log lies past the end of the container: changes fsynced after the last commit may be lost");
+    best.log_offset = 0, best.log_len = 0;
+  }
   std::vector<format::indexed_entry> entries;  // ascending
   lost_ranges lost;
   if (auto ec = read_map(best, entries, lost)) return ec;
@@ -194,6 +205,10 @@ std::error_code container::load(std::span<const std::byte> hdr, std::uint64_t le
   map_off_[1] = best.map_offset[1];
   map_len_ = mlen;
   backing_len_ = len;
+  log_off_ = best.log_offset;
+  log_len_ = best.log_len;
+  logged_size_ = size_;
+  read_only_ = !io_.writable();
   return {};
 }
 
@@ -256,7 +271,7 @@ std::error_code container::read_map(const format::container_slot& best, std::vec
 
 std::error_code container::claim_extents(const format::container_slot& best, std::uint64_t mlen,
                                          std::vector<format::indexed_entry>& entries, lost_ranges& lost) {
-  // Every extent in use: frames and both map copies. Overlaps cannot come from this code; a map
+  // Every extent in use: frames, both map copies and the sync log. Overlaps cannot come from this code; a map
   // that has them (crafted, or a bug) loses the overlapping records rather than sharing bytes.
   struct ext {
     std::uint64_t off, len;
@@ -267,6 +282,7 @@ std::error_code container::claim_extents(const format::container_slot& best, std
   std::vector<ext> used;
   used.reserve(entries.size() + 2);
   if (best.map_records > 0) used.push_back({best.map_offset[0], mlen, map_copy}), used.push_back({best.map_offset[1], mlen, map_copy});
+  if (best.log_len != 0) used.push_back({best.log_offset, best.log_len, map_copy});
   for (std::size_t i = 0; i < entries.size(); ++i) {
     const auto& x = entries[i];
     if (x.index >= records) {
@@ -281,7 +297,7 @@ std::error_code container::claim_extents(const format::container_slot& best, std
   for (const auto& u : used) {
     if (u.off < reach) {
       if (u.at == map_copy) {
-        report("map copies overlap other extents");
+        report("map copies or the sync log overlap other extents");
         return eio();
       }
       report("record " + std::to_string(entries[u.at].index) + " overlaps another extent: lost");

@@ -130,6 +130,15 @@ std::error_code container::pwrite(std::span<const iovec> in, std::uint64_t off) 
   // Memory short and other files hold some of it: they let go first (no lock of ours is held
   // here). What this file holds itself goes out through its own write-back below.
   if (o_.budget != nullptr && o_.budget->over() && o_.budget->used() > charged()) o_.budget->relieve(core_.owner());
+  // Once the bytes are in (or the write failed part way): the sync log's next batch has them.
+  struct noted {
+    container& c;
+    std::uint64_t off, len;
+    ~noted() {
+      std::lock_guard lk(c.m_);
+      c.note_change_locked(off, len);
+    }
+  } note{*this, off, total};
   bool write_back = false;
   {
     std::shared_lock layout(layout_);
@@ -137,7 +146,8 @@ std::error_code container::pwrite(std::span<const iovec> in, std::uint64_t off) 
     // Whole records, when a write brings several, are compressed straight from the caller's
     // buffers (the paper's vectored I/O): no copy, all workers busy on one call.
     const std::uint64_t end_whole = range.end_whole();
-    std::uint64_t next_whole = end_whole >= range.first_whole() + 2 ? range.first_whole() : ~std::uint64_t{0};
+    // (Opened read-only, only a recovery writes, into buffers alone: nothing reaches the file.)
+    std::uint64_t next_whole = end_whole >= range.first_whole() + 2 && !read_only_ ? range.first_whole() : ~std::uint64_t{0};
     for (std::uint64_t i = range.first(); i <= range.last(); ++i) {
       const record_part p = range.at(i);
       if (i != next_whole) {
@@ -161,7 +171,7 @@ std::error_code container::pwrite(std::span<const iovec> in, std::uint64_t off) 
       i = last - 1;
     }
   }
-  if (write_back) {
+  if (write_back && !read_only_) {
     std::shared_lock layout(layout_);
     // This write's bytes are buffered: a write-back that fails keeps them (and the earlier ones)
     // in memory and is counted for the next fsync or close.
@@ -196,6 +206,7 @@ std::error_code container::truncate(std::uint64_t size) {
       if (d != nullptr) std::memset(d->buf.get() + cut, 0, rs_ - cut);
     }
     std::lock_guard lk(m_);
+    block_log_locked();  // a shrink: the next sync commits
     const std::uint64_t keep = record_range::records_for(size, shift_);
     bufs_.erase_from(keep);
     if (cut != 0) {
@@ -246,6 +257,10 @@ std::error_code container::zero_part(std::uint64_t i, std::uint32_t a, std::uint
 std::error_code container::zero_records(std::uint64_t off, std::uint64_t len) {
   // Costs what the range holds, not its length: a punch over 2^50 bytes of a sparse file visits
   // only the records with data (layout_ is held exclusively: nothing changes meanwhile).
+  {
+    std::lock_guard lk(m_);
+    block_log_locked();  // holes: the next sync commits
+  }
   const record_range range(off, len, shift_);
   const std::uint64_t first = range.first(), last = range.last();
   const record_part head = range.at(first), tail = range.at(last);

@@ -93,6 +93,9 @@ class file_impl {
   [[nodiscard]] virtual std::uint64_t size() const noexcept = 0;
   [[nodiscard]] virtual file_stats stats() const = 0;
   [[nodiscard]] virtual std::uint64_t commits() const noexcept = 0;
+  /// Syncs made durable through the sync log, and its batches recovered at open.
+  [[nodiscard]] virtual std::uint64_t log_syncs() const noexcept { return 0; }
+  [[nodiscard]] virtual std::uint64_t log_replayed() const noexcept { return 0; }
   [[nodiscard]] virtual std::error_code check(std::vector<damage>& found) = 0;
   [[nodiscard]] virtual bool clean() const = 0;
 

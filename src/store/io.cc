@@ -25,6 +25,8 @@ std::error_code io::pread_exact(std::span<std::byte> out, std::uint64_t off) noe
 
 fd_io::fd_io(int fd) noexcept : fd_(fd) {
   static const bool root = ::geteuid() == 0;
+  const int fl = ::fcntl(fd_, F_GETFL);
+  writable_ = fl < 0 || (fl & O_ACCMODE) != O_RDONLY;
   struct stat st {};
   if (::fstat(fd_, &st) != 0) return;
   fs_id_ = static_cast<std::uint64_t>(st.st_dev) + 1;

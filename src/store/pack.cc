@@ -13,6 +13,7 @@
 #include "qzfs/format/container.h"
 #include "qzfs/store/file.h"
 #include "qzfs/store/io.h"
+#include "sync_log.h"
 
 namespace qzfs::store {
 namespace {
@@ -57,9 +58,11 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
   if (container != nullptr) *container = true;
   std::uint64_t best = 0;
   out = 0;
+  format::container_slot log;  // the newest slot (its sync log)
   if (format::container_slot s; has_marker && format::parse_slot(mk, s) == format::container_error::ok) {
     best = s.generation;
     out = s.logical_size;
+    log = s;
   }
   for (std::size_t i = 0; i < 2; ++i) {
     format::container_slot s;
@@ -68,6 +71,16 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
     if (s.generation <= best) continue;
     best = s.generation;
     out = s.logical_size;
+    log = s;
+  }
+  // A sync log (a file not closed since it was fsynced through one): the size its batches left.
+  if (log.log_len != 0 && log.log_len <= backing_size && log.log_offset <= backing_size - log.log_len) {
+    std::vector<std::byte> region(log.log_len);
+    const ssize_t r = ::pread(fd, region.data(), region.size(), static_cast<off_t>(log.log_offset));
+    if (r > 0) {
+      const log_scan scan = scan_log(std::span(region).first(static_cast<std::size_t>(r)), best, nullptr);
+      if (scan.batches > 0) out = std::max(out, scan.size);
+    }
   }
   // No valid slot in a container longer than its header: damaged, and its size is unknown (the
   // backing size would be the stored one, never the logical one). A torn creation reads as empty.

@@ -228,6 +228,53 @@ TEST_F(mount_test, a_mount_point_left_by_a_dead_daemon_is_explained_and_recovere
   EXPECT_EQ(qzfs::test::read_file(mnt_ / "kept"), data);
 }
 
+// A database's commits: a page written and fsynced, over and over (a WAL's tail rewritten with
+// more in it, then the next page). From the second fsync on the file has a sync log, and an fsync
+// appends the changed bytes there and syncs once, no commit. kill -9 keeps every fsynced byte:
+// the next open recovers the log's batches. A clean unmount leaves no log behind (the last
+// commit drops it: a version-2 slot, the space given back).
+TEST_F(mount_test, small_fsyncs_go_through_the_sync_log_and_survive_kill_9) {
+  mount("compression=gzip,commit=60");
+  const auto src = pattern(7, 1 << 20);
+  std::vector<std::byte> model;
+  const int fd = ::open((mnt_ / "wal").c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < 300; ++i) {
+    const std::size_t off = static_cast<std::size_t>(i / 4) * 8192, len = 2048 * static_cast<std::size_t>(i % 4 + 1);
+    const std::size_t from = static_cast<std::size_t>(i) * 1237 % (src.size() - len);
+    ASSERT_EQ(::pwrite(fd, src.data() + from, len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
+    if (model.size() < off + len) model.resize(off + len);
+    std::copy_n(src.begin() + static_cast<std::ptrdiff_t>(from), len, model.begin() + static_cast<std::ptrdiff_t>(off));
+    ASSERT_EQ(::fsync(fd), 0) << i;
+  }
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+  EXPECT_GE(json_number(out, "fsyncs", "sync"), 300u) << out;
+  EXPECT_GE(json_number(out, "logged", "sync"), 250u) << out;
+  const std::string pid = daemon_pid();
+  ASSERT_FALSE(pid.empty());
+  ASSERT_EQ(::kill(std::stoi(pid), SIGKILL), 0);
+  for (int i = 0; i < 100 && run({"kill", "-0", pid}) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::close(fd);
+  ASSERT_EQ(run({QZFS_BINARY, "mount", "--recover", "-o", "commit=1", backing_.string(), mnt_.string()}, &out), 0) << out;
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "wal"), model);
+  struct stat st {};
+  ASSERT_EQ(::stat((mnt_ / "wal").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), model.size());
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+  EXPECT_GE(json_number(out, "recovered", "sync"), 1u) << out;
+  unmount();
+  // Closed: the slots name no log (version 2), and the file is back to its data and maps.
+  const auto head = qzfs::test::read_file(backing_ / "wal");
+  ASSERT_GE(head.size(), 128u);
+  EXPECT_EQ(head[4], std::byte{2});
+  EXPECT_EQ(head[64 + 4], std::byte{2});
+  ASSERT_EQ(::stat((backing_ / "wal").c_str(), &st), 0);
+  EXPECT_LT(static_cast<std::size_t>(st.st_blocks) * 512, model.size() + (256u << 10)) << "the 1 MiB log is given back";
+  mount();
+  EXPECT_EQ(qzfs::test::read_file(mnt_ / "wal"), model);
+}
+
 // `qzfs stats` over several mounts (a volume's bricks): each one, then a total of what they hold;
 // with --json, {"mounts": [...], "total": {...}}. A mount point that is not one is said, exit 1.
 TEST_F(mount_test, stats_of_several_mounts_add_up_to_a_total) {

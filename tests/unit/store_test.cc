@@ -413,6 +413,95 @@ struct temp_dir {
   }
 };
 
+// The sync log on a real file: a copy taken while the file is open (what a crash leaves) holds
+// the fsyncs since the last commit in its log. Opening the copy read-only applies them in memory
+// and writes nothing; stat's size (peek_logical_size) knows them too; a damaged entry stops the
+// recovery at the batch before it; a read-write open and a close commit them and drop the log.
+TEST(store_sync_log, a_copy_taken_while_open_recovers_its_fsyncs) {
+  temp_dir dir;
+  auto o = opts("gzip-1", 16 * KiB);
+  o.sync_log_bytes = 64 * KiB;
+  std::vector<std::byte> model;
+  std::vector<std::vector<std::byte>> states;  // after each sync
+  auto f = dir.open("db", o);
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 40; ++i) {
+    const std::uint64_t off = i % 5 == 0 ? model.size() : rng() % (model.size() + 1);
+    auto d = some_data(rng, 100 + rng() % 2000);
+    ASSERT_FALSE(f->pwrite(d, off));
+    if (model.size() < off + d.size()) model.resize(off + d.size());
+    std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+    ASSERT_FALSE(f->sync());
+    states.push_back(model);
+  }
+  ASSERT_GT(f->log_syncs(), 20u);
+  const auto disk = test::read_file(dir.path / "db");
+  std::vector<std::byte> slots(disk.begin(), disk.begin() + 128);
+  std::string marker(64, '\0');
+  ASSERT_EQ(::getxattr((dir.path / "db").c_str(), "user.qzfs.slot", marker.data(), 64), 64);
+  auto copy = [&](const char* name, const std::vector<std::byte>& bytes) {
+    dir.put(name, bytes);
+    ASSERT_EQ(::setxattr((dir.path / name).c_str(), "user.qzfs.slot", marker.data(), 64, 0), 0);
+  };
+  copy("crashed", disk);
+  {
+    // Read-only: the fsyncs are there, and not a byte of the file changes.
+    const int fd = ::openat(dir.fd, "crashed", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    std::uint64_t size = 0;
+    bool container = false;
+    ASSERT_FALSE(peek_logical_size(fd, disk.size(), size, &container));
+    EXPECT_TRUE(container);
+    EXPECT_EQ(size, model.size());
+    std::unique_ptr<file> ro;
+    ASSERT_FALSE(file::open(std::make_unique<fd_io>(fd), o, ro));
+    EXPECT_GT(ro->log_replayed(), 0u);
+    EXPECT_EQ(read_all(*ro), model);
+    ASSERT_FALSE(ro->sync());
+    ro.reset();
+    EXPECT_EQ(test::read_file(dir.path / "crashed"), disk);
+  }
+  // One byte of a late batch's data damaged: the batches before it, not it or those after.
+  {
+    auto bad = disk;
+    format::container_slot s0, s1, best;
+    const bool ok0 = format::parse_slot(std::span(bad).first(64), s0) == format::container_error::ok;
+    const bool ok1 = format::parse_slot(std::span(bad).subspan(64, 64), s1) == format::container_error::ok;
+    ASSERT_TRUE(ok0 || ok1);
+    best = !ok1 || (ok0 && s0.generation > s1.generation) ? s0 : s1;
+    ASSERT_NE(best.log_len, 0u) << "the newest slot names a log";
+    // Walk to the last entry and flip a byte of its data.
+    std::uint64_t pos = best.log_offset, last = 0, n = 0;
+    for (;;) {
+      format::log_entry e;
+      if (!format::parse_log_header(std::span(bad).subspan(pos).first<format::log_header_size>(), e) ||
+          e.base_generation != best.generation || e.seq != n) {
+        break;
+      }
+      last = pos;
+      pos += format::log_header_size + e.length;
+      ++n;
+    }
+    ASSERT_GT(n, 1u);
+    bad[last + format::log_header_size] ^= std::byte{1};
+    copy("damaged", bad);
+    auto g = dir.open("damaged", o);
+    EXPECT_EQ(read_all(*g), states[states.size() - 2]);
+  }
+  // Read-write: recovered, committed at the close, and no log any more.
+  {
+    auto g = dir.open("crashed", o);
+    EXPECT_EQ(read_all(*g), model);
+  }
+  const auto after = test::read_file(dir.path / "crashed");
+  EXPECT_EQ(after[4], std::byte{2});
+  EXPECT_EQ(after[64 + 4], std::byte{2});
+  auto g = dir.open("crashed", o);
+  EXPECT_EQ(read_all(*g), model);
+  EXPECT_EQ(g->log_replayed(), 0u);
+  f.reset();
+}
+
 TEST(store_plain, existing_files_stay_as_they_are) {
   temp_dir dir;
   auto d = test::make_data(test::data_class::text, 100 * KiB);

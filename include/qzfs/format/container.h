@@ -37,8 +37,16 @@ struct container_slot {
   std::uint64_t logical_size = 0;
   std::uint64_t map_offset[2] = {0, 0};  // both 0 when the map is empty
   std::uint32_t map_records = 0;         // entries in the map (v1: records 0..n-1; v2: entries)
+  // The sync log (docs/FORMAT.md "Sync log"): a region of log_len bytes at log_offset where
+  // small fsyncs append what changed since this generation. A slot that names one is written as
+  // version 3 (a version-2 map); both 0: none.
+  std::uint64_t log_offset = 0;
+  std::uint32_t log_len = 0;
   friend bool operator==(const container_slot&, const container_slot&) = default;
 };
+
+/// Largest sync log a slot may name.
+inline constexpr std::uint32_t max_log_len = 16u << 20;
 
 enum class container_error : std::uint8_t { ok = 0, not_container, bad_version, bad_header, bad_values };
 [[nodiscard]] std::string_view to_string(container_error e) noexcept;
@@ -130,5 +138,27 @@ void encode_map(std::span<const map_entry> entries, std::uint64_t generation, st
 /// is damaged, stale or holds an invalid entry. `out` receives map_chunk_length's entry count.
 [[nodiscard]] bool decode_map_chunk(std::span<const std::byte> chunk, std::size_t k, std::uint64_t generation,
                                     std::span<map_entry> out) noexcept;
+
+// ---- the sync log (docs/FORMAT.md "Sync log") ----
+// A sequence of entries from the start of the log region, each a 56-byte header and `length`
+// bytes: "bytes [offset, offset + length) of the file are these, and its size is logical_size".
+// An entry belongs to the generation named by the slot (base_generation) and carries its place
+// in that generation's sequence (seq: 0, 1, ...); entries of one fsync form a batch whose last
+// entry has flag log_end. Recovery applies whole batches in order and stops at the first entry
+// that does not verify, belongs to another generation or is out of sequence.
+inline constexpr std::size_t log_header_size = 56;
+inline constexpr std::uint8_t log_end = 1;
+struct log_entry {
+  std::uint8_t flags = 0;
+  std::uint64_t base_generation = 0, seq = 0, offset = 0, logical_size = 0;
+  std::uint32_t length = 0;
+  friend bool operator==(const log_entry&, const log_entry&) = default;
+};
+/// Encodes `e`'s header for the data `data` (e.length must be data.size()).
+void encode_log_entry(const log_entry& e, std::span<const std::byte> data, std::span<std::byte, log_header_size> out) noexcept;
+/// Parses a header: false when it is not one (magic, reserved bytes, values out of range).
+[[nodiscard]] bool parse_log_header(std::span<const std::byte, log_header_size> in, log_entry& out) noexcept;
+/// Whether `data` (out.length bytes) is what the parsed header `in` was written with.
+[[nodiscard]] bool log_data_matches(std::span<const std::byte, log_header_size> in, std::span<const std::byte> data) noexcept;
 
 }  // namespace qzfs::format

@@ -48,6 +48,10 @@ struct stats {
     std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
   } routing;
 
+  struct sync_counts {  // since the mount (docs/STORE.md "Sync log")
+    std::uint64_t fsyncs = 0, logged = 0, recovered = 0;  // fsyncs; through a sync log; log batches recovered at open
+  } sync;
+
   struct cpu_counts {
     std::uint64_t workers = 0, jobs = 0, failed = 0, bytes_in = 0, bytes_out = 0;
     double busy_s = 0;

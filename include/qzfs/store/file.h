@@ -65,6 +65,9 @@ struct options {
   bool convert_plain = true;              // a plain file truncated to 0 becomes a container
   bool compact = true;                    // keep the space bound (tests turn it off to see why)
   std::uint64_t compact_slack = 1 << 20;  // bytes over 2 x live allowed before compaction runs
+  // The sync log of a file fsynced often (docs/STORE.md "Sync log"): its size; 0: none, every
+  // fsync commits.
+  std::uint32_t sync_log_bytes = 1 << 20;
   memory_budget* budget = nullptr;        // shared by every open file; none: per-file limits only
   std::string name;                       // for log lines
   std::function<void(std::string_view)> log;  // damage and failures; default: stderr
@@ -77,6 +80,7 @@ struct file_stats {
   std::uint64_t records = 0, holes = 0, raw = 0, damaged = 0, dirty = 0;
   std::array<std::uint64_t, codec::payload_format_count> per_format{};  // compressed records by format
   std::uint64_t commits = 0, compactions = 0, flushes = 0, rmw_reads = 0, cache_hits = 0, damaged_reads = 0;
+  std::uint64_t log_syncs = 0, log_replayed = 0;  // fsyncs made durable by the sync log; batches recovered from it
 };
 
 struct damage {
@@ -133,6 +137,9 @@ class file {
   [[nodiscard]] file_stats stats() const;
   /// Commits that wrote something, so far.
   [[nodiscard]] std::uint64_t commits() const noexcept;
+  /// Syncs made durable through the sync log (no commit), and its batches recovered at open.
+  [[nodiscard]] std::uint64_t log_syncs() const noexcept;
+  [[nodiscard]] std::uint64_t log_replayed() const noexcept;
   /// Reads and verifies every record; returns the damaged ones (empty: all good).
   [[nodiscard]] std::error_code check(std::vector<damage>& found);
 

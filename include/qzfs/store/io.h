@@ -53,6 +53,8 @@ class io {
   /// The file system the file is on (st_dev + 1), for barriers shared by many files
   /// (file::sync_group); 0: none known, the file is synced on its own.
   [[nodiscard]] virtual std::uint64_t fs_id() const noexcept { return 0; }
+  /// False when the file was opened read-only (the store then changes nothing on it).
+  [[nodiscard]] virtual bool writable() const noexcept { return true; }
 
   [[nodiscard]] std::error_code pwrite(std::span<const std::byte> in, std::uint64_t off) noexcept {
     iovec v{const_cast<std::byte*>(in.data()), in.size()};
@@ -83,6 +85,7 @@ class fd_io final : public io {
   std::error_code get_marker(std::span<std::byte, 64> out, bool& found) noexcept override;
   std::error_code set_marker(std::span<const std::byte, 64> in) noexcept override;
   [[nodiscard]] std::uint64_t fs_id() const noexcept override { return fs_id_; }
+  [[nodiscard]] bool writable() const noexcept override { return writable_; }
   [[nodiscard]] int fd() const noexcept { return fd_; }
 
  private:
@@ -92,6 +95,7 @@ class fd_io final : public io {
   // dropped at mount, fs/). -1: write as the daemon.
   int owner_ = -1;
   std::uint64_t fs_id_ = 0;
+  bool writable_ = true;
   // Writes to one backing file take turns here. The kernel serialises them on the inode's lock
   // anyway, but its waiters spin: with a dozen FUSE threads writing raw records into one file,
   // `fio` at 1 MiB measured 4-7 CPU-s/GiB at ~240 MB/s instead of 1.8 at ~1000 (tmpfs, 2 cores;
