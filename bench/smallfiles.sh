@@ -66,9 +66,8 @@ up() {
     fuse) ( { ulimit -n 1048576 2> /dev/null || ulimit -n "$(ulimit -Hn)"; } && exec "$PASSTHROUGH" -o source="$m.b",allow_other "$m") ;;
     # (passthrough_hp raises its soft limit to the hard one itself; the same 1048576 attempt as
     # for fuse keeps the two columns alike. It always adds default_permissions and daemonizes
-    # once mounted, like passthrough_ll. Its pgbench row fails: it serves every request with its
-    # own (root's) credentials, so what postgres creates belongs to root, and default_permissions
-    # then keeps postgres out of it.)
+    # once mounted, like passthrough_ll. Its pgbench row runs on an instance of its own, run as
+    # postgres: row_pgbench says why.)
     fuse_hp) ( { ulimit -n 1048576 2> /dev/null || true; } && exec "$PASSTHROUGH_HP" "${hp_args[@]}" -o allow_other "$m.b" "$m") ;;
     qzfs-off) "$q" mount -o compression=off,allow_other "$m.b" "$m" ;;
     qzfs-gzip) "$q" mount -o compression=gzip,allow_other "$m.b" "$m" ;;
@@ -201,6 +200,24 @@ row_venv() {
 row_pgbench() {
   local pg=$1/pg sock=$work/sock-$2 out
   [ -x "$pgbin/pgbench" ] || { echo "n/a (postgresql-15 missing)"; return; }
+  if [ "$2" = fuse_hp ]; then
+    # passthrough_hp serves every request with its own credentials and forces
+    # default_permissions: as root, what postgres creates is root's and postgres is then kept out.
+    # So this row gets an instance of its own run as postgres (/dev/fuse opened to it for the
+    # mount, as Debian ships it, and closed again).
+    local b=$work/hp-pg.b m=$work/hp-pg mode r
+    mkdir -p "$b" "$m"
+    chown postgres: "$b" "$m"
+    mode=$(stat -c %a /dev/fuse)
+    chmod 666 /dev/fuse
+    su postgres -s /bin/sh -c "'$PASSTHROUGH_HP' ${hp_args[*]} '$b' '$m'"
+    chmod "$mode" /dev/fuse
+    r=$(row_pgbench "$m" fuse_hp_pg)
+    fusermount3 -u "$m" 2> /dev/null || umount -l "$m"
+    rm -rf "$b" "$m"
+    echo "$r"
+    return
+  fi
   mkdir -p "$pg" "$sock"
   chown postgres: "$pg" "$sock"
   su postgres -s /bin/sh -c "$pgbin/initdb -D '$pg' -A trust > /dev/null" &&

@@ -67,8 +67,6 @@ int do_setattr(fuse_req_t req, fs_state& s, inode& in, struct stat* attr, int to
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
     timespec tv[2];
     times_of(attr, to_set, tv);
-    // On the object itself (a symlink too: AT_EMPTY_PATH on its O_PATH descriptor).
-    if (::utimensat(t.fd, "", tv, AT_EMPTY_PATH) != 0) return errno;
     if (t.file) {
       // A write-back or commit still to come touches the backing file: these times are put back
       // after it (and shown meanwhile).
@@ -76,6 +74,13 @@ int do_setattr(fuse_req_t req, fs_state& s, inode& in, struct stat* attr, int to
       if (tv[0].tv_nsec != UTIME_OMIT) t.file->atime = tv[0];
       if (tv[1].tv_nsec != UTIME_OMIT) t.file->mtime = tv[1];
     }
+    // An open container with changes still to commit (the kernel's writeback cache sends its
+    // mtime before every fsync): that commit puts the times on the backing file, and writing
+    // them now would only be undone by its writes or a sync log's. (Set in memory first: a
+    // commit that ends meanwhile has them, or the file is clean here and they are written now.)
+    const bool at_commit = t.file && t.file->file->is_container() && !t.file->file->clean();
+    // On the object itself (a symlink too: AT_EMPTY_PATH on its O_PATH descriptor).
+    if (!at_commit && ::utimensat(t.fd, "", tv, AT_EMPTY_PATH) != 0) return errno;
   }
   return 0;
 }
