@@ -45,6 +45,6 @@ struct removal {
 removal before_remove(fs_state& s, int dirfd, const char* name);
 void after_remove(fs_state& s, removal& r);
 /// A regular file made through the mount (empty, counted as plain until its first commit).
-void count_new_file(fs_state& s);
+void count_new_file(fs_state& s, const struct stat& made);
 
 }  // namespace qzfs::fs::detail

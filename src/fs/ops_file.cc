@@ -145,7 +145,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     struct stat made_st {};
     (void)::fstat(fd, &made_st);
     if (made) {
-      count_new_file(s);
+      count_new_file(s, made_st);
       s.sizes.put(made_st, 0, false);  // empty: entry_of's stat need not look inside
     }
     fuse_entry_param e;

@@ -175,7 +175,8 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   create_entry(req, "mknod", parent, name, S_ISCHR(mode) || S_ISBLK(mode), [&](int pfd) {
     const int r = S_ISDIR(mode) ? ::mkdirat(pfd, name, mode) : ::mknodat(pfd, name, mode, rdev);
-    if (r == 0 && S_ISREG(mode)) count_new_file(state(req));
+    struct stat made {};
+    if (r == 0 && S_ISREG(mode) && ::fstatat(pfd, name, &made, AT_SYMLINK_NOFOLLOW) == 0) count_new_file(state(req), made);
     return r;
   });
 }

@@ -24,6 +24,7 @@
 #include <ctime>
 #include <list>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -105,6 +106,10 @@ struct space_counters {
   std::atomic<std::int64_t> files{0}, containers{0}, plain{0}, logical{0}, allocated{0};
   std::atomic<bool> scanned{false};
   std::atomic<std::uint64_t> scanned_files{0};
+  // Files made through the mount while the scan runs: counted when made, so the scan passes
+  // them by (it could find them in a directory it reads after).
+  std::mutex made_m;
+  std::set<key> made_in_scan;
 };
 
 struct open_file {

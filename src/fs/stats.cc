@@ -72,6 +72,10 @@ void scan_backing(fs_state& s) {
       }
       if (!S_ISREG(st.st_mode)) continue;
       if (st.st_nlink > 1 && !linked.insert({st.st_dev, st.st_ino}).second) continue;
+      {
+        std::lock_guard lk(c.made_m);
+        if (c.made_in_scan.count({st.st_dev, st.st_ino}) != 0) continue;  // counted when made
+      }
       std::int64_t logical = 0, allocated = 0;
       bool container = false;
       if (auto f = s.files.find({st.st_dev, st.st_ino})) {
@@ -92,7 +96,9 @@ void scan_backing(fs_state& s) {
   for (int fd : stack) {
     if (fd >= 0) ::close(fd);
   }
+  std::lock_guard lk(c.made_m);
   c.scanned = true;
+  c.made_in_scan.clear();
 }
 
 void recount(fs_state& s, open_file& f) {
@@ -146,7 +152,14 @@ void after_remove(fs_state& s, removal& r) {
   add_share(s.space, -1, r.logical, r.allocated, r.container);
 }
 
-void count_new_file(fs_state& s) { add_share(s.space, 1, 0, 0, false); }
+void count_new_file(fs_state& s, const struct stat& made) {
+  auto& c = s.space;
+  if (!c.scanned) {
+    std::lock_guard lk(c.made_m);
+    if (!c.scanned) c.made_in_scan.insert({made.st_dev, made.st_ino});
+  }
+  add_share(c, 1, 0, 0, false);
+}
 
 // Live statistics: the root's "user.qzfs.stats" attribute (read by `qzfs stats`). Sizes from the
 // space counters; the rest from the engine and the backends since the mount. O(open files).
