@@ -56,7 +56,10 @@ void commit_loop(fs_state& s) {
         closed = f->opens == 0;
       }
       if (!tick && !closed) continue;
-      if (closed) idle.push_back(f);
+      if (closed) {
+        f->file->close_log();  // its commit now names no sync log: a closed file keeps none
+        idle.push_back(f);
+      }
       group.push_back(std::move(f));
     }
     if (!s.o.read_only) commit_group(s, group);

@@ -234,6 +234,7 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     // for, this thread does it itself: resources never decide correctness.
     f->file->shed();
     if (s.files.size() > s.max_files) {
+      f->file->close_log();
       commit_one(s, *f);
       (void)let_go(s, f);
     } else {

@@ -79,6 +79,7 @@ class container final : public file_impl {
   /// shows from memory, to the commit at its close).
   [[nodiscard]] std::uint64_t commits() const noexcept override { return commits_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t log_syncs() const noexcept override { return log_syncs_.load(std::memory_order_relaxed); }
+  void close_log() override;
   [[nodiscard]] std::uint64_t log_replayed() const noexcept override { return log_replayed_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::error_code check(std::vector<damage>& found) override;
   [[nodiscard]] bool clean() const override;
@@ -237,7 +238,7 @@ class container final : public file_impl {
   std::int64_t last_small_sync_ = 0;  // steady clock, ns: the last small sync without a log
   unsigned small_syncs_ = 0;          // small syncs in a row, each within a second of the one before
   bool want_log_ = false;  // the next commit makes a log
-  bool drop_log_ = false;  // closing: the last commit names no log
+  bool drop_log_ = false;  // closed (close_log, the destructor): the next commit names no log
   bool read_only_ = false;  // opened read-only: nothing is written (recovered changes stay in memory)
 
   write_back write_back_{*this};  // after everything its batches refer to

@@ -21,6 +21,7 @@ struct container::commit_plan {
   std::array<std::byte, slot_size> sb{};  // the slot, encoded
   bool slot_written = false;
   bool new_log = false;  // the log the slot names is new (zeroed with the maps)
+  bool drops_log = false;  // planned for a closed file: names no log
   // What the sync log's bookkeeping was before the plan: given back if the commit fails.
   std::map<std::uint64_t, std::uint64_t> pending_before;
   bool pending_over_before = false;
@@ -58,7 +59,7 @@ std::error_code container::begin_group(std::unique_ptr<group_part>& out) {
   bool own = false;
   {
     std::lock_guard lk(m_);
-    if (!resync_ && change_seq_ == committed_seq_) return {};
+    if (!resync_ && change_seq_ == committed_seq_ && !(drop_log_ && log_len_ != 0)) return {};
     own = resync_;
   }
   if (own) {  // frames to write again first: the whole sync(), on its own
@@ -222,6 +223,7 @@ std::error_code container::plan_commit_locked(commit_plan& p) {
   // The sync log: kept, made (zeroed with the maps, before the slot names it) or dropped.
   if (drop_log_) {
     p.slot.log_offset = 0, p.slot.log_len = 0;
+    p.drops_log = true;
   } else if (log_len_ != 0) {
     p.slot.log_offset = log_off_, p.slot.log_len = log_len_;
   } else if (want_log_) {
@@ -328,6 +330,7 @@ void container::finish_commit_locked(const commit_plan& p) {
   // The log starts again in the new generation; a log the slot no longer names is free.
   if (log_len_ != 0 && (p.slot.log_len == 0 || p.slot.log_offset != log_off_)) release_locked(log_off_, log_len_);
   if (p.new_log) want_log_ = false;
+  if (p.drops_log) drop_log_ = false;  // reopened since: its syncs may use a log again
   log_off_ = p.slot.log_offset;
   log_len_ = p.slot.log_len;
   log_pos_ = 0;

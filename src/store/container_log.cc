@@ -53,6 +53,11 @@ log_scan scan_log(std::span<const std::byte> region, std::uint64_t generation, c
   return out;
 }
 
+void container::close_log() {
+  std::lock_guard lk(m_);
+  if (log_len_ != 0) drop_log_ = true;
+}
+
 void container::block_log_locked() noexcept {
   pending_over_ = true;
   pending_.clear();

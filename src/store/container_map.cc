@@ -125,7 +125,9 @@ bool container::keep_in_memory(std::error_code ec) const noexcept {
 
 bool container::clean() const {
   std::lock_guard lk(m_);
-  return bufs_.empty() && change_seq_ == committed_seq_ && !resync_;
+  // A sync log still named: a commit is owed (close_log), and the file must not be let go with
+  // its destructor owing it (a new open of the file could meanwhile load the old state).
+  return bufs_.empty() && change_seq_ == committed_seq_ && !resync_ && (log_len_ == 0 || read_only_);
 }
 
 void container::shed() {

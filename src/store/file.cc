@@ -227,6 +227,7 @@ std::uint64_t file::physical_size() const noexcept {
 file_stats file::stats() const { return impl_->now().stats(); }
 std::uint64_t file::commits() const noexcept { return impl_->now().commits(); }
 std::uint64_t file::log_syncs() const noexcept { return impl_->now().log_syncs(); }
+void file::close_log() { impl_->now().close_log(); }
 std::uint64_t file::log_replayed() const noexcept { return impl_->now().log_replayed(); }
 std::error_code file::check(std::vector<damage>& found) { return impl_->now().check(found); }
 bool file::clean() const { return impl_->now().clean(); }

@@ -93,6 +93,8 @@ class file_impl {
   [[nodiscard]] virtual std::uint64_t size() const noexcept = 0;
   [[nodiscard]] virtual file_stats stats() const = 0;
   [[nodiscard]] virtual std::uint64_t commits() const noexcept = 0;
+  /// The next commit names no sync log (file::close_log).
+  virtual void close_log() {}
   /// Syncs made durable through the sync log, and its batches recovered at open.
   [[nodiscard]] virtual std::uint64_t log_syncs() const noexcept { return 0; }
   [[nodiscard]] virtual std::uint64_t log_replayed() const noexcept { return 0; }

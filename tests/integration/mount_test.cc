@@ -275,6 +275,48 @@ TEST_F(mount_test, small_fsyncs_go_through_the_sync_log_and_survive_kill_9) {
   EXPECT_EQ(qzfs::test::read_file(mnt_ / "wal"), model);
 }
 
+// A file with a sync log, closed and opened again at once, over and over (as fsx -c -y does):
+// the daemon lets a closed file go only once a commit has dropped its log, never with its
+// destructor still owing that commit. It used to: the new open loaded the old slot while the
+// old store wrote its last commit and freed the log's space, and records came back as zeros or
+// checksum failures.
+TEST_F(mount_test, a_file_closed_with_a_sync_log_and_opened_again_at_once_keeps_its_data) {
+  mount("compression=gzip,commit=60");
+  const auto src = pattern(11, 1 << 20);
+  std::vector<std::byte> model(256 << 10);
+  std::mt19937_64 rng(3);
+  const auto path = mnt_ / "db";
+  for (int round = 0; round < 60; ++round) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    if (round > 0) {
+      std::vector<std::byte> got(model.size() + 1);
+      ASSERT_EQ(::pread(fd, got.data(), got.size(), 0), static_cast<ssize_t>(model.size())) << "round " << round << ": " << std::strerror(errno);
+      got.resize(model.size());
+      ASSERT_TRUE(got == model) << "round " << round;
+    }
+    for (int i = 0; i < 10; ++i) {
+      const std::size_t len = 1 + rng() % 3000, off = rng() % (model.size() - len), from = rng() % (src.size() - len);
+      ASSERT_EQ(::pwrite(fd, src.data() + from, len, static_cast<off_t>(off)), static_cast<ssize_t>(len));
+      std::copy_n(src.begin() + static_cast<std::ptrdiff_t>(from), len, model.begin() + static_cast<std::ptrdiff_t>(off));
+      if (round == 0 && i == 0) {
+        // The file's whole size first (the rounds write inside it).
+        ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(model.size())), 0);
+      }
+      ASSERT_EQ(::fsync(fd), 0);
+    }
+    ::close(fd);
+    // Around the commit thread's gathering of closed files (~20 ms), when it lets them go.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10 + rng() % 30));
+  }
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+  EXPECT_GE(json_number(out, "logged", "sync"), 100u) << "the rounds' fsyncs went through sync logs: " << out;
+  unmount();
+  mount();
+  EXPECT_TRUE(qzfs::test::read_file(path) == model);
+}
+
 // `qzfs stats` over several mounts (a volume's bricks): each one, then a total of what they hold;
 // with --json, {"mounts": [...], "total": {...}}. A mount point that is not one is said, exit 1.
 TEST_F(mount_test, stats_of_several_mounts_add_up_to_a_total) {

@@ -137,6 +137,9 @@ class file {
   [[nodiscard]] file_stats stats() const;
   /// Commits that wrote something, so far.
   [[nodiscard]] std::uint64_t commits() const noexcept;
+  /// The file was closed: its next commit names no sync log (a file with one is not clean() until
+  /// then, so it is never let go with a commit still owed by its destructor).
+  void close_log();
   /// Syncs made durable through the sync log (no commit), and its batches recovered at open.
   [[nodiscard]] std::uint64_t log_syncs() const noexcept;
   [[nodiscard]] std::uint64_t log_replayed() const noexcept;
