@@ -56,6 +56,19 @@ void print_stats(std::FILE* out, const fs::stats& st, const std::string& point) 
   const std::string& why = st.accel.reason;
   fmt::print(out, "accelerator  {} ({})\n", st.accel.spec,
              why.empty() ? state : why.rfind(state, 0) == 0 ? why : state + ": " + why);
+  // Host CPU: the daemon's own, less a modelled card's threads (what a card would spend on its
+  // silicon); per GiB of records the engine took since the mount.
+  const double gib_in = static_cast<double>(e.bytes_in) / (1u << 30);
+  fmt::print(out, "cpu          host {:.2f} s since start{}{}\n", st.process.host_cpu_s(),
+             gib_in > 0 ? fmt::format(", {:.2f} s per GiB of records", st.process.host_cpu_s() / gib_in) : "",
+             st.process.device_cpu_s > 0 ? fmt::format(" (the daemon's {:.2f} s less the modelled card's {:.2f} s)",
+                                                      st.process.cpu_s, st.process.device_cpu_s)
+                                         : "");
+  if (st.accel.present && st.accel.device_ns > 0)
+    fmt::print(out, "device time  {:.2f} s on {} jobs{}\n", static_cast<double>(st.accel.device_ns) * 1e-9, st.accel.jobs,
+               st.accel.emulation_ns > 0 ? fmt::format(" as modelled (this machine took {:.2f} s more to compute them)",
+                                                       static_cast<double>(st.accel.emulation_ns) * 1e-9)
+                                         : "");
   fmt::print(out, "cache        {:.1f} MiB in use, {:.1f} MiB at most, of {:.0f} MiB; {} reliefs\n", mib(st.cache.used_bytes),
              mib(st.cache.peak_bytes), mib(st.cache.limit_bytes), st.cache.reliefs);
   fmt::print(out, "fsync        {} since mount, {} through sync logs; {} logged fsync(s) recovered at open\n", st.sync.fsyncs,
@@ -129,10 +142,22 @@ std::string policy_meaning(const std::string& name) {
 
 std::string fmt_mbs(double v) { return v > 0 ? fmt::format("{:.1f}", v) : "-"; }
 
+// ", host 1.23 s (0.45 s per GiB) and the modelled card's threads 2.00 s" when a modelled card
+// ran: its threads' CPU is the card's, not the host's (docs/QAT.md).
+std::string host_cpu_note(double process_cpu_s, const std::vector<backend_report>& bs, std::uint64_t bytes) {
+  double card = 0;
+  for (const auto& b : bs) card += b.device_cpu_s;
+  if (card <= 0) return "";
+  const double host = process_cpu_s - card;
+  return fmt::format(", of which the host {:.2f} s ({:.2f} s per GiB) and the modelled card's threads {:.2f} s", host,
+                     bytes ? host / (static_cast<double>(bytes) / (1u << 30)) : 0.0, card);
+}
+
 void print_backends(std::FILE* out, const std::vector<backend_report>& bs) {
   for (const auto& b : bs)
-    fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}\n",
+    fmt::print(out, "  {:<16} {:<11} submitted {} completed {} failed {} probes {} teardowns {} busy {:.2f} s{}{}\n",
                b.name, b.health, b.submitted, b.completed, b.failed, b.probes, b.teardowns, b.busy_s,
+               b.device_s > 0 ? fmt::format(", device time {:.2f} s", b.device_s) : "",
                b.reason.empty() ? "" : " (" + b.reason + ")");
 }
 
@@ -141,13 +166,13 @@ nlohmann::json backends_json(const std::vector<backend_report>& bs) {
   for (const auto& b : bs)
     j.push_back({{"name", b.name}, {"health", b.health}, {"reason", b.reason}, {"submitted", b.submitted},
                  {"completed", b.completed}, {"failed", b.failed}, {"probes", b.probes}, {"teardowns", b.teardowns},
-                 {"busy_s", b.busy_s}});
+                 {"busy_s", b.busy_s}, {"device_s", b.device_s}, {"device_cpu_s", b.device_cpu_s}});
   return j;
 }
 
 nlohmann::json routing_json(const offload::scheduler_stats& r) {
   return {{"to_accel", r.to_accel}, {"to_cpu", r.to_cpu}, {"small", r.small}, {"overflow", r.overflow},
-          {"not_serving", r.not_serving}, {"redone", r.redone}};
+          {"not_serving", r.not_serving}, {"redone", r.redone}, {"waited", r.waited}};
 }
 
 void print_table(std::FILE* out, const corpus& c, const bench_options& o, const std::vector<codec_result>& rs) {
@@ -177,9 +202,9 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
   for (const auto& r : rs) {
     if (r.backends.empty()) continue;
     fmt::print(out, "{}: {} records to the accelerator, {} to the CPU ({} too small, {} overflowed, {} while it was "
-                    "down), {} redone on the CPU; process CPU {:.2f} s\n",
+                    "down), {} redone on the CPU; process CPU {:.2f} s{}\n",
                r.name, r.routing.to_accel, r.routing.to_cpu, r.routing.small, r.routing.overflow,
-               r.routing.not_serving, r.routing.redone, r.process_cpu_s);
+               r.routing.not_serving, r.routing.redone, r.process_cpu_s, host_cpu_note(r.process_cpu_s, r.backends, r.logical_bytes * r.compress_passes));
     print_backends(out, r.backends);
   }
 }
@@ -187,10 +212,11 @@ void print_table(std::FILE* out, const corpus& c, const bench_options& o, const 
 void print_policy(std::FILE* out, const policy_report& r) {
   const double mib = 1024.0 * 1024.0;
   fmt::print(out, "policy {}, {} CPU worker(s), accel {}: {:.1f} MiB in {:.2f} s = {:.1f} MB/s; process CPU {:.2f} s "
-                  "({:.2f} s per GiB); ratio {:.3f}\n",
+                  "({:.2f} s per GiB{}); ratio {:.3f}\n",
              r.policy, r.workers, r.accel, static_cast<double>(r.logical) / mib, r.wall_s,
              r.wall_s > 0 ? static_cast<double>(r.logical) / mib / r.wall_s : 0.0, r.process_cpu_s,
              r.logical ? r.process_cpu_s / (static_cast<double>(r.logical) / (mib * 1024)) : 0.0,
+             host_cpu_note(r.process_cpu_s, r.backends, r.logical),
              r.stored ? static_cast<double>(r.logical) / static_cast<double>(r.stored) : 0.0);
   fmt::print(out, "{:<28} {:>7} {:>6} {:>9} {:>9} {:>9} {:>7}  {:<24} {}\n", "class", "records", "holes", "raw:check",
              "raw:probe", "raw:cap", "ratio", "compressed", "backends");
@@ -374,7 +400,10 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
                                             "present, else the CPU; qat: refuse to mount without it; cpu: never), "
                                             "qatzip=LIBRARY (default $QZFS_QATZIP_LIB or libqatzip.so.3; accel=fault:ITEM+ITEM... "
                                             "injects faults into a software stand-in, for tests; accel=model:gbps=24+latency=40us+instances=4 "
-                                            "models a QAT card, fault items compose, docs/QAT.md), nowriteback (no "
+                                            "models a QAT card, fault items compose, docs/QAT.md), accel_verify=full|crc (how the "
+                                            "accelerator's output is checked before it is stored: full decodes every member "
+                                            "and compares, the default; crc checks its CRC-32 and size, cheaper, and misses "
+                                            "bad deflate data under a right footer), nowriteback (no "
                                             "kernel writeback cache: every write reaches qzfs as the application made "
                                             "it), allow_other (other users may use the mount; each acts as itself), noacl (no POSIX "
                                             "ACLs), debug, source=BACKING; and mount(8)'s ro, nosuid, nodev, noexec, sync, "
@@ -444,6 +473,9 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
           mo.readahead_kb = static_cast<unsigned>(parse_size(val) / 1024);
         } else if (key == "qatzip") {
           mo.qatzip = val;
+        } else if (key == "accel_verify") {
+          if (val != "full" && val != "crc") throw std::invalid_argument("accel_verify must be full or crc");
+          mo.accel_verify = val;
         } else if (key == "commit") {
           mo.commit_seconds = std::stod(val);
           if (mo.commit_seconds <= 0) throw std::invalid_argument("commit must be a positive number of seconds");

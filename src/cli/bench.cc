@@ -106,7 +106,8 @@ phase_result run_phase(std::size_t nrec, unsigned threads, double min_time, Setu
 backend_report report_of(const offload::backend& b) {
   auto st = b.stats();
   return {std::string(b.name()), std::string(offload::to_string(b.state())), b.reason(), st.submitted, st.completed,
-          st.failed, st.probes, st.teardowns, static_cast<double>(st.busy_ns) * 1e-9};
+          st.failed, st.probes, st.teardowns, static_cast<double>(st.busy_ns) * 1e-9,
+          static_cast<double>(st.device_ns) * 1e-9, static_cast<double>(st.device_cpu_ns) * 1e-9};
 }
 
 double process_cpu_seconds() {

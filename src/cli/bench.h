@@ -37,6 +37,8 @@ struct backend_report {
   std::string name, health, reason;
   std::uint64_t submitted = 0, completed = 0, failed = 0, probes = 0, teardowns = 0;
   double busy_s = 0;
+  double device_s = 0;      // the device's own time on its jobs (a modelled card: as modelled)
+  double device_cpu_s = 0;  // CPU of a modelled card's threads: a card's, not the host's
 };
 backend_report report_of(const offload::backend& b);
 

@@ -1,6 +1,8 @@
 // fs/: the commit thread (committer.h).
 #include "committer.h"
 
+#include <pthread.h>
+
 #include <sys/stat.h>
 
 #include <chrono>
@@ -30,6 +32,7 @@ void restore_times(open_file& f) {
 // Commits every open file each commit_seconds, and every closed one as soon as it is closed (a
 // few together), then lets it go.
 void commit_loop(fs_state& s) {
+  pthread_setname_np(pthread_self(), "qzfs-commit");
   using clock = std::chrono::steady_clock;
   const auto period = std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(s.o.commit_seconds));
   auto next_tick = clock::now() + period;

@@ -2,6 +2,8 @@
 // pool, the accelerator, the scheduler and the engine.
 #include "service.h"
 
+#include <sys/resource.h>
+
 #include "qzfs/codec/codec.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/offload/accel_backend.h"
@@ -36,7 +38,7 @@ std::string service::check(const mount_options& o) {
 
 service::service(const mount_options& o) : impl_(std::make_unique<impl>()) {
   impl_->cpu = std::make_unique<offload::cpu_backend>(offload::cpu_backend::options{.workers = o.threads});
-  impl_->accel = offload::make_accel(o.accel, o.qatzip, o.recordsize, "full");
+  impl_->accel = offload::make_accel(o.accel, o.qatzip, o.recordsize, o.accel_verify);
   impl_->sched = std::make_unique<offload::scheduler>(*impl_->cpu, impl_->accel.get());
   impl_->compressor = std::make_unique<engine::engine>(*impl_->sched, engine::engine_options{.pol = *engine::parse_policy(o.compression)});
 }
@@ -60,6 +62,11 @@ std::map<std::string, std::uint64_t> by_name(const Counts& counts) {
 }  // namespace
 
 void service::fill(stats& st) const {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) * 1e-6; };
+  st.process.cpu_s = sec(ru.ru_utime) + sec(ru.ru_stime);
+  if (impl_->accel) st.process.device_cpu_s = static_cast<double>(impl_->accel->device_cpu_ns()) * 1e-9;
   const auto es = impl_->compressor->stats();
   st.engine = {.records = es.records, .holes = es.holes, .raw = es.raw, .compressed = es.compressed,
                .checker_skips = es.checker_skips, .probe_skips = es.probe_skips, .cap_misses = es.cap_misses,
@@ -68,7 +75,7 @@ void service::fill(stats& st) const {
                .per_producer = by_name<codec::producer_id>(es.per_producer)};
   const auto ss = impl_->sched->stats();
   st.routing = {.to_accel = ss.to_accel, .to_cpu = ss.to_cpu, .small = ss.small, .overflow = ss.overflow,
-                .not_serving = ss.not_serving, .redone = ss.redone};
+                .not_serving = ss.not_serving, .redone = ss.redone, .waited = ss.waited};
   const auto cs = impl_->cpu->stats();
   st.cpu = {.workers = impl_->cpu->workers(), .jobs = cs.completed, .failed = cs.failed, .bytes_in = cs.bytes_in,
             .bytes_out = cs.bytes_out, .busy_s = static_cast<double>(cs.busy_ns) / 1e9};
@@ -85,6 +92,8 @@ void service::fill(stats& st) const {
     st.accel.bytes_in = as.bytes_in;
     st.accel.bytes_out = as.bytes_out;
     st.accel.device_cpu_ns = as.device_cpu_ns;
+    st.accel.device_ns = as.device_ns;
+    st.accel.emulation_ns = as.emulation_ns;
   } else {
     st.accel.state = "none";
   }

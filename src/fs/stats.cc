@@ -1,4 +1,6 @@
 // fs/: live statistics, the root's "user.qzfs.stats" attribute (read by `qzfs stats`).
+#include <pthread.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -45,6 +47,7 @@ void add_share(space_counters& c, std::int64_t sign, std::int64_t logical, std::
 }  // namespace
 
 void scan_backing(fs_state& s) {
+  pthread_setname_np(pthread_self(), "qzfs-scan");
   auto& c = s.space;
   std::set<key> linked;  // files with several links, counted once
   std::vector<int> stack;

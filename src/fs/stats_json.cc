@@ -15,9 +15,10 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::engine_counts, records, h
                                                 per_producer)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cache_counts, limit_bytes, used_bytes, peak_bytes, reliefs)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::routing_counts, to_accel, to_cpu, small, overflow, not_serving,
-                                                redone)
+                                                redone, waited)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::sync_counts, fsyncs, logged, recovered)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cpu_counts, workers, jobs, failed, bytes_in, bytes_out, busy_s)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::process_counts, cpu_s, device_cpu_s)
 
 std::string to_json(const stats& s, int indent) {
   nlohmann::json accel{{"spec", s.accel.spec}, {"state", s.accel.state}};
@@ -31,6 +32,8 @@ std::string to_json(const stats& s, int indent) {
     accel["bytes_in"] = s.accel.bytes_in;
     accel["bytes_out"] = s.accel.bytes_out;
     accel["device_cpu_ns"] = s.accel.device_cpu_ns;
+    accel["device_ns"] = s.accel.device_ns;
+    accel["emulation_ns"] = s.accel.emulation_ns;
   }
   const nlohmann::json j{
       {"backing", s.backing},
@@ -50,7 +53,8 @@ std::string to_json(const stats& s, int indent) {
       {"sync", s.sync},
       {"accel", accel},
       {"routing", s.routing},
-      {"cpu", s.cpu}};
+      {"cpu", s.cpu},
+      {"process", s.process}};
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -81,6 +85,8 @@ void read_accel(const nlohmann::json& a, stats::accel_counts& sa) {
   read(a, "bytes_in", sa.bytes_in);
   read(a, "bytes_out", sa.bytes_out);
   read(a, "device_cpu_ns", sa.device_cpu_ns);
+  read(a, "device_ns", sa.device_ns);
+  read(a, "emulation_ns", sa.emulation_ns);
 }
 
 }  // namespace
@@ -108,6 +114,7 @@ stats stats_from_json(std::string_view text) {
     read_accel(object_at(j, "accel"), s.accel);
     read(j, "routing", s.routing);
     read(j, "cpu", s.cpu);
+    read(j, "process", s.process);
     read(j, "cache", s.cache);
     read(j, "sync", s.sync);
   } catch (const nlohmann::json::exception& x) {

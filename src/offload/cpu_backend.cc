@@ -1,5 +1,7 @@
 #include "qzfs/offload/cpu_backend.h"
 
+#include <pthread.h>
+
 #include <chrono>
 
 #include "qzfs/codec/workspace.h"
@@ -96,6 +98,7 @@ void cpu_backend::run(job& j, codec::workspace& ws) noexcept {
 }
 
 void cpu_backend::work() {
+  pthread_setname_np(pthread_self(), "qzfs-cpu");  // top -H, /proc/PID/task/*/comm
   codec::workspace ws(o_.max_record);
   for (;;) {
     job* j;

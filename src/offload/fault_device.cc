@@ -57,6 +57,7 @@ class fault_session final : public device_session {
   codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
     fault_spec spec;
     fault f = fault::none;
+    inner_ran_ = false;
     {
       std::lock_guard lk(st_->m);
       spec = st_->spec;
@@ -87,8 +88,10 @@ class fault_session final : public device_session {
       // A well-formed member of other bytes: it decodes, and its own CRC matches what it decodes to.
       std::vector<std::byte> other(in.begin(), in.end());
       other[other.size() / 2] ^= std::byte{0x20};
+      inner_ran_ = true;
       return inner_->compress(level, other, out);
     }
+    inner_ran_ = true;
     auto r = inner_->compress(level, in, out);
     if (f == fault::badcrc && r.st == codec::status::ok && r.size >= 8) out[r.size - 8] ^= std::byte{0x01};
     return r;
@@ -102,12 +105,16 @@ class fault_session final : public device_session {
     }
     inner_->abort();  // a job stuck in the wrapped device itself (a slow modelled card) wakes too
   }
+  std::chrono::nanoseconds emulation_excess() const noexcept override {
+    return inner_ran_ ? inner_->emulation_excess() : std::chrono::nanoseconds{};
+  }
 
  private:
   std::unique_ptr<device_session> inner_;
   std::shared_ptr<fault_device::shared> st_;
   std::mt19937_64 rng_;
   bool aborted_ = false;  // guarded by st_->m
+  bool inner_ran_ = false;  // the last compress() reached the wrapped device
 };
 
 }  // namespace

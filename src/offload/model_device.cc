@@ -1,6 +1,5 @@
-// A modelled QAT card: its service time and parallel instances, with real gzip output computed
-// on threads of its own whose CPU time is counted apart from the host's (docs/QAT.md).
-#include <pthread.h>
+// A modelled QAT card: its service time and parallel instances, with real gzip output whose
+// CPU time is counted apart from the host's, as the card's (docs/QAT.md).
 #include <time.h>
 
 #include <algorithm>
@@ -12,7 +11,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "qzfs/codec/workspace.h"
@@ -23,35 +21,32 @@ namespace qzfs::offload {
 namespace {
 using clock_type = std::chrono::steady_clock;
 
-// One job handed to the card. Lives on the stack of the session's compress(), which waits until
-// the instance is done with it (or until it is taken back unstarted), so an instance never
-// touches a buffer that was handed back.
-struct request {
-  int level = 1;
-  std::span<const std::byte> in;
-  std::span<std::byte> out;
-  bool started = false, done = false, aborted = false;  // guarded by shared::m
-  codec::compress_result r{codec::status::error, 0};
-  std::condition_variable cv;  // the session waits here for done
-};
-
 std::uint64_t thread_cpu_ns() noexcept {
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
+
+// A job in a session: waiting (FIFO) for a free instance, then in service.
+struct request {
+  bool aborted = false;        // guarded by shared::m
+  std::condition_variable cv;  // its session waits here: for its turn, for its modelled time
+};
 }  // namespace
 
+// The card's instances are places a job holds for its service time; the compression itself runs
+// on the thread that called the session (as a card computes while its caller waits), and that
+// thread's CPU time over it is counted as the card's. (An instance thread of its own per job
+// cost this machine two more thread switches per record, host CPU a card would not cost.)
 struct model_device::shared {
   model_spec spec;
   std::size_t max_record = 0;
   std::mutex m;                            // lock order: leaf
-  std::condition_variable work_cv, wake;   // a job queued; an abort or the close
-  std::deque<request*> q;                  // waiting for a free instance
+  std::deque<request*> q;                  // waiting for a free instance, in order
+  std::vector<request*> in_service;        // holding an instance (the close wakes them)
   bool closing = false;
   unsigned busy = 0, peak_busy = 0;        // guarded by m
   std::atomic<std::uint64_t> cpu_ns{0}, jobs{0}, overruns{0};
-  std::vector<std::jthread> instances;
 
   std::chrono::nanoseconds service_time(std::size_t bytes) const noexcept {
     // One instance serves gbps / instances: all of them busy make the card's throughput.
@@ -59,79 +54,67 @@ struct model_device::shared {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(spec.latency) +
            std::chrono::nanoseconds(static_cast<std::int64_t>(ns));
   }
-
-  void instance(unsigned idx) {
-    char name[16];
-    std::snprintf(name, sizeof name, "qzfs-qatmodel%u", idx % 10);  // bench/model_fio.sh reads these
-    pthread_setname_np(pthread_self(), name);
-    codec::workspace ws(max_record);
-    codec::spec spec{};  // level 0: none looked up yet
-    std::uint64_t cpu_seen = thread_cpu_ns();
-    auto count_cpu = [&] {
-      const auto now = thread_cpu_ns();
-      cpu_ns.fetch_add(now - cpu_seen, std::memory_order_relaxed);
-      cpu_seen = now;
-    };
-    std::unique_lock lk(m);
-    for (;;) {
-      work_cv.wait(lk, [&] { return closing || !q.empty(); });
-      if (closing) break;
-      request* rq = q.front();
-      q.pop_front();
-      rq->started = true;
-      peak_busy = std::max(peak_busy, ++busy);
-      lk.unlock();
-      const auto t0 = clock_type::now();
-      codec::compress_result r{codec::status::error, 0};
-      if (rq->level != spec.level) spec = codec::spec::gzip(rq->level);
-      if (codec::is_valid(spec)) {
-        iovec v{const_cast<std::byte*>(rq->in.data()), rq->in.size()};
-        try {
-          r = ws.compress(spec, {&v, 1}, rq->out);
-        } catch (...) {
-          r = {codec::status::error, 0};
-        }
-      }
-      count_cpu();
-      const auto due = t0 + service_time(rq->in.size());
-      lk.lock();
-      if (clock_type::now() > due) overruns.fetch_add(1, std::memory_order_relaxed);
-      // The modelled service time; an abort (teardown) or the close answers at once.
-      wake.wait_until(lk, due, [&] { return rq->aborted || closing; });
-      rq->r = rq->aborted || closing ? codec::compress_result{codec::status::error, 0} : r;
-      rq->done = true;
-      --busy;
-      jobs.fetch_add(1, std::memory_order_relaxed);
-      rq->cv.notify_all();  // under the lock: the request is gone once the session sees done
-    }
-    lk.unlock();
-    count_cpu();
-  }
 };
 
 namespace {
 
 class model_session final : public device_session {
  public:
-  explicit model_session(std::shared_ptr<model_device::shared> st) : st_(std::move(st)) {}
+  model_session(std::shared_ptr<model_device::shared> st) : st_(std::move(st)), ws_(st_->max_record) {}
 
   codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
     request rq;
-    rq.level = level;
-    rq.in = in;
-    rq.out = out;
+    excess_ = {};
+    const auto t0 = clock_type::now();
     std::unique_lock lk(st_->m);
     if (st_->closing) return {codec::status::error, 0};
+    // A free instance, first come first served. Each job waits on its own condition: a shared
+    // one woke every session at every job's end.
     st_->q.push_back(&rq);
     cur_ = &rq;
-    st_->work_cv.notify_one();
-    rq.cv.wait(lk, [&] { return rq.done || ((rq.aborted || st_->closing) && !rq.started); });
-    cur_ = nullptr;
-    if (!rq.done) {  // taken back before an instance started it
-      std::erase(st_->q, &rq);
+    rq.cv.wait(lk, [&] {
+      return rq.aborted || st_->closing || (st_->q.front() == &rq && st_->busy < st_->spec.instances);
+    });
+    st_->q.erase(std::find(st_->q.begin(), st_->q.end(), &rq));
+    if (rq.aborted || st_->closing) {
+      cur_ = nullptr;
+      if (!st_->q.empty()) st_->q.front()->cv.notify_one();  // the next in line is at the front now
       return {codec::status::error, 0};
     }
-    return rq.r;
+    st_->peak_busy = std::max(st_->peak_busy, ++st_->busy);
+    st_->in_service.push_back(&rq);
+    if (!st_->q.empty()) st_->q.front()->cv.notify_one();  // another instance may be free
+    lk.unlock();
+
+    const auto start = clock_type::now();
+    codec::compress_result r{codec::status::error, 0};
+    if (level != spec_.level) spec_ = codec::spec::gzip(level);
+    if (codec::is_valid(spec_)) {
+      const auto cpu0 = thread_cpu_ns();
+      iovec v{const_cast<std::byte*>(in.data()), in.size()};
+      try {
+        r = ws_.compress(spec_, {&v, 1}, out);
+      } catch (...) {
+        r = {codec::status::error, 0};
+      }
+      st_->cpu_ns.fetch_add(thread_cpu_ns() - cpu0, std::memory_order_relaxed);
+    }
+    const auto due = start + st_->service_time(in.size());
+    lk.lock();
+    if (clock_type::now() > due) st_->overruns.fetch_add(1, std::memory_order_relaxed);
+    // The modelled service time; an abort (teardown) or the close answers at once.
+    rq.cv.wait_until(lk, due, [&] { return rq.aborted || st_->closing; });
+    if (rq.aborted || st_->closing) r = {codec::status::error, 0};
+    --st_->busy;
+    std::erase(st_->in_service, &rq);
+    cur_ = nullptr;
+    st_->jobs.fetch_add(1, std::memory_order_relaxed);
+    if (!st_->q.empty()) st_->q.front()->cv.notify_one();  // an instance is free
+    lk.unlock();
+    // Sessions are as many as instances (make_accel), so a card would start this job at once:
+    // whatever it took beyond the modelled service time was this machine's doing.
+    excess_ = std::max(std::chrono::nanoseconds{}, clock_type::now() - t0 - st_->service_time(in.size()));
+    return r;
   }
 
   void abort() noexcept override {
@@ -139,12 +122,16 @@ class model_session final : public device_session {
     if (cur_ == nullptr) return;
     cur_->aborted = true;
     cur_->cv.notify_all();
-    st_->wake.notify_all();
   }
+
+  std::chrono::nanoseconds emulation_excess() const noexcept override { return excess_; }
 
  private:
   std::shared_ptr<model_device::shared> st_;
-  request* cur_ = nullptr;  // guarded by st_->m: the job in compress(), for abort()
+  codec::workspace ws_;
+  codec::spec spec_{};                 // level 0: none looked up yet
+  request* cur_ = nullptr;             // guarded by st_->m: the job in compress(), for abort()
+  std::chrono::nanoseconds excess_{};  // the last compress()'s time beyond the modelled one
 };
 
 double parse_positive(std::string_view key, std::string_view v, double max) {
@@ -211,20 +198,14 @@ model_device::model_device(model_spec spec, std::size_t max_record) : spec_(spec
   if (!(spec_.gbps > 0)) throw std::invalid_argument("model device: gbps must be above 0");
   st_->spec = spec_;
   st_->max_record = max_record;
-  shared* st = st_.get();
-  for (unsigned i = 0; i < spec_.instances; ++i) st_->instances.emplace_back([st, i] { st->instance(i); });
 }
 
 model_device::~model_device() {
-  {
-    std::lock_guard lk(st_->m);
-    st_->closing = true;
-    // Jobs still waiting for an instance: their sessions give them back as errors.
-    for (auto* rq : st_->q) rq->cv.notify_all();
-  }
-  st_->work_cv.notify_all();
-  st_->wake.notify_all();
-  st_->instances.clear();  // joins
+  // Sessions still at work (their backend outlives the device only in tests) answer error.
+  std::lock_guard lk(st_->m);
+  st_->closing = true;
+  for (auto* rq : st_->q) rq->cv.notify_all();
+  for (auto* rq : st_->in_service) rq->cv.notify_all();
 }
 
 open_result model_device::open_session() noexcept {

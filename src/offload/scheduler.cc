@@ -10,18 +10,24 @@ scheduler::scheduler(cpu_backend& cpu, accel_backend* accel, options o)
   if (accel_ != nullptr && overflow_depth_ == 0) overflow_depth_ = accel_->capacity();
 }
 
-bool scheduler::accel_is_worth_it(std::size_t cpu_ahead) const noexcept {
+double scheduler::accel_wait_ns(std::size_t cpu_ahead) const noexcept {
   const auto a = accel_->stats();
   const auto c = cpu_.stats();
   // Untried (first use, or just back up): one job at a time until its speed is known.
-  if (a.service_ns == 0) return a.queue_depth == 0;
+  if (a.service_ns == 0) return a.queue_depth == 0 ? 0 : -1;
+  if (c.service_ns == 0) return 0;
   const double accel_finish = static_cast<double>(a.queue_depth + 1) * static_cast<double>(a.service_ns) / accel_->sessions();
   // The CPU's queue plus the jobs of this batch already given to it: a batch reaches the CPU queue
   // only once it is all routed, and judged against the queue alone, the accelerator was refused
   // after its first few jobs while the CPU's share piled up behind them.
   const double cpu_finish =
       static_cast<double>(c.queue_depth + cpu_ahead + 1) * static_cast<double>(c.service_ns) / cpu_.workers();
-  return c.service_ns == 0 || accel_finish <= accel_bias_ * cpu_finish;
+  if (accel_finish > accel_bias_ * cpu_finish) return -1;
+  // A modelled card frees its places later than the card would, by what this machine takes to
+  // stand in for it: waited for as the card would be, plus that (0 for a real device).
+  const double emulation = static_cast<double>(a.queue_depth + 1) * static_cast<double>(accel_->emulation_excess_ns()) /
+                           accel_->sessions();
+  return std::min(accel_bias_ * cpu_finish, 1e9) + emulation;
 }
 
 void scheduler::after_accel(job& j, void* self) {
@@ -36,7 +42,7 @@ void scheduler::after_accel(job& j, void* self) {
   j.complete();
 }
 
-bool scheduler::route(job& j, completion& c, std::size_t cpu_ahead) {
+scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahead, clock_type::time_point& wait_until) {
   j.done = &c;
   j.redone = false;
   j.on_finish = nullptr;
@@ -49,21 +55,46 @@ bool scheduler::route(job& j, completion& c, std::size_t cpu_ahead) {
     } else {
       j.on_finish = &scheduler::after_accel;
       j.on_finish_ctx = this;
-      if (accel_->queue_depth() < overflow_depth_ && accel_is_worth_it(cpu_ahead) && accel_->try_submit(j)) {
-        to_accel_.fetch_add(1, std::memory_order_relaxed);
-        return true;
+      if (const double wait = accel_wait_ns(cpu_ahead); wait >= 0) {
+        if (accel_->queue_depth() < overflow_depth_ && accel_->try_submit(j)) {
+          to_accel_.fetch_add(1, std::memory_order_relaxed);
+          return route_to::accel;
+        }
+        // Full, yet expected to finish this job in time even behind its whole queue: worth
+        // waiting for a place, as long as the rule allows (bias x the CPU's expected finish). A
+        // fast card is never short of places for long; a saturated one keeps them past the wait,
+        // and the job overflows to the CPU.
+        if (wait > 0) {
+          wait_until = clock_type::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(wait, 2e9)));
+          return route_to::wait;
+        }
       }
       j.on_finish = nullptr;
       overflow_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   to_cpu_.fetch_add(1, std::memory_order_relaxed);
+  return route_to::cpu;
+}
+
+bool scheduler::wait_for_accel(job& j, clock_type::time_point until) {
+  if (accel_->submit_by(j, until, overflow_depth_)) {
+    waited_.fetch_add(1, std::memory_order_relaxed);
+    to_accel_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  j.on_finish = nullptr;
+  overflow_.fetch_add(1, std::memory_order_relaxed);
+  to_cpu_.fetch_add(1, std::memory_order_relaxed);
   return false;
 }
 
 void scheduler::submit(job& j, completion& c) {
   c.expect(1);
-  if (!route(j, c, 0)) cpu_.submit(j);
+  clock_type::time_point until;
+  auto r = route(j, c, 0, until);
+  if (r == route_to::wait && wait_for_accel(j, until)) return;
+  if (r != route_to::accel) cpu_.submit(j);
 }
 
 void scheduler::submit(std::span<job*> js, completion& c) {
@@ -72,12 +103,20 @@ void scheduler::submit(std::span<job*> js, completion& c) {
   // at a time. Routed all at once, a batch larger than the accelerator's queue sent everything
   // past its first queueful to the CPU; handing the CPU each queueful as it fills (which blocks,
   // as submit does, while the CPU queue is full) lets the accelerator finish jobs meanwhile and
-  // take more of the batch.
+  // take more of the batch. Before waiting for a place at the accelerator, the CPU gets what it
+  // has been given so far, so it works meanwhile.
   std::size_t n = 0, queued = 0;  // js[0, n): the CPU's; js[0, queued): already in its queue
   const std::size_t chunk = std::max<std::size_t>(1, cpu_.capacity());
   for (std::size_t i = 0; i < js.size(); ++i) {
     job* j = js[i];
-    if (!route(*j, c, n - queued)) js[n++] = j;
+    clock_type::time_point until;
+    auto r = route(*j, c, n - queued, until);
+    if (r == route_to::wait) {
+      cpu_.submit_all(js.subspan(queued, n - queued));
+      queued = n;
+      r = wait_for_accel(*j, until) ? route_to::accel : route_to::cpu;
+    }
+    if (r == route_to::cpu) js[n++] = j;
     if (n - queued >= chunk) {
       cpu_.submit_all(js.subspan(queued, n - queued));
       queued = n;
@@ -96,7 +135,8 @@ void scheduler::run(std::span<job> batch) {
 }
 
 scheduler_stats scheduler::stats() const noexcept {
-  return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), not_serving_.load(), redone_.load()};
+  return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), not_serving_.load(), redone_.load(),
+          waited_.load()};
 }
 
 }  // namespace qzfs::offload

@@ -59,10 +59,10 @@ bool reads_back(const fs::path& p, const std::vector<std::byte>& d) { return qzf
 
 class model_mount : public mount_test {};
 
-TEST_F(model_mount, a_card_faster_than_the_cores_takes_its_share_and_its_failures_lose_nothing) {
-  // A card faster than the cores (8 instances against one CPU worker): it takes a large share of
-  // the eligible gzip records (128 KiB, inside its window).
-  mount("commit=1,compression=gzip,threads=1,accel=model:gbps=24+latency=40us+instances=8");
+TEST_F(model_mount, a_card_faster_than_the_cores_takes_most_records_and_its_failures_lose_nothing) {
+  // A card faster than the cores, with the mount's defaults otherwise (a CPU worker per core,
+  // full verification): it takes most of the eligible gzip records (128 KiB, inside its window).
+  mount("commit=1,compression=gzip,accel=model:gbps=24+latency=40us+instances=4");
   const auto sam = sam_text(24 << 20, 1);
   write_synced(mnt_ / "reads.sam", sam);
   std::string out;
@@ -73,14 +73,18 @@ TEST_F(model_mount, a_card_faster_than_the_cores_takes_its_share_and_its_failure
   const auto eligible =
       to_accel + json_number(out, "overflow", "routing") + json_number(out, "not_serving", "routing");
   EXPECT_GE(eligible, 150u) << "24 MiB of text in 128 KiB records: " << out;
-  // Most, in the unit test (model_device.a_card_faster_than_the_cores_takes_most_eligible_records);
-  // here a quarter at least: the card's instances compute real gzip on the same two cores as the
-  // CPU pool, the FUSE threads and the verification, so its measured service time, which routing
-  // follows, is several times the modelled one and the split follows the measured speeds
-  // (docs/QAT.md); 36-60% seen on the CI machine.
-  EXPECT_GE(to_accel * 4, eligible) << "the card took its share: " << out;
+  // Routing judges the card by its modelled time (this machine's overruns left out) and a job
+  // waits for a place at the full card rather than going to the CPU (docs/QAT.md): 95-98% on an
+  // idle 2-core machine; two thirds at least here, where other tests share the cores.
+  EXPECT_GE(to_accel * 3, eligible * 2) << "the card took most: " << out;
   EXPECT_EQ(json_number(out, "jobs", "accel"), to_accel) << "and it did them: " << out;
   EXPECT_GT(json_number(out, "device_cpu_ns", "accel"), 0u) << "the card's own CPU is counted apart: " << out;
+  EXPECT_GT(json_number(out, "device_ns", "accel"), 0u) << "and its modelled time: " << out;
+  EXPECT_NE(out.find("\"device_cpu_s\""), std::string::npos) << "the daemon's CPU, the card's apart: " << out;
+  std::string text;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", mnt_.string()}, &text), 0) << text;
+  EXPECT_NE(text.find("less the modelled card's"), std::string::npos) << text;
+  EXPECT_NE(text.find("device time"), std::string::npos) << text;
   EXPECT_EQ(json_number(out, "redone", "routing"), 0u) << out;
   EXPECT_TRUE(reads_back(mnt_ / "reads.sam", sam));
   unmount();

@@ -242,8 +242,10 @@ TEST(accel_backend, saturated_device_overflows_to_the_cpu) {
   o.sessions = 1;
   o.queue_capacity = 4;
   o.timeout = 2000ms;
-  accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=3ms")), o);
-  scheduler sched(cpu, &accel, {.overflow_depth = 2, .accel_bias = 1e9});
+  accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=10ms")), o);
+  // The rule lets it finish up to 50 times later than the CPU, so a job waits a while for a place
+  // when two are in flight; 10 ms a job keeps them longer, and the rest overflows.
+  scheduler sched(cpu, &accel, {.overflow_depth = 2, .accel_bias = 50});
   batch b(100, 32 * 1024);
   sched.run(b.jobs);
   b.check_all_round_trip();
@@ -362,7 +364,9 @@ TEST(accel_backend, watchdog_leaves_a_taken_ticket_to_its_worker) {
   EXPECT_EQ(a.submitted, 1 + more.jobs.size());
   EXPECT_EQ(a.submitted, a.completed + a.failed) << "accelerator jobs unaccounted for";
   EXPECT_GT(a.completed, 0u) << "the device took nothing after the race: nothing was tested";
-  EXPECT_GE(pops.load(), 1 + static_cast<int>(more.jobs.size()));
+  // Every job the device finished went through a worker's pop (a job left queued past the
+  // deadline on a loaded machine is failed there and redone on the CPU, never popped).
+  EXPECT_GE(pops.load(), static_cast<int>(a.completed));
 }
 
 TEST(scheduler, a_slow_device_gets_only_what_the_cpu_cannot_absorb) {
@@ -387,7 +391,7 @@ TEST(scheduler, a_slow_device_gets_only_what_the_cpu_cannot_absorb) {
 TEST(scheduler, the_cpus_share_of_a_batch_counts_toward_its_expected_finish) {
   cpu_backend cpu({.workers = 2});
   accel_backend accel(make_software_device(), fast_accel());  // 2 sessions, 8 in flight
-  scheduler sched(cpu, &accel);                                // the default rule (4x)
+  scheduler sched(cpu, &accel, {.accel_bias = 4.0});         // the rule at 4x (the formulas below)
   batch warm(16, 64 * 1024);
   sched.run(warm.jobs);  // both service times known
   const auto before = sched.stats().to_accel;

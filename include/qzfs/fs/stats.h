@@ -42,10 +42,19 @@ struct stats {
     std::string name, reason;
     std::uint64_t jobs = 0, failed = 0, probes = 0, teardowns = 0, bytes_in = 0, bytes_out = 0;
     std::uint64_t device_cpu_ns = 0;  // a modelled card's own threads: CPU a real card would spend
+    std::uint64_t device_ns = 0;      // the device's time on the jobs it finished (modelled for a model)
+    std::uint64_t emulation_ns = 0;   // a model's overruns: its jobs' time beyond the modelled one
   } accel;
+
+  struct process_counts {  // the daemon's CPU since it started (getrusage)
+    double cpu_s = 0;         // all its threads
+    double device_cpu_s = 0;  // of which a modelled card's threads (what a card would spend)
+    [[nodiscard]] double host_cpu_s() const noexcept { return cpu_s - device_cpu_s; }
+  } process;
 
   struct routing_counts {
     std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
+    std::uint64_t waited = 0;  // of to_accel: waited for a place in its full queue
   } routing;
 
   struct sync_counts {  // since the mount (docs/STORE.md "Sync log")

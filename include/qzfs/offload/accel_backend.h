@@ -53,10 +53,17 @@ class accel_backend final : public backend {
   /// True for the jobs this backend can do at all: gzip compression of a record in the window.
   [[nodiscard]] bool accepts(const job& j) const noexcept;
   bool try_submit(job& j) noexcept override;
+  /// try_submit() once fewer than `max_depth` jobs are in flight, waiting for that until `until`;
+  /// false when no place came free in time or it stopped serving (the job is untouched).
+  bool submit_by(job& j, std::chrono::steady_clock::time_point until, std::size_t max_depth) noexcept;
   std::size_t queue_depth() const noexcept override;
   std::uint64_t device_cpu_ns() const noexcept override { return dev_->cpu_ns(); }
   [[nodiscard]] std::size_t capacity() const noexcept { return tickets_.size(); }
   [[nodiscard]] unsigned sessions() const noexcept { return o_.sessions; }
+  /// A modelled card: the recent time per job this machine took beyond the modelled time
+  /// (moving average, as service times); 0 for a real device. A place in its queue comes free
+  /// that much later than the card itself would free it.
+  [[nodiscard]] std::uint64_t emulation_excess_ns() const noexcept { return excess_avg_.load(std::memory_order_relaxed); }
   /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
   void probe_now();
 
@@ -77,7 +84,8 @@ class accel_backend final : public backend {
   std::vector<std::unique_ptr<ticket>> tickets_;
 
   mutable std::mutex m_;  // lock order: m_ before sessions_m_; never held while a job finishes
-  std::condition_variable work_cv_, dog_cv_;
+  std::condition_variable work_cv_, dog_cv_, free_cv_;  // free_cv_: a ticket came free (submit_by)
+  unsigned free_waiters_ = 0;  // guarded by m_: callers in submit_by
   std::deque<ticket*> q_;
   std::vector<ticket*> free_;
   bool stop_ = false;
@@ -86,6 +94,7 @@ class accel_backend final : public backend {
   std::chrono::steady_clock::time_point next_probe_{};
   std::chrono::milliseconds backoff_;
   std::uint64_t ok_streak_ = 0;
+  std::atomic<std::uint64_t> excess_avg_{0};
 
   std::mutex sessions_m_;  // lock order: after m_
   std::vector<device_session*> sessions_;  // each worker's live session, for abort()

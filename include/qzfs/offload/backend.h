@@ -46,6 +46,10 @@ struct backend_stats {
   std::uint64_t queue_depth = 0;
   std::uint64_t probes = 0, teardowns = 0;
   std::uint64_t device_cpu_ns = 0;  // CPU time of a modelled device's own threads (not the host's)
+  std::uint64_t device_ns = 0;      // the device's own time on the jobs it finished (a modelled card:
+                                    // its modelled time; without this machine's overruns)
+  std::uint64_t emulation_ns = 0;   // a modelled card: time its jobs took beyond the modelled time
+                                    // because this machine computed them slower (overruns)
 };
 
 class backend {
@@ -58,7 +62,8 @@ class backend {
   [[nodiscard]] backend_stats stats() const noexcept {
     auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
     return {ld(submitted_), ld(completed_), ld(failed_), ld(bytes_in_), ld(bytes_out_), ld(busy_ns_),
-            ld(service_ns_), queue_depth(), ld(probes_), ld(teardowns_), device_cpu_ns()};
+            ld(service_ns_), queue_depth(), ld(probes_), ld(teardowns_), device_cpu_ns(), ld(device_ns_),
+            ld(emulation_ns_)};
   }
   /// CPU time spent on this machine by threads that stand for a device's hardware (a modelled
   /// card): counted apart from the host's. 0 for the CPU pool and for real devices.
@@ -93,7 +98,7 @@ class backend {
   void forget_service() noexcept { service_ns_.store(0, std::memory_order_relaxed); }
   // The counters of backend_stats, kept by the backends.
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0},
-      service_ns_{0}, probes_{0}, teardowns_{0};
+      service_ns_{0}, probes_{0}, teardowns_{0}, device_ns_{0}, emulation_ns_{0};
 
  private:
   std::atomic<health> health_{health::down};

@@ -30,6 +30,11 @@ class device_session {
                                                         std::span<std::byte> out) noexcept = 0;
   /// Wakes a compress() that hangs (teardown after a timeout). May do nothing.
   virtual void abort() noexcept {}
+  /// How much longer the last compress() took than the device itself would have: non-zero only
+  /// for a modelled card whose output this machine computed slower than the modelled service
+  /// time (an overrun, on busy cores). The backend's routing and its device time leave it out:
+  /// they judge the card, not the machine that stands in for it. 0 for real devices.
+  [[nodiscard]] virtual std::chrono::nanoseconds emulation_excess() const noexcept { return {}; }
 };
 
 struct open_result {
@@ -103,11 +108,12 @@ class fault_device final : public device {
 
 /// A modelled QAT card (docs/QAT.md, "The modelled card"). `instances` work in parallel; a job
 /// waits for a free one (FIFO), then takes latency + size / (gbps / instances): the card's
-/// throughput `gbps` is reached when every instance is busy. Each instance is a thread of the
-/// device that really compresses the record (ISA-L for gzip levels 1-3, libdeflate above), so
-/// the output is a real member that verifies; the job completes when the modelled time is up,
-/// or when the compression is done if this machine could not compute it that fast (counted as
-/// an overrun). The instances' CPU time is counted apart (cpu_ns()), as a card's would be.
+/// throughput `gbps` is reached when every instance is busy. The session's calling thread really
+/// compresses the record (ISA-L for gzip levels 1-3, libdeflate above), as a card works while its
+/// caller waits, so the output is a real member that verifies; the job completes when the
+/// modelled time is up, or when the compression is done if this machine could not compute it
+/// that fast (an overrun, reported by the session's emulation_excess()). The compression's CPU
+/// time is counted apart (cpu_ns()), as a card's would be.
 struct model_spec {
   double gbps = 24;                       // Intel QuickAssist Adapter 8950: 24 Gbps compression
   std::chrono::microseconds latency{40};  // per job: PCIe round trip, rings, completion polling

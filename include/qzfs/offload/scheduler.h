@@ -9,9 +9,14 @@
 //   it would finish the job no later than `accel_bias` times when the CPU pool would (expected
 //   finish = (queue depth + 1) x mean service time / parallel sessions, from each backend's own
 //   counters; the CPU's depth includes the jobs of the batch being routed that went to it);
-//   otherwise, or when it refuses, the CPU takes the job. So the CPU shares the load
-//   when the device is saturated, and a device that has become slow gets only what the CPU
-//   cannot absorb instead of holding every batch back;
+//   otherwise, or when it refuses, the CPU takes the job. When its queue is full but the rule
+//   still holds, the job waits for a free place, at most `accel_bias` times the CPU's expected
+//   finish (at most 1 s; after the CPU has been given its share of the batch so far; plus, for a
+//   modelled card, the time this machine takes to stand in for it): a card much faster
+//   than the cores is never short of places for long and takes nearly everything, as it should,
+//   while a saturated one keeps its places past the wait and the job overflows. So the CPU
+//   shares the load when the device is saturated, and a device that has become slow gets only
+//   what the CPU cannot absorb instead of holding every batch back;
 // - a job the accelerator fails (error, timeout, output that does not verify) is redone on the
 //   CPU, counted, and finishes normally: the submitter sees only ok or does_not_fit (or the CPU
 //   codec's own error, which never comes from a valid spec).
@@ -19,6 +24,7 @@
 // Thread-safety: submit() and run() may be called from any thread.
 
 #include <atomic>
+#include <chrono>
 #include <span>
 
 #include "qzfs/offload/accel_backend.h"
@@ -33,13 +39,14 @@ struct scheduler_stats {
   std::uint64_t overflow = 0;   // ... of which: accelerator saturated or refusing
   std::uint64_t not_serving = 0; // ... of which: accelerator down or unavailable
   std::uint64_t redone = 0;     // accelerator failures redone on the CPU
+  std::uint64_t waited = 0;     // of to_accel: jobs that waited for a place in its full queue
 };
 
 class scheduler {
  public:
   struct options {
     std::size_t overflow_depth = 0;  // accelerator queue depth that sends new work to the CPU (0: its capacity)
-    double accel_bias = 4.0;         // how much later than the CPU the accelerator may finish a job
+    double accel_bias = 16.0;        // how much later than the CPU the accelerator may finish a job
   };
   scheduler(cpu_backend& cpu, accel_backend* accel, options o);
   scheduler(cpu_backend& cpu, accel_backend* accel) : scheduler(cpu, accel, options{}) {}
@@ -57,17 +64,25 @@ class scheduler {
   [[nodiscard]] accel_backend* accel() noexcept { return accel_; }
 
  private:
+  using clock_type = std::chrono::steady_clock;
+  enum class route_to : std::uint8_t { accel, cpu, wait };
   static void after_accel(job& j, void* self);
-  /// Sets `j` up for `c`; true when the accelerator took it, false when it is the CPU's.
-  /// `cpu_ahead`: jobs of the same batch already given to the CPU but not queued there yet.
-  bool route(job& j, completion& c, std::size_t cpu_ahead);
+  /// Sets `j` up for `c`: accel when the accelerator took it, cpu when it is the CPU's (counted
+  /// either way), wait when it should wait for a place at the accelerator until `wait_until`
+  /// (then wait_for_accel()). `cpu_ahead`: jobs of the same batch already given to the CPU but
+  /// not queued there yet.
+  route_to route(job& j, completion& c, std::size_t cpu_ahead, clock_type::time_point& wait_until);
+  /// After route() said wait: true when the accelerator took `j` in time; else it is the CPU's.
+  bool wait_for_accel(job& j, clock_type::time_point until);
 
   cpu_backend& cpu_;
   accel_backend* accel_;
   std::size_t overflow_depth_;
   double accel_bias_;
-  [[nodiscard]] bool accel_is_worth_it(std::size_t cpu_ahead) const noexcept;
-  std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, not_serving_{0}, redone_{0};
+  /// The accelerator's expected finish against the CPU's: -1 when the CPU should take the job;
+  /// else how long (ns) it is worth waiting for a place at the accelerator (0: do not wait).
+  [[nodiscard]] double accel_wait_ns(std::size_t cpu_ahead) const noexcept;
+  std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, not_serving_{0}, redone_{0}, waited_{0};
 };
 
 }  // namespace qzfs::offload
