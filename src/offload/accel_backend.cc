@@ -76,6 +76,14 @@ accel_backend::~accel_backend() {
   dog_cv_.notify_all();
   free_cv_.notify_all();
   threads_.clear();  // workers finish or fail every queued job before they exit
+  // Jobs still in line for a ticket (released tickets are not refilled once stopping): back to
+  // the scheduler, which redoes them on the CPU.
+  std::deque<std::pair<job*, clock_type::rep>> line;
+  {
+    std::lock_guard lk(m_);
+    line.swap(backlog_);
+  }
+  for (auto& [j, deadline] : line) fail(*j);
 }
 
 namespace {
@@ -90,40 +98,55 @@ bool accel_backend::accepts(const job& j) const noexcept {
          n >= o_.min_record && n <= o_.max_record;
 }
 
-bool accel_backend::try_submit(job& j) noexcept {
+bool accel_backend::try_submit(job& j) noexcept { return submit(j, tickets_.size()); }
+
+bool accel_backend::submit(job& j, std::size_t max_depth) noexcept {
   if (!serving() || !accepts(j)) return false;
-  ticket* t;
+  ticket* t = nullptr;
   {
     std::lock_guard lk(m_);
-    if (stop_ || free_.empty()) return false;
+    if (stop_ || tickets_.size() - free_.size() + backlog_.size() >= max_depth) return false;
+    if (free_.empty()) {
+      // Every place taken: the job waits in line, untouched, for the next ticket that comes free
+      // (release() starts it), with the same deadline as a job in a ticket.
+      if (!serving()) return false;
+      backlog_.push_back({&j, (clock_type::now() + o_.timeout).time_since_epoch().count()});
+      waited_.fetch_add(1, std::memory_order_relaxed);
+      submitted_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
     t = free_.back();
     free_.pop_back();
   }
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  start(*t, j);
+  return true;
+}
+
+void accel_backend::start(ticket& t, job& j) noexcept {
   // The device works on a private copy: QATzip takes contiguous input, and a device that hangs
   // or answers late must never read or write the submitter's buffers after the job is handed back.
-  std::byte* p = t->in.get();
+  std::byte* p = t.in.get();
   for (const auto& v : j.in) {
     if (v.iov_len != 0) std::memcpy(p, v.iov_base, v.iov_len);
     p += v.iov_len;
   }
-  t->in_len = static_cast<std::size_t>(p - t->in.get());
-  t->out_cap = std::min(j.out.size(), o_.max_record + out_slack);
-  t->owner.store(&j, std::memory_order_relaxed);
-  t->level = j.spec.level;
-  t->deadline.store((clock_type::now() + o_.timeout).time_since_epoch().count(), std::memory_order_relaxed);
-  t->st.store(ticket::queued, std::memory_order_release);
+  t.in_len = static_cast<std::size_t>(p - t.in.get());
+  t.out_cap = std::min(j.out.size(), o_.max_record + out_slack);
+  t.owner.store(&j, std::memory_order_relaxed);
+  t.level = j.spec.level;
+  t.deadline.store((clock_type::now() + o_.timeout).time_since_epoch().count(), std::memory_order_relaxed);
+  t.st.store(ticket::queued, std::memory_order_release);
   bool wake_dog;
   {
     std::lock_guard lk(m_);
-    q_.push_back(t);
-    t->in_q = true;
+    q_.push_back(&t);
+    t.in_q = true;
     wake_dog = dog_idle_;
     dog_idle_ = false;
   }
-  submitted_.fetch_add(1, std::memory_order_relaxed);
   work_cv_.notify_one();
   if (wake_dog) dog_cv_.notify_one();  // it was asleep with nothing to watch
-  return true;
 }
 
 bool accel_backend::submit_by(job& j, clock_type::time_point until, std::size_t max_depth) noexcept {
@@ -132,26 +155,37 @@ bool accel_backend::submit_by(job& j, clock_type::time_point until, std::size_t 
     std::unique_lock lk(m_);
     ++free_waiters_;
     const bool room = free_cv_.wait_until(lk, until, [&] {
-      return stop_ || !serving() || (!free_.empty() && tickets_.size() - free_.size() < max_depth);
+      return stop_ || !serving() || tickets_.size() - free_.size() + backlog_.size() < max_depth;
     });
     --free_waiters_;
     if (!room || stop_) return false;
   }
-  return try_submit(j);  // another caller may have taken the place meanwhile: then false
+  return submit(j, max_depth);  // another caller may have taken the place meanwhile: then false
 }
 
 std::size_t accel_backend::queue_depth() const noexcept {
   std::lock_guard lk(m_);
-  return tickets_.size() - free_.size();
+  return tickets_.size() - free_.size() + backlog_.size();
 }
 
 
 void accel_backend::release(ticket& t) {
   t.owner.store(nullptr, std::memory_order_relaxed);
   t.st.store(ticket::idle, std::memory_order_release);
-  std::lock_guard lk(m_);
-  free_.push_back(&t);
-  if (free_waiters_ != 0) free_cv_.notify_one();
+  job* next = nullptr;
+  {
+    std::lock_guard lk(m_);
+    // The next job in line takes the ticket; not while the device is down or stopping (then the
+    // line is failed back: cancel_queued(), the destructor).
+    if (!backlog_.empty() && !stop_ && serving()) {
+      next = backlog_.front().first;
+      backlog_.pop_front();
+    } else {
+      free_.push_back(&t);
+    }
+    if (free_waiters_ != 0) free_cv_.notify_one();  // a place in line came free either way
+  }
+  if (next != nullptr) start(t, *next);
 }
 
 void accel_backend::fail(job& j) {
@@ -164,6 +198,7 @@ void accel_backend::fail(job& j) {
 
 void accel_backend::cancel_queued() {
   std::vector<std::pair<ticket*, job*>> taken;
+  std::vector<job*> line;  // the jobs waiting for a ticket
   {
     std::lock_guard lk(m_);
     // Only what is still in q_: a ticket a worker has popped is that worker's, even before it
@@ -176,11 +211,14 @@ void accel_backend::cancel_queued() {
       taken.emplace_back(t, owner);
     }
     q_.clear();
+    for (auto& [j, deadline] : backlog_) line.push_back(j);
+    backlog_.clear();
   }
   for (auto [t, owner] : taken) {
     fail(*owner);
     release(*t);
   }
+  for (job* j : line) fail(*j);
 }
 
 void accel_backend::mark_down(const std::string& why) {
@@ -399,10 +437,13 @@ void accel_backend::watchdog() {
         t.in_q = false;
       }
     }
+    // A job in line past its deadline: the device is too slow to serve its line (the jobs are
+    // failed back by the teardown's cancel_queued()).
+    const bool line_late = !backlog_.empty() && backlog_.front().second <= now;
     const bool due = state() == health::down && now >= next_probe_.time_since_epoch().count();
     lk.unlock();
     // Down first, then the jobs back (as for a device error).
-    if (!stuck.empty() || !late.empty())
+    if (!stuck.empty() || !late.empty() || line_late)
       mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
     for (job* j : stuck) fail(*j);
     for (auto [t, owner] : late) {

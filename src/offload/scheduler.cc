@@ -7,7 +7,7 @@ namespace qzfs::offload {
 
 scheduler::scheduler(cpu_backend& cpu, accel_backend* accel, options o)
     : cpu_(cpu), accel_(accel), overflow_depth_(o.overflow_depth), accel_bias_(o.accel_bias) {
-  if (accel_ != nullptr && overflow_depth_ == 0) overflow_depth_ = accel_->capacity();
+  if (accel_ != nullptr && overflow_depth_ == 0) overflow_depth_ = 4 * accel_->capacity();
 }
 
 double scheduler::accel_wait_ns(std::size_t cpu_ahead) const noexcept {
@@ -16,7 +16,12 @@ double scheduler::accel_wait_ns(std::size_t cpu_ahead) const noexcept {
   // Untried (first use, or just back up): one job at a time until its speed is known.
   if (a.service_ns == 0) return a.queue_depth == 0 ? 0 : -1;
   if (c.service_ns == 0) return 0;
-  const double accel_finish = static_cast<double>(a.queue_depth + 1) * static_cast<double>(a.service_ns) / accel_->sessions();
+  // A modelled card's queue is longer than the card's would be, by what this machine takes to
+  // stand in for it (its recent excess per job, 0 for a real device): judged as the card's.
+  const double excess = static_cast<double>(accel_->emulation_excess_ns());
+  const double service = static_cast<double>(a.service_ns);
+  const double depth = static_cast<double>(a.queue_depth) * service / (service + excess);
+  const double accel_finish = (depth + 1) * service / accel_->sessions();
   // The CPU's queue plus the jobs of this batch already given to it: a batch reaches the CPU queue
   // only once it is all routed, and judged against the queue alone, the accelerator was refused
   // after its first few jobs while the CPU's share piled up behind them.
@@ -25,8 +30,7 @@ double scheduler::accel_wait_ns(std::size_t cpu_ahead) const noexcept {
   if (accel_finish > accel_bias_ * cpu_finish) return -1;
   // A modelled card frees its places later than the card would, by what this machine takes to
   // stand in for it: waited for as the card would be, plus that (0 for a real device).
-  const double emulation = static_cast<double>(a.queue_depth + 1) * static_cast<double>(accel_->emulation_excess_ns()) /
-                           accel_->sessions();
+  const double emulation = static_cast<double>(a.queue_depth + 1) * excess / accel_->sessions();
   return std::min(accel_bias_ * cpu_finish, 1e9) + emulation;
 }
 
@@ -56,7 +60,7 @@ scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahea
       j.on_finish = &scheduler::after_accel;
       j.on_finish_ctx = this;
       if (const double wait = accel_wait_ns(cpu_ahead); wait >= 0) {
-        if (accel_->queue_depth() < overflow_depth_ && accel_->try_submit(j)) {
+        if (accel_->submit(j, overflow_depth_)) {
           to_accel_.fetch_add(1, std::memory_order_relaxed);
           return route_to::accel;
         }
@@ -136,7 +140,7 @@ void scheduler::run(std::span<job> batch) {
 
 scheduler_stats scheduler::stats() const noexcept {
   return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), not_serving_.load(), redone_.load(),
-          waited_.load()};
+          waited_.load() + (accel_ != nullptr ? accel_->lined() : 0)};
 }
 
 }  // namespace qzfs::offload

@@ -262,6 +262,8 @@ struct tally {
   cpu_backend* cpu = nullptr;
   std::atomic<int> from_accel{0}, final{0};
 
+
+
   static void accel_done(job& j, void* self) {
     auto& t = *static_cast<tally*>(self);
     t.from_accel.fetch_add(1);
@@ -274,6 +276,65 @@ struct tally {
   }
   static void final_result(job&, void* self) { static_cast<tally*>(self)->final.fetch_add(1); }
 };
+
+// Jobs in line for a ticket (every ticket taken) are not lost: a device that hangs is torn down
+// by the watchdog and its line is failed back with it, redone on the CPU; a backend destroyed
+// with a line fails it back too.
+TEST(accel_backend, jobs_in_line_for_a_ticket_are_failed_back_never_lost) {
+  cpu_backend cpu({.workers = 1});
+  {
+    auto o = fast_accel();
+    o.sessions = 1;
+    o.queue_capacity = 1;
+    o.timeout = 100ms;
+    accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("timeout=1")), o);
+    scheduler sched(cpu, &accel, {.overflow_depth = 4, .accel_bias = 1e9});
+    batch b(4, 32 * 1024);
+    // Untried, the device takes one job at a time: put the others in line by hand.
+    completion c;
+    c.expect(b.jobs.size());
+    tally t[4];
+    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+      t[i].cpu = &cpu;
+      b.jobs[i].done = &c;
+      b.jobs[i].on_finish = &tally::accel_done;
+      b.jobs[i].on_finish_ctx = &t[i];
+      ASSERT_TRUE(accel.submit(b.jobs[i], 4)) << i;
+    }
+    EXPECT_EQ(accel.lined(), 3u) << "one in the ticket, three in line";
+    EXPECT_EQ(accel.queue_depth(), 4u);
+    EXPECT_FALSE(accel.submit(b.jobs[0], 4)) << "the line is full at max_depth";
+    c.wait();  // the hang is caught after 100 ms; the line goes back with it
+    b.check_all_round_trip();
+    for (auto& x : t) EXPECT_EQ(x.from_accel.load(), 1);
+    EXPECT_GE(accel.stats().teardowns, 1u);
+    EXPECT_EQ(accel.stats().failed, 4u);
+    EXPECT_EQ(accel.queue_depth(), 0u);
+  }
+  {
+    auto o = fast_accel();
+    o.sessions = 1;
+    o.queue_capacity = 1;
+    auto accel = std::make_unique<accel_backend>(
+        std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=50ms")), o);
+    batch b(4, 32 * 1024);
+    completion c;
+    c.expect(b.jobs.size());
+    tally t[4];
+    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+      t[i].cpu = &cpu;
+      b.jobs[i].done = &c;
+      b.jobs[i].on_finish = &tally::accel_done;
+      b.jobs[i].on_finish_ctx = &t[i];
+      ASSERT_TRUE(accel->submit(b.jobs[i], 8)) << i;
+    }
+    accel.reset();  // with one job in its ticket and three in line
+    c.wait();
+    b.check_all_round_trip();
+    for (auto& x : t) EXPECT_EQ(x.from_accel.load(), 1) << "each finished once, by the device or failed back";
+  }
+}
+
 
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit) {

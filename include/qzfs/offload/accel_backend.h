@@ -1,8 +1,10 @@
 #pragma once
 // offload/: an accelerator as a backend: a few device sessions, each driven by its own thread,
-// a bounded set of in-flight jobs ("tickets"), output verification, a watchdog, and a health
+// a bounded set of in-flight jobs ("tickets") and a line of jobs waiting for one (no copy made
+// until a ticket is theirs; the watchdog holds them to the same deadline), output
+// verification, a watchdog, and a health
 // state machine: up -> (error, timeout or bad output) -> down: sessions torn down, queued jobs
-// handed back at once, re-probed with exponential backoff -> up again. A device that cannot work
+// and the line handed back at once, re-probed with exponential backoff -> up again. A device that cannot work
 // here (no library, no hardware) is `unavailable` and never probed again.
 //
 // No job is lost and none is written wrong: a ticket holds private copies of the input and the
@@ -52,9 +54,14 @@ class accel_backend final : public backend {
   std::string_view name() const noexcept override { return name_; }
   /// True for the jobs this backend can do at all: gzip compression of a record in the window.
   [[nodiscard]] bool accepts(const job& j) const noexcept;
+  /// Takes the job into a free ticket, or refuses it (backend contract).
   bool try_submit(job& j) noexcept override;
-  /// try_submit() once fewer than `max_depth` jobs are in flight, waiting for that until `until`;
-  /// false when no place came free in time or it stopped serving (the job is untouched).
+  /// Takes the job while fewer than `max_depth` jobs are in its tickets or in line: into a free
+  /// ticket, else in line for the next ticket that comes free (no copy until then; its deadline
+  /// runs from now). False, untouched, when that many are there or it is not serving.
+  bool submit(job& j, std::size_t max_depth) noexcept;
+  /// submit() once fewer than `max_depth` jobs are in its tickets or in line, waiting for that
+  /// until `until`; false when no place came free in time or it stopped serving (untouched).
   bool submit_by(job& j, std::chrono::steady_clock::time_point until, std::size_t max_depth) noexcept;
   std::size_t queue_depth() const noexcept override;
   std::uint64_t device_cpu_ns() const noexcept override { return dev_->cpu_ns(); }
@@ -63,6 +70,8 @@ class accel_backend final : public backend {
   /// A modelled card: the recent time per job this machine took beyond the modelled time
   /// (moving average, as service times); 0 for a real device. A place in its queue comes free
   /// that much later than the card itself would free it.
+  /// Jobs that waited in line for a ticket.
+  [[nodiscard]] std::uint64_t lined() const noexcept { return waited_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t emulation_excess_ns() const noexcept { return excess_avg_.load(std::memory_order_relaxed); }
   /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
   void probe_now();
@@ -74,7 +83,8 @@ class accel_backend final : public backend {
   void probe();
   void mark_down(const std::string& why);
   void fail(job& j);  // the job ends with status::error (the scheduler redoes it on the CPU)
-  void release(ticket& t);
+  void release(ticket& t);  // frees the ticket, or starts the next job in line in it
+  void start(ticket& t, job& j) noexcept;  // copies the job in, queues the ticket
   void cancel_queued();
   bool verify(const ticket& t, std::size_t size, codec::workspace& ws, std::byte* scratch) const noexcept;
 
@@ -87,6 +97,8 @@ class accel_backend final : public backend {
   std::condition_variable work_cv_, dog_cv_, free_cv_;  // free_cv_: a ticket came free (submit_by)
   unsigned free_waiters_ = 0;  // guarded by m_: callers in submit_by
   std::deque<ticket*> q_;
+  using clock_type_rep = std::chrono::steady_clock::rep;
+  std::deque<std::pair<job*, clock_type_rep>> backlog_;  // in line for a ticket, with deadlines
   std::vector<ticket*> free_;
   bool stop_ = false;
   bool dog_idle_ = false;                 // the watchdog sleeps with nothing in flight
@@ -95,6 +107,7 @@ class accel_backend final : public backend {
   std::chrono::milliseconds backoff_;
   std::uint64_t ok_streak_ = 0;
   std::atomic<std::uint64_t> excess_avg_{0};
+  std::atomic<std::uint64_t> waited_{0};  // jobs that went in line
 
   std::mutex sessions_m_;  // lock order: after m_
   std::vector<device_session*> sessions_;  // each worker's live session, for abort()

@@ -5,18 +5,19 @@
 // - only compression is offloaded: a record is decoded by the reading thread (store/), so no
 //   record ever needs the accelerator to be read;
 // - gzip compression goes to the accelerator when it is up, the record is inside its size
-//   window (small records never go there), its queue is not deeper than `overflow_depth`, and
-//   it would finish the job no later than `accel_bias` times when the CPU pool would (expected
-//   finish = (queue depth + 1) x mean service time / parallel sessions, from each backend's own
-//   counters; the CPU's depth includes the jobs of the batch being routed that went to it);
-//   otherwise, or when it refuses, the CPU takes the job. When its queue is full but the rule
-//   still holds, the job waits for a free place, at most `accel_bias` times the CPU's expected
-//   finish (at most 1 s; after the CPU has been given its share of the batch so far; plus, for a
-//   modelled card, the time this machine takes to stand in for it): a card much faster
-//   than the cores is never short of places for long and takes nearly everything, as it should,
-//   while a saturated one keeps its places past the wait and the job overflows. So the CPU
-//   shares the load when the device is saturated, and a device that has become slow gets only
-//   what the CPU cannot absorb instead of holding every batch back;
+//   window (small records never go there), fewer than `overflow_depth` jobs are there (in its
+//   tickets or in line for one), and it would finish the job no later than `accel_bias` times
+//   when the CPU pool would (expected finish = (jobs there + 1) x mean service time / parallel
+//   sessions, from each backend's own counters; the CPU's depth includes the jobs of the batch
+//   being routed that went to it); otherwise, or when it refuses, the CPU takes the job. When
+//   `overflow_depth` jobs are there but the rule still holds, the job waits for a place, at most
+//   `accel_bias` times the CPU's expected finish (at most 1 s; after the CPU has been given its
+//   share of the batch so far): a card much faster than the cores is never short of places for
+//   long and takes nearly everything, as it should, while a saturated one keeps its places past
+//   the wait and the job overflows. So the CPU shares the load when the device is saturated,
+//   and a device that has become slow gets only what the CPU cannot absorb instead of holding
+//   every batch back. A modelled card is judged as the card it stands for: its queue and its
+//   waits leave out the time this machine takes to compute for it (docs/QAT.md, "Routing");
 // - a job the accelerator fails (error, timeout, output that does not verify) is redone on the
 //   CPU, counted, and finishes normally: the submitter sees only ok or does_not_fit (or the CPU
 //   codec's own error, which never comes from a valid spec).
@@ -45,7 +46,8 @@ struct scheduler_stats {
 class scheduler {
  public:
   struct options {
-    std::size_t overflow_depth = 0;  // accelerator queue depth that sends new work to the CPU (0: its capacity)
+    std::size_t overflow_depth = 0;  // jobs at the accelerator (in its tickets or in line for one) that send
+                                     // new work to the CPU (0: 4 x its tickets)
     double accel_bias = 16.0;        // how much later than the CPU the accelerator may finish a job
   };
   scheduler(cpu_backend& cpu, accel_backend* accel, options o);
