@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's FIO experiment with a modelled QAT card (docs/BENCHMARKS.md "Modelled QAT card"):
-#   bench/model_fio.sh BUILD_DIR [SIZE=512M] [REPS=1] [MODEL=model:gbps=24]
+#   [COMPRESSION=gzip-6] bench/model_fio.sh BUILD_DIR [SIZE=512M] [REPS=1] [MODEL=model:gbps=24]
 # fio sequential writes, bs 128 KiB and 1 MiB, buffers 60% compressible
 # (buffer_compress_percentage=60, refill_buffers), no preallocation (fallocate=none), ending with
 # an fsync, on gzip mounts side by side in one run: CPU only (accel=cpu), the modelled card with
@@ -19,6 +19,7 @@ build=${1:?usage: model_fio.sh BUILD_DIR [SIZE] [REPS] [MODEL]}
 size=${2:-512M}
 reps=${3:-1}
 model=${4:-model:gbps=24}
+compression=${COMPRESSION:-gzip}  # the mounts' policy (gzip is gzip-1)
 q=$(realpath "$build/qzfs")
 command -v fio > /dev/null || { echo "model_fio: fio is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-model-fio.XXXXXX")
@@ -62,7 +63,7 @@ for ((r = 1; r <= reps; r++)); do
   for ((i = 0; i < n; i++)); do
     rm -rf "$work/b$i"
     mkdir -p "$work/b$i" "$work/m$i"
-    "$q" mount -o "compression=gzip,accel=${targets[$i]}" "$work/b$i" "$work/m$i"
+    "$q" mount -o "compression=$compression,accel=${targets[$i]}" "$work/b$i" "$work/m$i"
   done
   for bs in "${bss[@]}"; do
     for ((k = 0; k < n; k++)); do
@@ -95,6 +96,6 @@ for bs in "${bss[@]}"; do
     printf '%-8s | %-31s | %7s | %6s | %6s %6s %7s | %6s%% | %8s\n' "$bs" "${targets[$i]}" "$m" "$c" "$dm" "$d" "$h" "$p" "$off"
   done
 done
-echo "(size $size, $reps round(s), $(nproc) cores; medians; busy: the whole machine during the job; daemon: the"
+echo "(compression=$compression, size $size, $reps round(s), $(nproc) cores; medians; busy: the whole machine during the job; daemon: the"
 echo " qzfs process; card: its compression on the modelled card; host = daemon - card; off host: the share of the"
 echo " compression's CPU taken off the host against accel=cpu in the same run)"
