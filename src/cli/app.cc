@@ -384,6 +384,15 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   check->add_flag("--json", co.json, "Print JSON instead of text");
   check->add_option("PATH", co.paths, "Files or directories of a backing directory (recursively)")->required();
 
+  du_options duo;
+  auto* du = app.add_subcommand("du", "What files on a qzfs mount hold, like compsize: logical size, disk usage and "
+                                      "ratio, records per codec, raw records and holes, summed over PATHs (directories "
+                                      "recursively, each file once, symlinks not followed). Any user, for the files they "
+                                      "may read (records an open file has not committed yet are counted apart)");
+  du->add_flag("--json", duo.json, "Print JSON instead of text");
+  du->add_flag("--files", duo.files, "A line per file too");
+  du->add_option("PATH", duo.paths, "Files or directories on a qzfs mount")->required();
+
   fs::mount_options mo;
   std::vector<std::string> mount_pos;
   std::vector<std::string> mount_o;
@@ -447,6 +456,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       return run_pack(po, out, err);
     }
     if (check->parsed()) return run_check(co, out, err);
+    if (du->parsed()) return run_du(duo, out, err);
     if (mount->parsed()) {
       for (const auto& kv : mount_o) {
         const auto eq = kv.find('=');

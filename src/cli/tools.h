@@ -1,6 +1,7 @@
 #pragma once
 // `qzfs pack` (plain files of a backing directory rewritten as containers, atomically, in place)
-// and `qzfs check` (every container read and verified; damaged records named).
+// and `qzfs check` (every container read and verified; damaged records named) on a backing
+// directory; `qzfs du` (what files hold) through a mount.
 
 #include <cstdint>
 #include <cstdio>
@@ -25,5 +26,14 @@ struct check_options {
 };
 /// 0 when nothing is damaged, 1 when a record or a container is.
 int run_check(const check_options& o, std::FILE* out, std::FILE* err);
+
+struct du_options {
+  std::vector<std::string> paths;
+  bool json = false;
+  bool files = false;  // a line (an object) per file too
+};
+/// `qzfs du`: sums what the files under the paths hold, through the mount ("user.qzfs.du" of each
+/// regular file the caller may read). 1 when a path failed, or when nothing was on a qzfs mount.
+int run_du(const du_options& o, std::FILE* out, std::FILE* err);
 
 }  // namespace qzfs::cli

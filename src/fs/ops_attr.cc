@@ -12,12 +12,14 @@
 
 #include "committer.h"
 #include "ops.h"
+#include "qzfs/codec/codec.h"
 #include "qzfs/fs/stats.h"
 
 namespace qzfs::fs::detail {
 namespace {
 
 constexpr const char* stats_attr = "user.qzfs.stats";
+constexpr const char* usage_attr = "user.qzfs.du";
 
 // A plain file can be changed beside the mount (it is the backing directory's own): its
 // attributes are asked for each time. Everything else changes only through this mount.
@@ -124,6 +126,51 @@ void get_stats(fuse_req_t req, size_t size) {
   });
 }
 
+// A regular file's "user.qzfs.du": what it holds (qzfs du). The kernel has checked that the
+// caller may read the file (default_permissions), as for any user.* attribute. An open file
+// answers from its store (records not committed yet counted as dirty); a closed one from its
+// backing file opened read-only for the moment (its committed state; nothing is written).
+void get_usage(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  guard(req, "getxattr", [&](bool& replied) {
+    auto& s = state(req);
+    inode& in = s.get(ino);
+    replied = true;
+    if (in.type != S_IFREG) return (void)fuse_reply_err(req, ENODATA);
+    meta_target t;
+    if (int r = target_of(s, in, t)) return (void)fuse_reply_err(req, r);
+    file_usage u;
+    struct stat st {};
+    if (::fstat(t.fd, &st) != 0) return (void)fuse_reply_err(req, errno);
+    u.allocated_bytes = static_cast<std::uint64_t>(st.st_blocks) * 512;
+    auto fill = [&](store::file& f) {
+      const auto fs = f.stats();
+      u.container = f.is_container() && st.st_size > 0;
+      u.logical_bytes = f.size();
+      u.records = fs.records;
+      u.holes = fs.holes;
+      u.raw = fs.raw;
+      u.dirty_records = fs.dirty;
+      for (std::size_t i = 0; i < fs.per_format.size(); ++i)
+        if (fs.per_format[i] != 0) u.per_format[std::string(codec::to_string(static_cast<codec::payload_format>(i)))] = fs.per_format[i];
+    };
+    if (t.file) {
+      fill(*t.file->file);
+    } else {
+      const int fd = ::open(proc_path(t.fd).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+      if (fd < 0) return (void)fuse_reply_err(req, errno);
+      auto o = s.store_opts;
+      o.name = proc_path(t.fd);
+      std::unique_ptr<store::file> f;
+      if (auto ec = store::file::open(std::make_unique<store::fd_io>(fd), o, f)) return (void)fuse_reply_err(req, ec.value() ? ec.value() : EIO);
+      fill(*f);
+    }
+    const std::string j = to_json(u);
+    if (size == 0) return (void)fuse_reply_xattr(req, j.size() + 256);  // it may grow by the next call
+    if (size < j.size()) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, j.data(), j.size());
+  });
+}
+
 }  // namespace
 
 int target_of(fs_state& s, inode& in, meta_target& t) {
@@ -178,6 +225,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   if (ino == FUSE_ROOT_ID && std::strcmp(name, stats_attr) == 0) return get_stats(req, size);
+  if (std::strcmp(name, usage_attr) == 0) return get_usage(req, ino, size);
   with_xattr_target(req, "getxattr", ino, own_xattr(name) ? ENODATA : 0, [&](const std::string& path) {
     std::vector<char> buf(size);
     const ssize_t n = ::getxattr(path.c_str(), name, size ? buf.data() : nullptr, size);

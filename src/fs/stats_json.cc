@@ -20,6 +20,21 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::sync_counts, fsyncs, logg
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cpu_counts, workers, jobs, failed, bytes_in, bytes_out, busy_s)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::process_counts, cpu_s, device_cpu_s)
 
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(file_usage, container, logical_bytes, allocated_bytes, records, holes,
+                                                raw, dirty_records, per_format)
+
+std::string to_json(const file_usage& u) { return nlohmann::json(u).dump(); }
+
+file_usage file_usage_from_json(std::string_view text) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) throw std::invalid_argument("the file's usage is not a JSON object");
+  try {
+    return j.get<file_usage>();
+  } catch (const nlohmann::json::exception& x) {
+    throw std::invalid_argument(std::string("the file's usage: ") + x.what());
+  }
+}
+
 std::string to_json(const stats& s, int indent) {
   nlohmann::json accel{{"spec", s.accel.spec}, {"state", s.accel.state}};
   if (s.accel.present) {

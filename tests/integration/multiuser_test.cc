@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -584,6 +585,61 @@ TEST_F(multiuser, statistics_only_for_root_and_the_mount_owner) {
       EXPECT_FALSE(contains(out, "containers")) << u->uid << ": " << out;
     }
   }
+}
+
+// `qzfs du` through the mount, like compsize but for any user: root sees every file; another
+// user sees what they may read (the kernel checks read permission for the "user.qzfs.du"
+// attribute, as for any user.* attribute), and is told how many files were left out. A file with
+// two links counts once; holes, raw (incompressible) and gzip records are counted; the logical
+// size is exact and the disk usage is the backing files' allocation.
+TEST_F(multiuser, du_shows_what_files_hold_to_whoever_may_read_them) {
+  mount("commit=1,allow_other");
+  make_dir(mnt_ / "d", 0, 0, 0755);
+  const auto text = pattern(1, 1 << 20), secret = pattern(2, 2 << 20);
+  const auto noise = qzfs::test::make_data(qzfs::test::data_class::random, 512 << 10, 3);
+  put(mnt_ / "d" / "text", text);
+  put(mnt_ / "d" / "noise", noise);
+  { std::ofstream((mnt_ / "d" / "sparse").string()); }
+  ASSERT_EQ(::truncate((mnt_ / "d" / "sparse").c_str(), 4 << 20), 0);
+  ASSERT_EQ(::link((mnt_ / "d" / "text").c_str(), (mnt_ / "d" / "text2").c_str()), 0);
+  put(mnt_ / "secret", secret);
+  ASSERT_EQ(::chmod((mnt_ / "secret").c_str(), 0600), 0);
+  make_dir(mnt_ / "closed", 0, 0, 0700);
+  put(mnt_ / "closed" / "hidden", pattern(4, 100000));
+  const std::uint64_t visible = text.size() + noise.size() + (4u << 20);
+
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "du", "--json", mnt_.string()}, &out), 0) << out;
+  EXPECT_EQ(json_number(out, "files"), 5u) << "text (two links, once), noise, sparse, secret, hidden: " << out;
+  EXPECT_EQ(json_number(out, "logical_bytes"), visible + secret.size() + 100000) << out;
+  EXPECT_GE(json_number(out, "holes"), 32u) << "4 MiB never written, in 128 KiB records: " << out;
+  EXPECT_GE(json_number(out, "raw"), 4u) << "512 KiB of random bytes: " << out;
+  EXPECT_GE(json_number(out, "gzip", "per_format"), 24u) << "3 MiB of text: " << out;
+  EXPECT_LT(json_number(out, "allocated_bytes"), json_number(out, "logical_bytes") / 2) << out;
+  EXPECT_EQ(json_number(out, "unreadable_files"), 0u) << out;
+
+  for (const auto* u : {&nobody, &alice}) {
+    EXPECT_EQ(sh(*u, root_, std::string(QZFS_BINARY) + " du --json mnt", &out), 0) << u->uid << ": " << out;
+    EXPECT_EQ(json_number(out, "files"), 3u) << u->uid << ": " << out;
+    EXPECT_EQ(json_number(out, "logical_bytes"), visible) << u->uid << ": " << out;
+    EXPECT_EQ(json_number(out, "unreadable_files"), 1u) << "the 0600 file, left out and counted: " << out;
+    EXPECT_EQ(sh(*u, root_, std::string(QZFS_BINARY) + " du mnt/secret", &out), 0) << out;
+    EXPECT_TRUE(contains(out, "1 file(s) left out: not readable by you")) << out;
+    EXPECT_TRUE(contains(out, "Processed 0 files")) << out;
+  }
+  // The attribute is the daemon's: nobody sets it, a listing does not show it.
+  EXPECT_EQ(::setxattr((mnt_ / "d" / "text").c_str(), "user.qzfs.du", "{}", 2, 0), -1);
+  EXPECT_EQ(errno, EPERM);
+  char names[4096];
+  const ssize_t n = ::listxattr((mnt_ / "d" / "text").c_str(), names, sizeof names);
+  ASSERT_GE(n, 0);
+  EXPECT_FALSE(contains(std::string(names, static_cast<std::size_t>(n)), "qzfs")) << "listed";
+  // Outside a qzfs mount: said, and exit 1.
+  EXPECT_EQ(run({QZFS_BINARY, "du", ref_.string()}, &out), 0) << "an empty directory has nothing to sum: " << out;
+  put(ref_ / "plain", pattern(5, 1000));
+  EXPECT_EQ(run({QZFS_BINARY, "du", ref_.string()}, &out), 1) << out;
+  EXPECT_TRUE(contains(out, "not on a qzfs mount")) << out;
+  unmount();
 }
 
 // Item 8: one user's expensive calls on one file do not hold up another user's calls on other

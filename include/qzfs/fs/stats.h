@@ -67,6 +67,19 @@ struct stats {
   } cpu;
 };
 
+/// What one file holds, as `qzfs du` reads it (a regular file's "user.qzfs.du" attribute
+/// through the mount; anyone who may read the file may read it).
+struct file_usage {
+  bool container = false;             // a compressed container (else a plain file)
+  std::uint64_t logical_bytes = 0;    // its size
+  std::uint64_t allocated_bytes = 0;  // what its backing file occupies (st_blocks x 512)
+  std::uint64_t records = 0, holes = 0, raw = 0, dirty_records = 0;  // raw: stored uncompressed
+  std::map<std::string, std::uint64_t> per_format;  // compressed records by payload format
+};
+[[nodiscard]] std::string to_json(const file_usage& u);
+/// Throws std::invalid_argument for text that is not a JSON object.
+[[nodiscard]] file_usage file_usage_from_json(std::string_view text);
+
 /// The JSON text of `s` (nlohmann's dump: keys sorted; `indent` < 0: one line). A string that is
 /// not UTF-8 (a backing path) has its bad bytes replaced, so the statistics can always be served.
 [[nodiscard]] std::string to_json(const stats& s, int indent = -1);
