@@ -76,14 +76,22 @@ accel_backend::~accel_backend() {
   dog_cv_.notify_all();
   free_cv_.notify_all();
   threads_.clear();  // workers finish or fail every queued job before they exit
-  // Jobs still in line for a ticket (released tickets are not refilled once stopping): back to
-  // the scheduler, which redoes them on the CPU.
+  // Jobs still in line for a ticket (released tickets are not refilled once stopping), and a
+  // ticket the watchdog refilled from the line just before the stop and queued after the workers
+  // had left: back to the scheduler, which redoes them on the CPU.
   std::deque<std::pair<job*, clock_type::rep>> line;
+  std::deque<ticket*> queued;
   {
     std::lock_guard lk(m_);
     line.swap(backlog_);
+    queued.swap(q_);
   }
   for (auto& [j, deadline] : line) fail(*j);
+  for (ticket* t : queued) {
+    t->in_q = false;
+    fail(*t->owner.load(std::memory_order_acquire));
+    release(*t);
+  }
 }
 
 namespace {
@@ -100,7 +108,8 @@ bool accel_backend::accepts(const job& j) const noexcept {
 
 bool accel_backend::try_submit(job& j) noexcept { return submit(j, tickets_.size()); }
 
-bool accel_backend::submit(job& j, std::size_t max_depth) noexcept {
+bool accel_backend::submit(job& j, std::size_t max_depth, bool* lined) noexcept {
+  if (lined != nullptr) *lined = false;
   if (!serving() || !accepts(j)) return false;
   ticket* t = nullptr;
   {
@@ -113,6 +122,7 @@ bool accel_backend::submit(job& j, std::size_t max_depth) noexcept {
       backlog_.push_back({&j, (clock_type::now() + o_.timeout).time_since_epoch().count()});
       waited_.fetch_add(1, std::memory_order_relaxed);
       submitted_.fetch_add(1, std::memory_order_relaxed);
+      if (lined != nullptr) *lined = true;
       return true;
     }
     t = free_.back();
@@ -149,7 +159,8 @@ void accel_backend::start(ticket& t, job& j) noexcept {
   if (wake_dog) dog_cv_.notify_one();  // it was asleep with nothing to watch
 }
 
-bool accel_backend::submit_by(job& j, clock_type::time_point until, std::size_t max_depth) noexcept {
+bool accel_backend::submit_by(job& j, clock_type::time_point until, std::size_t max_depth, bool* lined) noexcept {
+  if (lined != nullptr) *lined = false;
   if (!serving() || !accepts(j)) return false;
   {
     std::unique_lock lk(m_);
@@ -160,7 +171,7 @@ bool accel_backend::submit_by(job& j, clock_type::time_point until, std::size_t 
     --free_waiters_;
     if (!room || stop_) return false;
   }
-  return submit(j, max_depth);  // another caller may have taken the place meanwhile: then false
+  return submit(j, max_depth, lined);  // another caller may have taken the place meanwhile: then false
 }
 
 std::size_t accel_backend::queue_depth() const noexcept {
@@ -223,14 +234,16 @@ void accel_backend::cancel_queued() {
 
 void accel_backend::mark_down(const std::string& why) {
   {
+    // Checked and set under m_: two failures at once tear it down once, and a worker that has
+    // just seen its 100th good job cannot set it back up after this (it heals under m_ too).
     std::lock_guard lk(m_);
     if (!serving()) return;
     ++gen_;
     next_probe_ = clock_type::now() + backoff_;
     backoff_ = std::min(backoff_ * 2, o_.backoff_max);
     ok_streak_ = 0;
+    set_health(health::down, why);
   }
-  set_health(health::down, why);
   teardowns_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(sessions_m_);
@@ -384,15 +397,14 @@ void accel_backend::work(unsigned idx) {
     bytes_in_.fetch_add(t->in_len, std::memory_order_relaxed);
     bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
-    bool healed = false;
     {
       std::lock_guard lk(m_);
       if (++ok_streak_ >= 100) {
         backoff_ = o_.backoff_initial;  // healthy again: forget past failures
-        healed = state() == health::degraded;
+        // Only from degraded, under m_: never over a teardown that came meanwhile.
+        if (state() == health::degraded) set_health(health::up, "");
       }
     }
-    if (healed) set_health(health::up, "");
     release(*t);
     j.finish();
   }
@@ -437,13 +449,19 @@ void accel_backend::watchdog() {
         t.in_q = false;
       }
     }
-    // A job in line past its deadline: the device is too slow to serve its line (the jobs are
-    // failed back by the teardown's cancel_queued()).
-    const bool line_late = !backlog_.empty() && backlog_.front().second <= now;
+    // Jobs in line past their deadline: the device is busy, not broken (a stuck session is
+    // caught by its running ticket's deadline), so they alone go back to the CPU; no teardown.
+    std::vector<job*> waited_too_long;
+    while (!backlog_.empty() && backlog_.front().second <= now) {
+      waited_too_long.push_back(backlog_.front().first);
+      backlog_.pop_front();
+    }
+    if (!waited_too_long.empty() && free_waiters_ != 0) free_cv_.notify_all();
     const bool due = state() == health::down && now >= next_probe_.time_since_epoch().count();
     lk.unlock();
+    for (job* j : waited_too_long) fail(*j);
     // Down first, then the jobs back (as for a device error).
-    if (!stuck.empty() || !late.empty() || line_late)
+    if (!stuck.empty() || !late.empty())
       mark_down("a job took longer than " + std::to_string(o_.timeout.count()) + " ms");
     for (job* j : stuck) fail(*j);
     for (auto [t, owner] : late) {

@@ -82,8 +82,9 @@ scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahea
 }
 
 bool scheduler::wait_for_accel(job& j, clock_type::time_point until) {
-  if (accel_->submit_by(j, until, overflow_depth_)) {
-    waited_.fetch_add(1, std::memory_order_relaxed);
+  bool lined = false;
+  if (accel_->submit_by(j, until, overflow_depth_, &lined)) {
+    if (!lined) waited_.fetch_add(1, std::memory_order_relaxed);  // a job in line is counted there
     to_accel_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }

@@ -312,6 +312,35 @@ TEST(accel_backend, jobs_in_line_for_a_ticket_are_failed_back_never_lost) {
     EXPECT_EQ(accel.queue_depth(), 0u);
   }
   {
+    // A busy device, not a broken one (20 ms a job, one ticket, a 100 ms timeout): the jobs that
+    // wait in line longer than the timeout go back to the CPU, and the device is not torn down.
+    auto o = fast_accel();
+    o.sessions = 1;
+    o.queue_capacity = 1;
+    o.timeout = 100ms;
+    accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=20ms")), o);
+    batch b(8, 16 * 1024);
+    completion c;
+    c.expect(b.jobs.size());
+    tally t[8];
+    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+      t[i].cpu = &cpu;
+      b.jobs[i].done = &c;
+      b.jobs[i].on_finish = &tally::accel_done;
+      b.jobs[i].on_finish_ctx = &t[i];
+      ASSERT_TRUE(accel.submit(b.jobs[i], 8)) << i;
+    }
+    c.wait();
+    b.check_all_round_trip();
+    for (auto& x : t) EXPECT_EQ(x.from_accel.load(), 1);
+    const auto a = accel.stats();
+    EXPECT_EQ(a.teardowns, 0u) << accel.reason();
+    EXPECT_GT(a.failed, 0u) << "160 ms of work behind one ticket: some waited past 100 ms";
+    EXPECT_GT(a.completed, 0u);
+    EXPECT_EQ(a.completed + a.failed, 8u);
+    EXPECT_TRUE(accel.serving());
+  }
+  {
     auto o = fast_accel();
     o.sessions = 1;
     o.queue_capacity = 1;

@@ -1,7 +1,8 @@
 #pragma once
 // offload/: an accelerator as a backend: a few device sessions, each driven by its own thread,
 // a bounded set of in-flight jobs ("tickets") and a line of jobs waiting for one (no copy made
-// until a ticket is theirs; the watchdog holds them to the same deadline), output
+// until a ticket is theirs; one that waits longer than the timeout goes back to the CPU without
+// a teardown: the device is busy, not broken), output
 // verification, a watchdog, and a health
 // state machine: up -> (error, timeout or bad output) -> down: sessions torn down, queued jobs
 // and the line handed back at once, re-probed with exponential backoff -> up again. A device that cannot work
@@ -57,12 +58,15 @@ class accel_backend final : public backend {
   /// Takes the job into a free ticket, or refuses it (backend contract).
   bool try_submit(job& j) noexcept override;
   /// Takes the job while fewer than `max_depth` jobs are in its tickets or in line: into a free
-  /// ticket, else in line for the next ticket that comes free (no copy until then; its deadline
-  /// runs from now). False, untouched, when that many are there or it is not serving.
-  bool submit(job& j, std::size_t max_depth) noexcept;
+  /// ticket, else in line for the next ticket that comes free (no copy until then; after the
+  /// timeout in line it is failed back, to be redone on the CPU; in a ticket the device has the
+  /// timeout again). False, untouched, when that many are there or it is not serving.
+  /// `*lined` (when given) tells whether it went in line.
+  bool submit(job& j, std::size_t max_depth, bool* lined = nullptr) noexcept;
   /// submit() once fewer than `max_depth` jobs are in its tickets or in line, waiting for that
   /// until `until`; false when no place came free in time or it stopped serving (untouched).
-  bool submit_by(job& j, std::chrono::steady_clock::time_point until, std::size_t max_depth) noexcept;
+  bool submit_by(job& j, std::chrono::steady_clock::time_point until, std::size_t max_depth,
+                 bool* lined = nullptr) noexcept;
   std::size_t queue_depth() const noexcept override;
   std::uint64_t device_cpu_ns() const noexcept override { return dev_->cpu_ns(); }
   [[nodiscard]] std::size_t capacity() const noexcept { return tickets_.size(); }
@@ -70,9 +74,9 @@ class accel_backend final : public backend {
   /// A modelled card: the recent time per job this machine took beyond the modelled time
   /// (moving average, as service times); 0 for a real device. A place in its queue comes free
   /// that much later than the card itself would free it.
+  [[nodiscard]] std::uint64_t emulation_excess_ns() const noexcept { return excess_avg_.load(std::memory_order_relaxed); }
   /// Jobs that waited in line for a ticket.
   [[nodiscard]] std::uint64_t lined() const noexcept { return waited_.load(std::memory_order_relaxed); }
-  [[nodiscard]] std::uint64_t emulation_excess_ns() const noexcept { return excess_avg_.load(std::memory_order_relaxed); }
   /// Re-probe now if down (tests; the watchdog does it by itself with backoff).
   void probe_now();
 

@@ -5,7 +5,7 @@
 //
 // Devices: QAT through QATzip loaded with dlopen (qat_device.cc), a software device (the codec
 // layer dressed as an accelerator, for tests and rehearsals), a modelled QAT card (model_device.cc:
-// a card's service time and parallel instances, real gzip output computed on its own threads),
+// a card's service time and parallel instances, real gzip output computed on the caller's thread),
 // and the fault-injecting device that wraps any other.
 //
 // Thread-safety: a device is shared; each session is used by one thread at a time, except
@@ -133,7 +133,7 @@ model_accel_spec parse_model_spec(std::string_view text);
 class model_device final : public device {
  public:
   explicit model_device(model_spec spec, std::size_t max_record = codec::default_max_input);
-  ~model_device() override;  // fails queued jobs, joins the instances
+  ~model_device() override;  // sessions still at work answer error
   model_device(const model_device&) = delete;
   model_device& operator=(const model_device&) = delete;
   std::string_view name() const noexcept override { return "model"; }
