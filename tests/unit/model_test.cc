@@ -245,11 +245,13 @@ TEST(model_device, its_overruns_are_left_out_of_the_device_time_and_the_routing)
   cpu_backend cpu({.workers = 1});
   scheduler sched(cpu, &accel, {.accel_bias = 1e9});
   constexpr std::size_t n = 20, size = 128 * 1024;
+  batch warm(4, size);
+  sched.run(warm.jobs);  // untried, the card takes one job at a time until its speed is known
   batch b(n, size);
   sched.run(b.jobs);
   b.check_all_round_trip();
   const auto a = accel.stats();
-  ASSERT_GE(a.completed, 3u) << "the card did some of them";
+  ASSERT_GE(a.completed, n / 2) << "the card did most of them";
   ASSERT_GT(md->overruns(), 0u) << "a 1000 Gbps card overruns here";
   const auto modelled = static_cast<std::uint64_t>(md->service_time(size).count());
   EXPECT_GT(a.emulation_ns, 0u);
