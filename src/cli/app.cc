@@ -384,6 +384,16 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   check->add_flag("--json", co.json, "Print JSON instead of text");
   check->add_option("PATH", co.paths, "Files or directories of a backing directory (recursively)")->required();
 
+  unpack_options uo;
+  auto* unpack = app.add_subcommand("unpack", "The way out: rewrite the compressed containers of a backing directory as "
+                                              "plain files of their logical bytes, in place and atomically (a new file "
+                                              "beside each, holes kept, synced, renamed over it; mode, owner, times and "
+                                              "extended attributes kept). Plain files and files with other hard links are "
+                                              "skipped; a container with a damaged record is kept and named (exit 1). Not "
+                                              "while the backing directory is mounted");
+  unpack->add_flag("-v,--verbose", uo.verbose, "Name each file");
+  unpack->add_option("PATH", uo.paths, "Files or directories of a backing directory (recursively)")->required();
+
   du_options duo;
   auto* du = app.add_subcommand("du", "What files on a qzfs mount hold, like compsize: logical size, disk usage and "
                                       "ratio, records per codec, raw records and holes, summed over PATHs (directories "
@@ -457,6 +467,7 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
     }
     if (check->parsed()) return run_check(co, out, err);
     if (du->parsed()) return run_du(duo, out, err);
+    if (unpack->parsed()) return run_unpack(uo, out, err);
     if (mount->parsed()) {
       for (const auto& kv : mount_o) {
         const auto eq = kv.find('=');

@@ -132,6 +132,45 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   return failed == 0 ? 0 : 1;
 }
 
+int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err) {
+  for (const auto& p : o.paths) {
+    if (const auto b = mounted_backing(p); !b.empty()) {
+      fmt::print(err, "qzfs unpack: {} is inside {}, the backing directory of a running qzfs mount: unmount it first\n", p, b);
+      return 1;
+    }
+  }
+  store::options store_opts;
+  store_opts.log = [err](std::string_view m) { fmt::print(err, "qzfs unpack: {}\n", m); };
+  std::uint64_t unpacked = 0, skipped = 0, failed = 0, stored = 0, logical = 0;
+  for (const auto& path : regular_files(o.paths)) {
+    struct stat before {};
+    if (::lstat(path.c_str(), &before) != 0) continue;
+    dir_handle dir(path.parent_path());
+    store_opts.name = path.string();
+    const auto ec = store::unpack_file(dir.fd, path.filename().c_str(), store_opts);
+    if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
+      ++skipped;
+      if (o.verbose)
+        fmt::print(out, "{}: skipped ({})\n", path.string(), ec == std::errc::file_exists ? "a plain file" : "has other hard links");
+      continue;
+    }
+    if (ec) {
+      ++failed;
+      fmt::print(err, "qzfs unpack: {}: {} (the container is kept)\n", path.string(), ec.message());
+      continue;
+    }
+    struct stat after {};
+    ::lstat(path.c_str(), &after);
+    ++unpacked;
+    stored += static_cast<std::uint64_t>(before.st_blocks) * 512;
+    logical += static_cast<std::uint64_t>(after.st_size);
+    if (o.verbose) fmt::print(out, "{}: {} -> {} bytes\n", path.string(), before.st_size, after.st_size);
+  }
+  fmt::print(out, "unpacked {} files ({} skipped, {} failed): {:.1f} MiB stored -> {:.1f} MiB\n", unpacked, skipped, failed,
+             static_cast<double>(stored) / (1 << 20), static_cast<double>(logical) / (1 << 20));
+  return failed == 0 ? 0 : 1;
+}
+
 int run_check(const check_options& o, std::FILE* out, std::FILE* err) {
   std::uint64_t containers = 0, plain = 0, damaged_files = 0, bad_records = 0;
   std::uint64_t logical = 0, stored = 0, allocated = 0, records = 0, holes = 0, raw = 0, lost = 0;

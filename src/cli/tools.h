@@ -20,6 +20,14 @@ struct pack_options {
 /// 0 when every file was packed or skipped (empty, already a container, hard-linked), 1 when one failed.
 int run_pack(const pack_options& o, std::FILE* out, std::FILE* err);
 
+struct unpack_options {
+  std::vector<std::string> paths;
+  bool verbose = false;
+};
+/// `qzfs unpack`: containers back to plain files, atomically per file (the way out). 0 when every
+/// container was unpacked or skipped (already plain, hard-linked), 1 when one failed (it stays).
+int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err);
+
 struct check_options {
   std::vector<std::string> paths;
   bool json = false;

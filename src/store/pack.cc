@@ -1,9 +1,11 @@
-// pack_file: a plain file rewritten as a container, atomically (new file, sync, rename).
+// pack_file: a plain file rewritten as a container, atomically (new file, sync, rename);
+// unpack_file: the way back.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -138,6 +140,73 @@ std::error_code pack_file(int dirfd, const char* name, const options& o) {
   if (::futimens(dst, times) != 0) return fail(last_error());
   if (::fsync(dst) != 0) return fail(last_error());
   // The file changed while it was packed: keep the original.
+  struct stat now {};
+  if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
+      now.st_size != st.st_size) {
+    return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
+  }
+  f.reset();
+  if (::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) return fail(last_error());
+  (void)::fsync(dirfd);
+  return {};
+}
+
+std::error_code unpack_file(int dirfd, const char* name, const options& o) {
+  struct stat st {};
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
+  if (!S_ISREG(st.st_mode)) return std::make_error_code(std::errc::invalid_argument);
+  if (st.st_nlink > 1) return std::make_error_code(std::errc::too_many_links);
+  const int src = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (src < 0) return last_error();
+  struct closer {
+    int fd;
+    ~closer() { ::close(fd); }
+  } src_closer{src};
+  bool container = false;
+  std::uint64_t logical = 0;
+  if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
+  if (!container) return std::make_error_code(std::errc::file_exists);
+  // Read-only: opening recovers in memory and writes nothing.
+  const int rfd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
+  if (rfd < 0) return last_error();
+  std::unique_ptr<file> f;
+  if (auto ec = file::open(std::make_unique<fd_io>(rfd), o, f)) return ec;
+
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp = ".qzfs-unpack." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  const int dst = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (dst < 0) return last_error();
+  struct closer dst_closer{dst};
+  auto fail = [&](std::error_code ec) {
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+    return ec;
+  };
+  // Record by record; a record of zeros (a hole, or zeros written) is left a hole.
+  std::vector<std::byte> buf(f->record_size());
+  for (std::uint64_t off = 0; off < f->size();) {
+    std::size_t got = 0;
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), f->size() - off));
+    if (auto ec = f->pread(std::span(buf).first(want), off, got)) return fail(ec);
+    if (got == 0) return fail(std::make_error_code(std::errc::io_error));
+    const auto chunk = std::span(buf).first(got);
+    if (std::any_of(chunk.begin(), chunk.end(), [](std::byte b) { return b != std::byte{0}; })) {
+      for (std::size_t done = 0; done < got;) {
+        const ssize_t n = ::pwrite(dst, chunk.data() + done, got - done, static_cast<off_t>(off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return fail(n < 0 ? last_error() : std::make_error_code(std::errc::io_error));
+        done += static_cast<std::size_t>(n);
+      }
+    }
+    off += got;
+  }
+  if (::ftruncate(dst, static_cast<off_t>(f->size())) != 0) return fail(last_error());
+  copy_xattrs(src, dst);
+  if (::fchown(dst, st.st_uid, st.st_gid) != 0 && errno != EPERM) return fail(last_error());
+  if (::fchmod(dst, st.st_mode & 07777) != 0) return fail(last_error());
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::futimens(dst, times) != 0) return fail(last_error());
+  if (::fsync(dst) != 0) return fail(last_error());
+  // The container changed while it was unpacked: keep it.
   struct stat now {};
   if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
       now.st_size != st.st_size) {

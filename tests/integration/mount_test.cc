@@ -499,6 +499,83 @@ TEST_F(mount_test, live_statistics) {
 // Files made through the mount while the scan at mount start is still walking the backing
 // directory are counted once: when made (the scan, reaching their directory later, passes them
 // by). They used to be counted twice, once more by the scan.
+// The way out: `qzfs unpack` turns the containers a mount wrote back into plain files of their
+// bytes, in place, keeping mode, owner, times and extended attributes and holes; a file with
+// other links and a container with a damaged record are left as they are (the damaged one named,
+// exit 1); never while the backing directory is mounted. Mounted again, the plain files read the
+// same.
+TEST_F(mount_test, unpack_turns_containers_back_into_plain_files_keeping_everything) {
+  mount("commit=1");
+  const auto text = pattern(1, 1 << 20), other = pattern(2, 600000), doomed = pattern(3, 700000);
+  put(mnt_ / "text", text);
+  put(mnt_ / "linked", other);
+  ASSERT_EQ(::link((mnt_ / "linked").c_str(), (mnt_ / "linked2").c_str()), 0);
+  put(mnt_ / "doomed", doomed);
+  {
+    const int fd = ::open((mnt_ / "sparse").c_str(), O_WRONLY | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "hello", 5, 3000000), 5);
+    ASSERT_EQ(::ftruncate(fd, 4 << 20), 0);
+    ASSERT_EQ(::close(fd), 0);
+  }
+  ASSERT_EQ(::setxattr((mnt_ / "text").c_str(), "user.color", "blue", 4, 0), 0);
+  ASSERT_EQ(::chmod((mnt_ / "text").c_str(), 0640), 0);
+  ASSERT_EQ(::chown((mnt_ / "text").c_str(), 1000, 1001), 0);
+  const struct timespec times[2] = {{1500000000, 123456789}, {1600000000, 987654321}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (mnt_ / "text").c_str(), times, 0), 0);
+  std::string out;
+  EXPECT_EQ(run({QZFS_BINARY, "unpack", backing_.string()}, &out), 1) << out;
+  EXPECT_NE(out.find("unmount it first"), std::string::npos) << out;
+  unmount();
+
+  // One record of "doomed" damaged in its backing file (the middle of its payload).
+  const auto doomed_size = fs::file_size(backing_ / "doomed");
+  ASSERT_LT(doomed_size, doomed.size()) << "a container";
+  {
+    const int fd = ::open((backing_ / "doomed").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::vector<char> junk(64, '\x5a');
+    ASSERT_EQ(::pwrite(fd, junk.data(), junk.size(), static_cast<off_t>(doomed_size / 2)), 64);
+    ASSERT_EQ(::close(fd), 0);
+  }
+  const auto linked_size = fs::file_size(backing_ / "linked");
+  EXPECT_EQ(run({QZFS_BINARY, "unpack", "-v", backing_.string()}, &out), 1) << out;
+  EXPECT_NE(out.find("doomed"), std::string::npos) << "the damaged container is named: " << out;
+  EXPECT_NE(out.find("has other hard links"), std::string::npos) << out;
+  EXPECT_NE(out.find("unpacked 2 files (2 skipped, 1 failed)"), std::string::npos) << out;
+
+  struct stat st {};  // before anything reads the file (its atime)
+  ASSERT_EQ(::stat((backing_ / "text").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1001u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1600000000);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 987654321);
+  EXPECT_EQ(st.st_atim.tv_sec, 1500000000);
+  char color[16] = {};
+  EXPECT_EQ(::getxattr((backing_ / "text").c_str(), "user.color", color, sizeof color), 4);
+  EXPECT_STREQ(color, "blue");
+  EXPECT_TRUE(qzfs::test::read_file((backing_ / "text").string()) == text) << "plain bytes in the backing directory";
+  EXPECT_LT(::getxattr((backing_ / "text").c_str(), "user.qzfs.slot", nullptr, 0), 0) << "the container's marker is gone";
+  ASSERT_EQ(::stat((backing_ / "sparse").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4 << 20);
+  EXPECT_LT(st.st_blocks * 512, 1 << 20) << "holes stay holes";
+  EXPECT_EQ(fs::file_size(backing_ / "linked"), linked_size) << "hard-linked: left as it was";
+  EXPECT_EQ(fs::file_size(backing_ / "doomed"), doomed_size) << "damaged: the container is kept";
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(backing_))
+    if (e.path().filename().string().rfind(".qzfs-unpack", 0) == 0) left.push_back(e.path().string());
+  EXPECT_TRUE(left.empty()) << "no temporary file left: " << left.front();
+
+  mount("commit=1");
+  EXPECT_TRUE(qzfs::test::read_file((mnt_ / "text").string()) == text);
+  EXPECT_TRUE(qzfs::test::read_file((mnt_ / "linked2").string()) == other);
+  auto sparse = qzfs::test::read_file((mnt_ / "sparse").string());
+  ASSERT_EQ(sparse.size(), 4u << 20);
+  EXPECT_EQ(std::memcmp(sparse.data() + 3000000, "hello", 5), 0);
+  unmount();
+}
+
 TEST_F(mount_test, files_made_during_the_scan_at_mount_start_are_counted_once) {
   constexpr int dirs = 40, per_dir = 400;
   for (int d = 0; d < dirs; ++d) {

@@ -179,4 +179,12 @@ class file {
 /// link are left alone (EMLINK), containers too (EEXIST).
 [[nodiscard]] std::error_code pack_file(int dirfd, const char* name, const options& o);
 
+/// The way out: rewrites the container `name` (relative to `dirfd`) as the plain file of its
+/// logical bytes, atomically (a new file beside it, holes kept as holes, synced, renamed over
+/// it). Mode, owner, times and extended attributes are kept (the container's marker is not).
+/// Plain files are left alone (EEXIST), files with more than one link too (EMLINK); a damaged
+/// record fails it (EIO) and the container stays; a container that changes meanwhile stays too
+/// (EAGAIN).
+[[nodiscard]] std::error_code unpack_file(int dirfd, const char* name, const options& o);
+
 }  // namespace qzfs::store
