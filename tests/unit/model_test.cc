@@ -106,11 +106,13 @@ TEST(model_device, instances_work_in_parallel_and_a_job_waits_for_a_free_one) {
   };
   const auto four = run(4);
   EXPECT_GE(four, one);
-  EXPECT_LT(four, 2 * one) << "four jobs on four instances run side by side";
+  // Upper bounds with room for a loaded machine (the compression itself runs on the callers'
+  // threads); one after another would take 4 and 8 times one.
+  EXPECT_LT(four, 3 * one) << "four jobs on four instances run side by side";
   EXPECT_EQ(d.peak_busy(), 4u);
   const auto eight = run(8);
   EXPECT_GE(eight, 2 * one) << "the fifth job waits for a free instance";
-  EXPECT_LT(eight, 3 * one);
+  EXPECT_LT(eight, 5 * one);
   EXPECT_EQ(d.peak_busy(), 4u) << "never more than the instances at once";
 }
 
