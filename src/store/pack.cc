@@ -37,6 +37,23 @@ void copy_xattrs(int from, int to) {
   }
 }
 
+// The replacement `dst` takes over what `src` was (extended attributes, owner, mode, times) and
+// is made durable; EAGAIN when `src` changed since `st` was taken (then the original stays).
+std::error_code take_over(int src, int dst, const struct stat& st) {
+  copy_xattrs(src, dst);
+  if (::fchown(dst, st.st_uid, st.st_gid) != 0 && errno != EPERM) return last_error();
+  if (::fchmod(dst, st.st_mode & 07777) != 0) return last_error();
+  const struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::futimens(dst, times) != 0) return last_error();
+  if (::fsync(dst) != 0) return last_error();
+  struct stat now {};
+  if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
+      now.st_size != st.st_size) {
+    return std::make_error_code(std::errc::resource_unavailable_try_again);
+  }
+  return {};
+}
+
 }  // namespace
 
 std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out, bool* container) noexcept {
@@ -133,18 +150,7 @@ std::error_code pack_file(int dirfd, const char* name, const options& o) {
   }
   if (f->size() != static_cast<std::uint64_t>(st.st_size)) return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
   if (auto ec = f->sync()) return fail(ec);
-  copy_xattrs(src, dst);
-  if (::fchown(dst, st.st_uid, st.st_gid) != 0 && errno != EPERM) return fail(last_error());
-  if (::fchmod(dst, st.st_mode & 07777) != 0) return fail(last_error());
-  const struct timespec times[2] = {st.st_atim, st.st_mtim};
-  if (::futimens(dst, times) != 0) return fail(last_error());
-  if (::fsync(dst) != 0) return fail(last_error());
-  // The file changed while it was packed: keep the original.
-  struct stat now {};
-  if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
-      now.st_size != st.st_size) {
-    return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
-  }
+  if (auto ec = take_over(src, dst, st)) return fail(ec);
   f.reset();
   if (::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) return fail(last_error());
   (void)::fsync(dirfd);
@@ -200,18 +206,7 @@ std::error_code unpack_file(int dirfd, const char* name, const options& o) {
     off += got;
   }
   if (::ftruncate(dst, static_cast<off_t>(f->size())) != 0) return fail(last_error());
-  copy_xattrs(src, dst);
-  if (::fchown(dst, st.st_uid, st.st_gid) != 0 && errno != EPERM) return fail(last_error());
-  if (::fchmod(dst, st.st_mode & 07777) != 0) return fail(last_error());
-  const struct timespec times[2] = {st.st_atim, st.st_mtim};
-  if (::futimens(dst, times) != 0) return fail(last_error());
-  if (::fsync(dst) != 0) return fail(last_error());
-  // The container changed while it was unpacked: keep it.
-  struct stat now {};
-  if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
-      now.st_size != st.st_size) {
-    return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
-  }
+  if (auto ec = take_over(src, dst, st)) return fail(ec);
   f.reset();
   if (::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) return fail(last_error());
   (void)::fsync(dirfd);

@@ -282,6 +282,19 @@ struct tally {
 // with a line fails it back too.
 TEST(accel_backend, jobs_in_line_for_a_ticket_are_failed_back_never_lost) {
   cpu_backend cpu({.workers = 1});
+  // Every job of `b` straight to the backend (its ticket or the line, at most `depth` there),
+  // each tallied in t[i] and redone on the CPU if failed back; false if one was refused.
+  auto line_up = [&](accel_backend& accel, batch& b, tally* t, completion& c, std::size_t depth) {
+    c.expect(b.jobs.size());
+    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
+      t[i].cpu = &cpu;
+      b.jobs[i].done = &c;
+      b.jobs[i].on_finish = &tally::accel_done;
+      b.jobs[i].on_finish_ctx = &t[i];
+      if (!accel.submit(b.jobs[i], depth)) return false;
+    }
+    return true;
+  };
   {
     auto o = fast_accel();
     o.sessions = 1;
@@ -292,15 +305,8 @@ TEST(accel_backend, jobs_in_line_for_a_ticket_are_failed_back_never_lost) {
     batch b(4, 32 * 1024);
     // Untried, the device takes one job at a time: put the others in line by hand.
     completion c;
-    c.expect(b.jobs.size());
     tally t[4];
-    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
-      t[i].cpu = &cpu;
-      b.jobs[i].done = &c;
-      b.jobs[i].on_finish = &tally::accel_done;
-      b.jobs[i].on_finish_ctx = &t[i];
-      ASSERT_TRUE(accel.submit(b.jobs[i], 4)) << i;
-    }
+    ASSERT_TRUE(line_up(accel, b, t, c, 4));
     EXPECT_EQ(accel.lined(), 3u) << "one in the ticket, three in line";
     EXPECT_EQ(accel.queue_depth(), 4u);
     EXPECT_FALSE(accel.submit(b.jobs[0], 4)) << "the line is full at max_depth";
@@ -321,15 +327,8 @@ TEST(accel_backend, jobs_in_line_for_a_ticket_are_failed_back_never_lost) {
     accel_backend accel(std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=20ms")), o);
     batch b(8, 16 * 1024);
     completion c;
-    c.expect(b.jobs.size());
     tally t[8];
-    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
-      t[i].cpu = &cpu;
-      b.jobs[i].done = &c;
-      b.jobs[i].on_finish = &tally::accel_done;
-      b.jobs[i].on_finish_ctx = &t[i];
-      ASSERT_TRUE(accel.submit(b.jobs[i], 8)) << i;
-    }
+    ASSERT_TRUE(line_up(accel, b, t, c, 8));
     c.wait();
     b.check_all_round_trip();
     for (auto& x : t) EXPECT_EQ(x.from_accel.load(), 1);
@@ -348,15 +347,8 @@ TEST(accel_backend, jobs_in_line_for_a_ticket_are_failed_back_never_lost) {
         std::make_unique<fault_device>(make_software_device(), parse_fault_spec("slow=1,delay=50ms")), o);
     batch b(4, 32 * 1024);
     completion c;
-    c.expect(b.jobs.size());
     tally t[4];
-    for (std::size_t i = 0; i < b.jobs.size(); ++i) {
-      t[i].cpu = &cpu;
-      b.jobs[i].done = &c;
-      b.jobs[i].on_finish = &tally::accel_done;
-      b.jobs[i].on_finish_ctx = &t[i];
-      ASSERT_TRUE(accel->submit(b.jobs[i], 8)) << i;
-    }
+    ASSERT_TRUE(line_up(*accel, b, t, c, 8));
     accel.reset();  // with one job in its ticket and three in line
     c.wait();
     b.check_all_round_trip();
