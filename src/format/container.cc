@@ -250,7 +250,10 @@ namespace {
 constexpr std::byte log_magic[4] = {std::byte{'Q'}, std::byte{'Z'}, std::byte{'L'}, std::byte{'G'}};
 
 std::uint64_t log_hash(const std::byte* hdr, std::span<const std::byte> data, std::uint64_t generation) noexcept {
+  // Initialised first: a seeded reset keeps the secret a stack state holds when its (stale) seed
+  // matches, and the hash would depend on what an earlier call left there.
   XXH3_state_t st;
+  XXH3_INITSTATE(&st);
   XXH3_64bits_reset_withSeed(&st, generation * 0x9E3779B97F4A7C15ull);
   XXH3_64bits_update(&st, hdr, 48);
   XXH3_64bits_update(&st, data.data(), data.size());

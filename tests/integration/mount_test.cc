@@ -233,8 +233,7 @@ TEST_F(mount_test, a_mount_point_left_by_a_dead_daemon_is_explained_and_recovere
 // appends the changed bytes there and syncs once, no commit. kill -9 keeps every fsynced byte:
 // the next open recovers the log's batches. A clean unmount leaves no log behind (the last
 // commit drops it: a version-2 slot, the space given back).
-// DISABLED until the sync log's overwritten-batch bug is found (store/file.h, sync_log_bytes).
-TEST_F(mount_test, DISABLED_small_fsyncs_go_through_the_sync_log_and_survive_kill_9) {
+TEST_F(mount_test, small_fsyncs_go_through_the_sync_log_and_survive_kill_9) {
   mount("compression=gzip,commit=60");
   const auto src = pattern(7, 1 << 20);
   std::vector<std::byte> model;
@@ -281,8 +280,7 @@ TEST_F(mount_test, DISABLED_small_fsyncs_go_through_the_sync_log_and_survive_kil
 // destructor still owing that commit. It used to: the new open loaded the old slot while the
 // old store wrote its last commit and freed the log's space, and records came back as zeros or
 // checksum failures.
-// DISABLED until the sync log's overwritten-batch bug is found (store/file.h, sync_log_bytes).
-TEST_F(mount_test, DISABLED_a_file_closed_with_a_sync_log_and_opened_again_at_once_keeps_its_data) {
+TEST_F(mount_test, a_file_closed_with_a_sync_log_and_opened_again_at_once_keeps_its_data) {
   mount("compression=gzip,commit=60");
   const auto src = pattern(11, 1 << 20);
   std::vector<std::byte> model(256 << 10);

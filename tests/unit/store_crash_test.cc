@@ -213,8 +213,7 @@ void log_workload(file& f, crash_plan* plan, std::uint64_t seed, crash_outcome& 
   sync();
 }
 
-// DISABLED until the sync log's overwritten-batch bug is found (store/file.h, sync_log_bytes).
-TEST_P(store_crash, DISABLED_every_write_and_sync_through_the_sync_log) {
+TEST_P(store_crash, every_write_and_sync_through_the_sync_log) {
   const std::uint64_t seed = GetParam();
   log_sink sink;
   auto o = opts(seed % 2 == 0 ? "gzip-1" : "lz4", 4096, &sink);

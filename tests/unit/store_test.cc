@@ -417,8 +417,7 @@ struct temp_dir {
 // the fsyncs since the last commit in its log. Opening the copy read-only applies them in memory
 // and writes nothing; stat's size (peek_logical_size) knows them too; a damaged entry stops the
 // recovery at the batch before it; a read-write open and a close commit them and drop the log.
-// DISABLED until the sync log's overwritten-batch bug is found (store/file.h, sync_log_bytes).
-TEST(store_sync_log, DISABLED_a_copy_taken_while_open_recovers_its_fsyncs) {
+TEST(store_sync_log, a_copy_taken_while_open_recovers_its_fsyncs) {
   temp_dir dir;
   auto o = opts("gzip-1", 16 * KiB);
   o.sync_log_bytes = 64 * KiB;

