@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qzfs needs to build and test on Debian 12 (bookworm). Safe to run again.
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+pkgs=(build-essential dpkg-dev cmake ninja-build pkg-config clang libclang-rt-14-dev
       libfuse3-dev fuse3 procps libisal-dev libdeflate-dev libzstd-dev liblz4-dev libxxhash-dev zlib1g-dev
       libcli11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev

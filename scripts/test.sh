@@ -17,5 +17,5 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktra
 export QZFS_FSX_OPS=${QZFS_FSX_OPS:-100000}
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --gtest_brief=1 \
   --gtest_filter='qat.*:cpu_backend.*:accel_backend.*:scheduler.*:modes/faults.*:engine.*:bench_cli.*:store_concurrency.*:store_budget.*:store.sequential*:seeds/store_crash.*:store_failure.*'
-ctest --test-dir build-valgrind --output-on-failure -L valgrind
+ctest --test-dir build-valgrind --output-on-failure -L 'valgrind|package'
 ctest --test-dir build-test --output-on-failure -j "$(nproc)"

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "bench.h"
+#include "man.h"
 #include "tools.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
@@ -321,7 +322,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
     return run(static_cast<int>(v.size()), v.data(), out, err);
   }
   CLI::App app{"qzfs: a transparently compressing file system (QZFS, USENIX ATC '19) in user space"};
-  app.set_version_flag("--version", "qzfs 0.1.0");
+  constexpr std::string_view version = QZFS_VERSION;
+  app.set_version_flag("--version", "qzfs " + std::string(version));
   app.require_subcommand(1);
 
   bench_options bo;
@@ -445,6 +447,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   std::string umount_point;
   auto* umount = app.add_subcommand("umount", "Unmount a qzfs mount point; returns once its daemon has committed every file");
   umount->add_option("MOUNTPOINT", umount_point, "Where it is mounted")->required();
+  // Hidden (no group): the manual page, made from the definitions above; the build installs it.
+  auto* man = app.add_subcommand("man", "Print the manual page (roff)")->group("");
 
   try {
     app.parse(argc, argv);
@@ -457,6 +461,10 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   }
 
   try {
+    if (man->parsed()) {
+      write_man(app, version, out);
+      return 0;
+    }
     if (pack->parsed()) {
       const auto rs = parse_size(pack_rs);
       if (rs < 4096 || rs > (1u << 20) || (rs & (rs - 1)) != 0) {

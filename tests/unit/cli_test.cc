@@ -6,6 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include <cctype>
+#include <set>
+#include <sstream>
+
 #include "cli/app.h"
 #include "test_data.h"
 
@@ -217,6 +221,50 @@ TEST(cli, help_of_mount_bench_and_pack_says_what_gzip_means) {
   EXPECT_NE(r.out.find("default gzip, which is gzip-1"), std::string::npos) << r.out;
   r = run_qzfs({"pack", "--help"});
   EXPECT_NE(r.out.find("default gzip, which is gzip-1"), std::string::npos) << r.out;
+}
+
+// The manual page is made from the same definitions as --help: every subcommand --help lists has
+// its section, and every long option of it appears (roff-escaped), with no line that roff would
+// take for an unknown request.
+TEST(cli, the_manual_page_has_every_command_and_option_of_help) {
+  const auto page = run_qzfs({"man"});
+  ASSERT_EQ(page.code, 0) << page.err;
+  EXPECT_EQ(page.out.rfind(".\\\" Generated", 0), 0u) << page.out.substr(0, 200);
+  const auto help = run_qzfs({"--help"});
+  std::istringstream lines(help.out.substr(help.out.find("Subcommands:")));
+  std::string line;
+  std::getline(lines, line);
+  int commands = 0;
+  auto escaped = [](std::string s) {
+    std::string o;
+    for (char c : s) o += c == '-' ? std::string("\\-") : std::string(1, c);
+    return o;
+  };
+  while (std::getline(lines, line)) {
+    std::istringstream w(line);
+    std::string cmd;
+    if (!(w >> cmd)) continue;
+    ++commands;
+    EXPECT_NE(page.out.find(".SS \"qzfs " + cmd + "\""), std::string::npos) << cmd;
+    const auto sub = run_qzfs({cmd, "--help"});
+    std::size_t at = 0;
+    while ((at = sub.out.find("--", at)) != std::string::npos) {
+      std::size_t end = at + 2;
+      while (end < sub.out.size() && (std::isalnum(static_cast<unsigned char>(sub.out[end])) || sub.out[end] == '-')) ++end;
+      const std::string opt = sub.out.substr(at, end - at);
+      if (opt.size() > 3 && opt != "--help") EXPECT_NE(page.out.find(escaped(opt)), std::string::npos) << cmd << " " << opt;
+      at = end;
+    }
+  }
+  EXPECT_GE(commands, 8) << help.out;
+  EXPECT_EQ(page.out.find(".SS \"qzfs man\""), std::string::npos) << "the hidden command has no section";
+  std::istringstream roff(page.out);
+  while (std::getline(roff, line)) {
+    if (line.empty() || line[0] != '.') continue;
+    const std::string req = line.substr(0, line.find(' '));
+    static const std::set<std::string> known = {".\\\"", ".TH", ".SH", ".SS", ".PP", ".TP", ".B", ".IP", ".br", ".nf", ".fi"};
+    EXPECT_TRUE(known.count(req)) << "unknown roff request: " << line;
+  }
 }
 
 TEST(cli, help_lists_the_bench_options) {
