@@ -405,6 +405,22 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   du->add_flag("--files", duo.files, "A line per file too");
   du->add_option("PATH", duo.paths, "Files or directories on a qzfs mount")->required();
 
+  set_options so;
+  std::vector<std::string> set_args;
+  auto* set = app.add_subcommand("set", "Give a directory or file a policy of its own: compression=POLICY (" + engine::policy_help() +
+                                            ") and/or recordsize=4K..1M; PROPERTY=inherit takes one away. Through a mount or "
+                                            "on a backing directory (kept there as the attribute user.qzfs.policy). New files "
+                                            "and directories made in a directory through the mount take its policy; a file "
+                                            "uses it from its next open on (records already written keep theirs); qzfs pack "
+                                            "uses the nearest one of a file and its directories. Levels are honoured");
+  set->add_flag("-v,--verbose", so.verbose, "Print each path's policy after the change");
+  set->add_option("ARGS", set_args, "PROPERTY=VALUE... PATH...")->required();
+  get_options go;
+  auto* get = app.add_subcommand("get", "Print the policy each PATH holds of its own (qzfs set); (mount's): none, the "
+                                            "mount's options apply");
+  get->add_flag("--json", go.json, "Print JSON instead of text");
+  get->add_option("PATH", go.paths, "Directories or files")->required();
+
   fs::mount_options mo;
   std::vector<std::string> mount_pos;
   std::vector<std::string> mount_o;
@@ -476,6 +492,13 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
     if (check->parsed()) return run_check(co, out, err);
     if (du->parsed()) return run_du(duo, out, err);
     if (unpack->parsed()) return run_unpack(uo, out, err);
+    if (set->parsed()) {
+      for (const auto& a : set_args) (a.find('=') != std::string::npos && so.paths.empty() ? so.properties : so.paths).push_back(a);
+      if (so.properties.empty()) throw std::invalid_argument("set: no PROPERTY=VALUE given (compression=..., recordsize=...)");
+      if (so.paths.empty()) throw std::invalid_argument("set: no PATH given");
+      return run_set(so, out, err);
+    }
+    if (get->parsed()) return run_get(go, out, err);
     if (mount->parsed()) {
       for (const auto& kv : mount_o) {
         const auto eq = kv.find('=');

@@ -1,5 +1,6 @@
 // `qzfs pack` and `qzfs check`: the store's tools over a backing directory, without a mount.
 #include "tools.h"
+#include "qzfs/fs/policy.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
+#include <map>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -90,6 +93,22 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   store_opts.record_size = o.record_size;
   store_opts.log = [err](std::string_view m) { fmt::print(err, "qzfs pack: {}\n", m); };
 
+  // Files and directories with a policy of their own (qzfs set): the file's, else its nearest
+  // directory's, property by property, over --policy and --record-size; an engine per policy.
+  std::map<std::string, qzfs::fs::file_policy> dir_attr;  // each directory's own attribute, read once
+  auto policy_of = [&](const std::filesystem::path& file) {
+    qzfs::fs::file_policy p = qzfs::fs::read_policy_attr(file.c_str());
+    for (auto d = std::filesystem::absolute(file).parent_path();; d = d.parent_path()) {
+      auto [it, fresh] = dir_attr.try_emplace(d.string());
+      if (fresh) it->second = qzfs::fs::read_policy_attr(d.c_str());
+      p = qzfs::fs::overlay(p, it->second);
+      if (!d.has_relative_path()) break;  // the root
+    }
+    return p;
+  };
+  std::map<std::string, std::unique_ptr<engine::engine>> engines;
+  std::uint64_t own_policy = 0;
+
   std::uint64_t packed = 0, skipped = 0, failed = 0, logical = 0, stored = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& path : regular_files(o.paths)) {
@@ -100,8 +119,19 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
       continue;
     }
     dir_handle dir(path.parent_path());
-    store_opts.name = path.string();
-    const auto ec = store::pack_file(dir.fd, path.filename().c_str(), store_opts);
+    store::options file_opts = store_opts;
+    file_opts.name = path.string();
+    const qzfs::fs::file_policy own = policy_of(path);
+    if (!own.empty()) {
+      ++own_policy;
+      if (own.record_size != 0) file_opts.record_size = own.record_size;
+      if (const auto p = engine::parse_policy(own.compression)) {
+        auto& e = engines[engine::to_string(*p)];
+        if (!e) e = std::make_unique<engine::engine>(sched, engine::engine_options{.pol = *p});
+        file_opts.compressor = e.get();
+      }
+    }
+    const auto ec = store::pack_file(dir.fd, path.filename().c_str(), file_opts);
     if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
       ++skipped;
       if (o.verbose) {
@@ -125,10 +155,11 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print(out, "packed {} files ({} skipped, {} failed): {:.1f} MiB -> {:.1f} MiB, ratio {:.3f}, {:.1f} MiB/s, policy {}\n",
+  fmt::print(out, "packed {} files ({} skipped, {} failed): {:.1f} MiB -> {:.1f} MiB, ratio {:.3f}, {:.1f} MiB/s, policy {}{}\n",
              packed, skipped, failed, static_cast<double>(logical) / (1 << 20), static_cast<double>(stored) / (1 << 20),
              stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0,
-             secs > 0 ? static_cast<double>(logical) / (1 << 20) / secs : 0.0, engine::describe(*pol));
+             secs > 0 ? static_cast<double>(logical) / (1 << 20) / secs : 0.0, engine::describe(*pol),
+             own_policy > 0 ? fmt::format(" ({} files by their own or their directory's policy)", own_policy) : std::string());
   return failed == 0 ? 0 : 1;
 }
 

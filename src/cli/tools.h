@@ -20,6 +20,20 @@ struct pack_options {
 /// 0 when every file was packed or skipped (empty, already a container, hard-linked), 1 when one failed.
 int run_pack(const pack_options& o, std::FILE* out, std::FILE* err);
 
+struct set_options {
+  std::vector<std::string> properties;  // compression=P, recordsize=N, or PROPERTY=inherit
+  std::vector<std::string> paths;
+  bool verbose = false;
+};
+/// `qzfs set`: a directory's or file's own policy (qzfs/fs/policy.h); 0, or 1 when a path failed.
+int run_set(const set_options& o, std::FILE* out, std::FILE* err);
+struct get_options {
+  std::vector<std::string> paths;
+  bool json = false;
+};
+/// `qzfs get`: the policy each path holds of its own.
+int run_get(const get_options& o, std::FILE* out, std::FILE* err);
+
 struct unpack_options {
   std::vector<std::string> paths;
   bool verbose = false;

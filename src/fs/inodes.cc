@@ -10,6 +10,8 @@
 
 #include "boundary.h"
 #include "inodes.h"
+#include "qzfs/fs/policy.h"
+#include "service.h"
 
 namespace qzfs::fs::detail {
 
@@ -160,6 +162,12 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
     }
     if (fd < 0) return errno;
     auto o = s.store_opts;
+    // Its own policy (qzfs set, inherited when it was made): another engine, a record size for
+    // a container still to be made.
+    if (const auto pol = read_policy_attr(fd); !pol.empty()) {
+      if (!pol.compression.empty()) o.compressor = &s.svc->engine_for(pol.compression);
+      if (pol.record_size != 0) o.record_size = pol.record_size;
+    }
     char target[4096];
     const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
     o.name = n > 0 ? std::string(target, static_cast<std::size_t>(n)) : path;

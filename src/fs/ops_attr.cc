@@ -13,6 +13,7 @@
 #include "committer.h"
 #include "ops.h"
 #include "qzfs/codec/codec.h"
+#include "qzfs/fs/policy.h"
 #include "qzfs/fs/stats.h"
 
 namespace qzfs::fs::detail {
@@ -108,8 +109,8 @@ void with_xattr_target(fuse_req_t req, const char* op, fuse_ino_t ino, int refus
 }
 
 // qzfs's own attributes (the statistics, each container's marker): not the user's to set,
-// remove or see in a listing.
-bool own_xattr(const char* name) { return std::strncmp(name, "user.qzfs.", 10) == 0; }
+// remove or see in a listing. The policy of a directory or file (qzfs set) is the user's.
+bool own_xattr(const char* name) { return std::strncmp(name, "user.qzfs.", 10) == 0 && std::strcmp(name, policy_attr) != 0; }
 
 // The statistics name the backing directory and count what is under every directory: root's
 // and the mount owner's to read, nobody else's.
@@ -218,6 +219,16 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 }
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (std::strcmp(name, policy_attr) == 0) {
+    // A policy (qzfs set): checked, and kept in its canonical text; new files and directories
+    // made under a directory take it (ops_file.cc, ops_names.cc), files opened use it.
+    const auto p = parse_file_policy(std::string_view(value, size));
+    if (!p) return (void)fuse_reply_err(req, EINVAL);
+    const std::string text = to_string(*p);
+    return with_xattr_target(req, "setxattr", ino, 0, [&](const std::string& path) {
+      fuse_reply_err(req, ::setxattr(path.c_str(), name, text.data(), text.size(), flags) == 0 ? 0 : errno);
+    });
+  }
   with_xattr_target(req, "setxattr", ino, own_xattr(name) ? EPERM : 0, [&](const std::string& path) {
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) == 0 ? 0 : errno);
   });

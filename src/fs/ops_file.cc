@@ -17,6 +17,7 @@
 #include "caller.h"
 #include "committer.h"
 #include "ops.h"
+#include "qzfs/fs/policy.h"
 
 namespace qzfs::fs::detail {
 namespace {
@@ -145,6 +146,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     struct stat made_st {};
     (void)::fstat(fd, &made_st);
     if (made) {
+      inherit_policy(pfd->fd, fd);  // before do_open below opens its store with it
       count_new_file(s, made_st);
       s.sizes.put(made_st, 0, false);  // empty: entry_of's stat need not look inside
     }

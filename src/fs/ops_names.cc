@@ -12,6 +12,7 @@
 
 #include "caller.h"
 #include "ops.h"
+#include "qzfs/fs/policy.h"
 
 namespace qzfs::fs::detail {
 namespace {
@@ -45,6 +46,11 @@ void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char*
       if (make(pfd->fd) != 0) return (void)fuse_reply_err(req, errno);
     }
     const int fd = ::openat(pfd->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      // A directory or regular file takes its parent's policy (qzfs set), as it was made.
+      struct stat made {};
+      if (::fstat(fd, &made) == 0 && (S_ISDIR(made.st_mode) || S_ISREG(made.st_mode))) inherit_policy(pfd->fd, fd);
+    }
     fuse_entry_param e;
     const int r = fd < 0 ? errno : entry_of(s, std::make_shared<owned_fd>(fd), &e);
     if (r != 0) {

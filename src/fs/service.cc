@@ -4,6 +4,9 @@
 
 #include <sys/resource.h>
 
+#include <map>
+#include <mutex>
+
 #include "qzfs/codec/codec.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/offload/accel_backend.h"
@@ -19,6 +22,8 @@ struct service::impl {
   std::unique_ptr<offload::accel_backend> accel;
   std::unique_ptr<offload::scheduler> sched;
   std::unique_ptr<engine::engine> compressor;
+  std::mutex others_m;
+  std::map<std::string, std::unique_ptr<engine::engine>> others;  // by policy name (qzfs set)
 };
 
 std::string service::check(const mount_options& o) {
@@ -47,6 +52,15 @@ service::~service() = default;
 
 engine::engine& service::engine() noexcept { return *impl_->compressor; }
 
+engine::engine& service::engine_for(const std::string& policy) {
+  const auto p = engine::parse_policy(policy);
+  if (!p) return *impl_->compressor;
+  std::lock_guard lk(impl_->others_m);
+  auto& e = impl_->others[engine::to_string(*p)];
+  if (!e) e = std::make_unique<engine::engine>(*impl_->sched, engine::engine_options{.pol = *p});
+  return *e;
+}
+
 namespace {
 
 // The non-zero counts of an array indexed by an enum, by the enum's name.
@@ -67,7 +81,19 @@ void service::fill(stats& st) const {
   auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) * 1e-6; };
   st.process.cpu_s = sec(ru.ru_utime) + sec(ru.ru_stime);
   if (impl_->accel) st.process.device_cpu_s = static_cast<double>(impl_->accel->device_cpu_ns()) * 1e-9;
-  const auto es = impl_->compressor->stats();
+  // Every engine's records: the mount's policy and those of directories and files (qzfs set).
+  auto es = impl_->compressor->stats();
+  {
+    std::lock_guard lk(impl_->others_m);
+    for (const auto& [name, e] : impl_->others) {
+      const auto o = e->stats();
+      es.records += o.records, es.holes += o.holes, es.raw += o.raw, es.compressed += o.compressed;
+      es.checker_skips += o.checker_skips, es.probe_skips += o.probe_skips, es.cap_misses += o.cap_misses;
+      es.errors += o.errors, es.bytes_in += o.bytes_in, es.bytes_out += o.bytes_out;
+      for (std::size_t i = 0; i < es.per_format.size(); ++i) es.per_format[i] += o.per_format[i];
+      for (std::size_t i = 0; i < es.per_producer.size(); ++i) es.per_producer[i] += o.per_producer[i];
+    }
+  }
   st.engine = {.records = es.records, .holes = es.holes, .raw = es.raw, .compressed = es.compressed,
                .checker_skips = es.checker_skips, .probe_skips = es.probe_skips, .cap_misses = es.cap_misses,
                .errors = es.errors, .bytes_in = es.bytes_in, .bytes_out = es.bytes_out,

@@ -1,8 +1,9 @@
 #pragma once
 // fs/: the compression service a mount runs on: the CPU worker pool, the accelerator, the
 // scheduler between them and the engine (DESIGN.md: store -> engine -> offload). service.cc is
-// the only file of src/fs/ that sees the engine's and the offload module's headers; the FUSE
-// operations reach the engine through store::options alone.
+// the only file of src/fs/ that sees the offload module's headers and the engine's class
+// (policy.cc checks policy names with the engine's parser); the FUSE operations reach the engine
+// through store::options alone.
 //
 // Thread-safety: made and destroyed by serve() (after fuse_daemonize's fork: threads do not
 // survive one); engine() and fill() may be called from any thread meanwhile.
@@ -30,6 +31,10 @@ class service {
   service& operator=(const service&) = delete;
 
   [[nodiscard]] engine::engine& engine() noexcept;
+  /// The engine of a policy other than the mount's (a directory's or file's own, qzfs/fs/policy.h),
+  /// made on first use on the same scheduler and kept until the service ends; the mount's own
+  /// engine for "" and for an unknown name.
+  [[nodiscard]] engine::engine& engine_for(const std::string& policy);
   /// The engine's, the scheduler's and the backends' counts since the mount, into `st`.
   void fill(stats& st) const;
 

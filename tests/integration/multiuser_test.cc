@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "mount_fixture.h"
+#include "qzfs/format/container.h"
 #include "test_data.h"
 
 namespace {
@@ -715,6 +716,84 @@ TEST_F(multiuser, one_user_cannot_stall_another) {
   EXPECT_GE(rounds, 10);
   EXPECT_LT(slowest, 1s) << "the slowest of " << rounds << " rounds took "
                          << std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count() << " ms";
+}
+
+// The newest slot's record size of a container in the backing directory (0: not a container).
+std::uint32_t record_size_of(const fs::path& backing_file) {
+  const auto disk = qzfs::test::read_file(backing_file.string());
+  qzfs::format::container_slot best;
+  for (int i = 0; i < 2 && disk.size() >= 128; ++i) {
+    qzfs::format::container_slot s;
+    if (qzfs::format::parse_slot(std::span(disk).subspan(i * 64, 64), s) == qzfs::format::container_error::ok &&
+        s.generation > best.generation) {
+      best = s;
+    }
+  }
+  return best.generation == 0 ? 0 : 1u << best.record_shift;
+}
+
+// qzfs set / get (issue 16): a directory's policy, level and record size included, is taken by
+// what is made in it through the mount (directories pass it on), used by the files' records,
+// kept in the backing directory and used by qzfs pack there; bad values are refused with a
+// reason; a user who may not write the directory cannot set it; PROPERTY=inherit takes it away.
+TEST_F(multiuser, a_directory_policy_is_inherited_and_its_levels_and_record_size_are_honoured) {
+  mount("commit=1,allow_other");
+  for (const char* d : {"fast", "small", "plain"}) make_dir(mnt_ / d, 0, 0, 0755);
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "set", "compression=zstd-1", (mnt_ / "fast").string()}, &out), 0) << out;
+  ASSERT_EQ(run({QZFS_BINARY, "set", "compression=zstd-19", "recordsize=1M", (mnt_ / "small").string()}, &out), 0) << out;
+  ASSERT_EQ(run({QZFS_BINARY, "get", "--json", (mnt_ / "small").string(), (mnt_ / "plain").string()}, &out), 0) << out;
+  EXPECT_TRUE(contains(out, "\"compression\": \"zstd-19\"")) << out;
+  EXPECT_EQ(json_number(out, "recordsize"), 1u << 20) << out;
+  EXPECT_TRUE(contains(out, "\"compression\": null")) << "plain has none: " << out;
+  // Refused, with the reason; nothing changed.
+  EXPECT_EQ(run({QZFS_BINARY, "set", "compression=bogus", (mnt_ / "fast").string()}, &out), 2);
+  EXPECT_TRUE(contains(out, "unknown")) << out;
+  EXPECT_EQ(run({QZFS_BINARY, "set", "recordsize=3K", (mnt_ / "fast").string()}, &out), 2);
+  EXPECT_TRUE(contains(out, "power of two")) << out;
+  EXPECT_EQ(::setxattr((mnt_ / "fast").c_str(), "user.qzfs.policy", "compression=gzip-99", 19, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_NE(sh(alice, root_, std::string(QZFS_BINARY) + " set compression=lz4 mnt/fast", &out), 0) << out;
+  ASSERT_EQ(run({QZFS_BINARY, "get", (mnt_ / "fast").string()}, &out), 0);
+  EXPECT_TRUE(contains(out, "compression=zstd-1 ")) << out;
+  // Made in them: a subdirectory passes the policy on to its files.
+  ASSERT_EQ(::mkdir((mnt_ / "small" / "sub").c_str(), 0755), 0);
+  ASSERT_EQ(run({QZFS_BINARY, "get", (mnt_ / "small" / "sub").string()}, &out), 0);
+  EXPECT_TRUE(contains(out, "compression=zstd-19 recordsize=1M")) << out;
+  const auto text = pattern(7, 3 << 20);
+  put(mnt_ / "fast" / "f", text);
+  put(mnt_ / "small" / "sub" / "f", text);
+  put(mnt_ / "plain" / "f", text);
+  ASSERT_EQ(run({QZFS_BINARY, "du", "--json", (mnt_ / "fast").string(), (mnt_ / "small").string()}, &out), 0) << out;
+  EXPECT_GE(json_number(out, "zstd", "per_format"), 24u) << out;
+  ASSERT_EQ(run({QZFS_BINARY, "du", "--json", (mnt_ / "plain").string()}, &out), 0) << out;
+  EXPECT_GE(json_number(out, "gzip", "per_format"), 24u) << "the mount's gzip: " << out;
+  // A policy taken away: files made from then on use the mount's options.
+  ASSERT_EQ(run({QZFS_BINARY, "set", "compression=inherit", (mnt_ / "plain").string()}, &out), 0) << out;
+  unmount();
+
+  EXPECT_EQ(record_size_of(backing_ / "small" / "sub" / "f"), 1u << 20);
+  EXPECT_EQ(record_size_of(backing_ / "fast" / "f"), 128u << 10);
+  EXPECT_EQ(record_size_of(backing_ / "plain" / "f"), 128u << 10);
+  const auto stored = [&](const char* rel) { return fs::file_size(backing_ / rel); };
+  EXPECT_LT(stored("small/sub/f") * 10, stored("fast/f") * 9)
+      << "zstd-19 in 1 MiB records must store the same text in much less than zstd-1 in 128 KiB ones";
+  EXPECT_LT(stored("fast/f") * 2, text.size());
+  // The backing directory keeps the policy; pack uses the nearest one of a file and its
+  // directories (a plain file dropped into small/sub is packed with zstd-19 and 1 MiB records).
+  ASSERT_EQ(run({QZFS_BINARY, "get", (backing_ / "small" / "sub").string()}, &out), 0);
+  EXPECT_TRUE(contains(out, "compression=zstd-19 recordsize=1M")) << out;
+  put(backing_ / "small" / "sub" / "dropped", text);
+  put(backing_ / "plain" / "dropped", text);
+  ASSERT_EQ(run({QZFS_BINARY, "pack", backing_.string()}, &out), 0) << out;
+  EXPECT_TRUE(contains(out, "by their own or their directory's policy")) << out;
+  EXPECT_EQ(record_size_of(backing_ / "small" / "sub" / "dropped"), 1u << 20);
+  EXPECT_EQ(record_size_of(backing_ / "plain" / "dropped"), 128u << 10);
+  EXPECT_LT(stored("small/sub/dropped") * 10, stored("plain/dropped") * 9) << "zstd-19 against pack's gzip-1";
+  mount("commit=1,allow_other");
+  EXPECT_EQ(qzfs::test::read_file((mnt_ / "small" / "sub" / "dropped").string()), text);
+  EXPECT_EQ(qzfs::test::read_file((mnt_ / "small" / "sub" / "f").string()), text);
+  unmount();
 }
 
 }  // namespace
