@@ -31,6 +31,7 @@ bool usable(const std::string& path, std::FILE* err, const char* cmd) {
 
 std::string errno_text(int e) {
   if (e == ENOTSUP) return "extended attributes not supported here (not a qzfs mount or a backing directory?)";
+  if (e == EPERM) return "only root and the mount's owner set policies (they spend the mount's shared workers)";
   return std::strerror(e);
 }
 

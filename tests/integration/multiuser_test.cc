@@ -754,6 +754,13 @@ TEST_F(multiuser, a_directory_policy_is_inherited_and_its_levels_and_record_size
   EXPECT_EQ(::setxattr((mnt_ / "fast").c_str(), "user.qzfs.policy", "compression=gzip-99", 19, 0), -1);
   EXPECT_EQ(errno, EINVAL);
   EXPECT_NE(sh(alice, root_, std::string(QZFS_BINARY) + " set compression=lz4 mnt/fast", &out), 0) << out;
+  // Not even on her own directory: a policy spends the mount's shared workers (root's and the
+  // mount owner's to set); she may read it.
+  make_dir(mnt_ / "alices", alice.uid, alice.gid, 0755);
+  EXPECT_EQ(sh(alice, root_, std::string(QZFS_BINARY) + " set compression=zstd-19 mnt/alices", &out), 1) << out;
+  EXPECT_TRUE(contains(out, "only root and the mount's owner")) << out;
+  EXPECT_EQ(sh(alice, root_, std::string(QZFS_BINARY) + " get mnt/small", &out), 0) << out;
+  EXPECT_TRUE(contains(out, "compression=zstd-19")) << out;
   ASSERT_EQ(run({QZFS_BINARY, "get", (mnt_ / "fast").string()}, &out), 0);
   EXPECT_TRUE(contains(out, "compression=zstd-1 ")) << out;
   // Made in them: a subdirectory passes the policy on to its files.
