@@ -1,5 +1,6 @@
 // `qzfs pack` and `qzfs check`: the store's tools over a backing directory, without a mount.
 #include "tools.h"
+#include "progress.h"
 #include "qzfs/fs/policy.h"
 
 #include <fcntl.h>
@@ -44,6 +45,17 @@ std::vector<fs::path> regular_files(const std::vector<std::string>& paths) {
     }
   }
   return out;
+}
+
+// What a progress bar shows as its total: the files' sizes, summed only when one is drawn.
+std::uint64_t total_size(const std::vector<fs::path>& files, std::FILE* out) {
+  if (!progress::on_terminal(out)) return 0;
+  std::uint64_t n = 0;
+  for (const auto& f : files) {
+    struct stat st {};
+    if (::lstat(f.c_str(), &st) == 0) n += static_cast<std::uint64_t>(st.st_size);
+  }
+  return n;
 }
 
 struct dir_handle {
@@ -111,9 +123,13 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
 
   std::uint64_t packed = 0, skipped = 0, failed = 0, logical = 0, stored = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (const auto& path : regular_files(o.paths)) {
+  const auto files = regular_files(o.paths);
+  progress bar(out, files.size(), total_size(files, out), "files");
+  for (const auto& path : files) {
+    progress::item step{bar};
     struct stat before {};
     if (::lstat(path.c_str(), &before) != 0) continue;
+    step.bytes = static_cast<std::uint64_t>(before.st_size);
     if (before.st_size == 0) {
       ++skipped;  // nothing to gain; it becomes a container when first written through a mount
       continue;
@@ -135,14 +151,14 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
     if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
       ++skipped;
       if (o.verbose) {
-        fmt::print(out, "{}: skipped ({})\n", path.string(),
-                   ec == std::errc::file_exists ? "already a container" : "has other hard links");
+        bar.say(out, fmt::format("{}: skipped ({})", path.string(),
+                   ec == std::errc::file_exists ? "already a container" : "has other hard links"));
       }
       continue;
     }
     if (ec) {
       ++failed;
-      fmt::print(err, "qzfs pack: {}: {}\n", path.string(), ec.message());
+      bar.say(err, fmt::format("qzfs pack: {}: {}", path.string(), ec.message()));
       continue;
     }
     struct stat after {};
@@ -151,9 +167,10 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
     logical += static_cast<std::uint64_t>(before.st_size);
     stored += static_cast<std::uint64_t>(after.st_size);
     if (o.verbose) {
-      fmt::print(out, "{}: {} -> {} bytes\n", path.string(), before.st_size, after.st_size);
+      bar.say(out, fmt::format("{}: {} -> {} bytes", path.string(), before.st_size, after.st_size));
     }
   }
+  bar.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(out, "packed {} files ({} skipped, {} failed): {:.1f} MiB -> {:.1f} MiB, ratio {:.3f}, {:.1f} MiB/s, policy {}{}\n",
              packed, skipped, failed, static_cast<double>(logical) / (1 << 20), static_cast<double>(stored) / (1 << 20),
@@ -173,21 +190,25 @@ int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err) {
   store::options store_opts;
   store_opts.log = [err](std::string_view m) { fmt::print(err, "qzfs unpack: {}\n", m); };
   std::uint64_t unpacked = 0, skipped = 0, failed = 0, stored = 0, logical = 0;
-  for (const auto& path : regular_files(o.paths)) {
+  const auto files = regular_files(o.paths);
+  progress bar(out, files.size(), total_size(files, out), "files");
+  for (const auto& path : files) {
+    progress::item step{bar};
     struct stat before {};
     if (::lstat(path.c_str(), &before) != 0) continue;
+    step.bytes = static_cast<std::uint64_t>(before.st_size);
     dir_handle dir(path.parent_path());
     store_opts.name = path.string();
     const auto ec = store::unpack_file(dir.fd, path.filename().c_str(), store_opts);
     if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
       ++skipped;
       if (o.verbose)
-        fmt::print(out, "{}: skipped ({})\n", path.string(), ec == std::errc::file_exists ? "a plain file" : "has other hard links");
+        bar.say(out, fmt::format("{}: skipped ({})", path.string(), ec == std::errc::file_exists ? "a plain file" : "has other hard links"));
       continue;
     }
     if (ec) {
       ++failed;
-      fmt::print(err, "qzfs unpack: {}: {} (the container is kept)\n", path.string(), ec.message());
+      bar.say(err, fmt::format("qzfs unpack: {}: {} (the container is kept)", path.string(), ec.message()));
       continue;
     }
     struct stat after {};
@@ -195,8 +216,9 @@ int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err) {
     ++unpacked;
     stored += static_cast<std::uint64_t>(before.st_blocks) * 512;
     logical += static_cast<std::uint64_t>(after.st_size);
-    if (o.verbose) fmt::print(out, "{}: {} -> {} bytes\n", path.string(), before.st_size, after.st_size);
+    if (o.verbose) bar.say(out, fmt::format("{}: {} -> {} bytes", path.string(), before.st_size, after.st_size));
   }
+  bar.finish();
   fmt::print(out, "unpacked {} files ({} skipped, {} failed): {:.1f} MiB stored -> {:.1f} MiB\n", unpacked, skipped, failed,
              static_cast<double>(stored) / (1 << 20), static_cast<double>(logical) / (1 << 20));
   return failed == 0 ? 0 : 1;
@@ -207,10 +229,14 @@ int run_check(const check_options& o, std::FILE* out, std::FILE* err) {
   std::uint64_t logical = 0, stored = 0, allocated = 0, records = 0, holes = 0, raw = 0, lost = 0;
   std::array<std::uint64_t, codec::payload_format_count> per_format{};
   nlohmann::json damaged = nlohmann::json::array();
-  for (const auto& path : regular_files(o.paths)) {
+  const auto files = regular_files(o.paths);
+  progress bar(out, files.size(), total_size(files, out), "files");
+  for (const auto& path : files) {
+    progress::item step{bar};
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (struct stat st {}; fd >= 0 && ::fstat(fd, &st) == 0) step.bytes = static_cast<std::uint64_t>(st.st_size);
     if (fd < 0) {
-      fmt::print(err, "qzfs check: {}: {}\n", path.string(), std::strerror(errno));
+      bar.say(err, fmt::format("qzfs check: {}: {}", path.string(), std::strerror(errno)));
       ++damaged_files;
       continue;
     }
@@ -222,7 +248,7 @@ int run_check(const check_options& o, std::FILE* out, std::FILE* err) {
     auto ec = store::file::open(std::make_unique<store::fd_io>(fd), store_opts, f);
     if (ec) {
       ++damaged_files;
-      fmt::print(out, "{}: unreadable container: {}\n", path.string(), why.empty() ? ec.message() : why);
+      bar.say(out, fmt::format("{}: unreadable container: {}", path.string(), why.empty() ? ec.message() : why));
       damaged.push_back({{"file", path.string()}, {"error", why.empty() ? ec.message() : why}});
       continue;
     }
@@ -249,12 +275,13 @@ int run_check(const check_options& o, std::FILE* out, std::FILE* err) {
       ++damaged_files;
       bad_records += found.size();
       for (const auto& d : found) {
-        fmt::print(out, "{}: {}\n", path.string(), d.what);
+        bar.say(out, fmt::format("{}: {}", path.string(), d.what));
         damaged.push_back({{"file", path.string()}, {"record", d.record}, {"error", d.what}});
       }
-      if (ec) fmt::print(out, "{}: {}\n", path.string(), ec.message());
+      if (ec) bar.say(out, fmt::format("{}: {}", path.string(), ec.message()));
     }
   }
+  bar.finish();
   const double ratio = stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0;
   if (o.json) {
     nlohmann::json j{{"containers", containers},   {"plain_files", plain},    {"damaged_files", damaged_files},

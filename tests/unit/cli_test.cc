@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cli/app.h"
+#include "cli/progress.h"
 #include "test_data.h"
 
 namespace qzfs::cli {
@@ -252,7 +253,9 @@ TEST(cli, the_manual_page_has_every_command_and_option_of_help) {
       std::size_t end = at + 2;
       while (end < sub.out.size() && (std::isalnum(static_cast<unsigned char>(sub.out[end])) || sub.out[end] == '-')) ++end;
       const std::string opt = sub.out.substr(at, end - at);
-      if (opt.size() > 3 && opt != "--help") EXPECT_NE(page.out.find(escaped(opt)), std::string::npos) << cmd << " " << opt;
+      if (opt.size() > 3 && opt != "--help") {
+        EXPECT_NE(page.out.find(escaped(opt)), std::string::npos) << cmd << " " << opt;
+      }
       at = end;
     }
   }
@@ -265,6 +268,48 @@ TEST(cli, the_manual_page_has_every_command_and_option_of_help) {
     static const std::set<std::string> known = {".\\\"", ".TH", ".SH", ".SS", ".PP", ".TP", ".B", ".IP", ".br", ".nf", ".fi"};
     EXPECT_TRUE(known.count(req)) << "unknown roff request: " << line;
   }
+}
+
+// The progress line of pack, unpack and check: drawn in place (carriage returns, no newline),
+// with the share done, the counts and the bytes; a line said meanwhile is printed whole above
+// it; cleared at the end, so that nothing of it stays before the summary. Not on a pipe.
+TEST(cli, the_progress_line_is_drawn_in_place_and_cleared) {
+  char* buf = nullptr;
+  std::size_t len = 0;
+  FILE* out = open_memstream(&buf, &len);
+  {
+    progress bar(out, 4, 4 << 20, "files", true);
+    ASSERT_TRUE(bar.drawing());
+    for (int i = 0; i < 3; ++i) {
+      progress::item step{bar};
+      step.bytes = 1 << 20;
+      if (i == 1) bar.say(out, "damaged: record 3");
+    }
+    { progress::item last{bar}; last.bytes = 1 << 20; }  // the last one is always drawn
+    bar.finish();
+    std::fputs("summary\n", out);
+  }
+  std::fclose(out);
+  const std::string s(buf, len);
+  std::free(buf);
+  EXPECT_NE(s.find("100%  4/4 files  4.0/4.0 MiB"), std::string::npos) << s;
+  EXPECT_NE(s.find("damaged: record 3\n"), std::string::npos) << s;
+  EXPECT_EQ(s.find('\n'), s.find("damaged: record 3\n") + 17) << "no newline of the bar's own: " << s;
+  const auto last_cr = s.rfind('\r');
+  ASSERT_NE(last_cr, std::string::npos);
+  EXPECT_EQ(s.substr(last_cr + 1), "summary\n") << "cleared before the summary: " << s;
+  EXPECT_EQ(s.substr(s.rfind('\r', last_cr - 1) + 1, last_cr - s.rfind('\r', last_cr - 1) - 1).find_first_not_of(' '), std::string::npos)
+      << "the line is blanked: " << s;
+  // Not a terminal, not forced: nothing drawn.
+  FILE* pipe_like = open_memstream(&buf, &len);
+  {
+    progress quiet(pipe_like, 2, 10, "files");
+    EXPECT_FALSE(quiet.drawing());
+    progress::item one{quiet};
+  }
+  std::fclose(pipe_like);
+  EXPECT_EQ(len, 0u);
+  std::free(buf);
 }
 
 TEST(cli, help_lists_the_bench_options) {
