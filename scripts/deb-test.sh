@@ -15,10 +15,19 @@ if dpkg-query -W -f='${Status}' qzfs 2> /dev/null | grep -q "install ok installe
   echo "skipped: a qzfs package is installed on this machine already (not replaced by a test)"
   exit 77
 fi
+# A qzfs installed otherwise (make install): the package would take its helper over and remove it.
+if [ -e /sbin/mount.fuse.qzfs ] || [ -L /sbin/mount.fuse.qzfs ] || command -v qzfs > /dev/null; then
+  echo "skipped: a qzfs is installed here outside a package ($(command -v qzfs || echo /sbin/mount.fuse.qzfs))"
+  exit 77
+fi
+# What the package depends on must be there already: a test installs no other package.
+[ -c /dev/fuse ] || { echo "skipped: no /dev/fuse"; exit 77; }
+dpkg-query -W -f='${Status}' fuse3 2> /dev/null | grep -q "install ok installed" || { echo "skipped: fuse3 is not installed"; exit 77; }
+apt_opts=(-y -qq -o DPkg::Lock::Timeout=120)
 work=$(mktemp -d /tmp/qzfs-deb.XXXXXX)
 cleanup() {
   mountpoint -q "$work/m" && { umount "$work/m" || umount -l "$work/m"; }
-  DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq qzfs > /dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get remove "${apt_opts[@]}" qzfs > /dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -28,7 +37,7 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 deb=$(ls "$work"/pkg/qzfs_*.deb)
 echo "package: $(basename "$deb"), $(du -k "$deb" | cut -f1) KiB"
 dpkg-deb -f "$deb" Depends | grep -q fuse3 || fail "the package does not depend on fuse3"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" > "$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt-get install"; }
+DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "$deb" > "$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt-get install"; }
 
 [ "$(command -v qzfs)" = /usr/bin/qzfs ] || fail "qzfs is not /usr/bin/qzfs"
 /usr/bin/qzfs --version | grep -q "^qzfs " || fail "qzfs --version"
@@ -53,6 +62,6 @@ cmp /usr/share/common-licenses/GPL-3 "$work/m/license" || fail "license read bac
 umount "$work/m" || fail "umount"
 for _ in $(seq 50); do mountpoint -q "$work/m" || break; sleep 0.1; done
 
-DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq qzfs > "$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt-get remove"; }
+DEBIAN_FRONTEND=noninteractive apt-get remove "${apt_opts[@]}" qzfs > "$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt-get remove"; }
 [ ! -e /usr/bin/qzfs ] && [ ! -L /sbin/mount.fuse.qzfs ] || fail "files left after apt-get remove"
 echo "deb package: installed, mounted with mount -t fuse.qzfs, wrote, read back, checked, removed"

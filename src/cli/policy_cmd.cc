@@ -29,6 +29,15 @@ bool usable(const std::string& path, std::FILE* err, const char* cmd) {
   return true;
 }
 
+// The attribute of `path` itself (never through a symlink put there meanwhile).
+fs::file_policy own_policy(const std::string& path) {
+  char buf[256];
+  const ssize_t n = ::lgetxattr(path.c_str(), fs::policy_attr, buf, sizeof buf);
+  if (n <= 0) return {};
+  const auto p = fs::parse_file_policy(std::string_view(buf, static_cast<std::size_t>(n)));
+  return p ? *p : fs::file_policy{};
+}
+
 std::string errno_text(int e) {
   if (e == ENOTSUP) return "extended attributes not supported here (not a qzfs mount or a backing directory?)";
   if (e == EPERM) return "only root and the mount's owner set policies (they spend the mount's shared workers)";
@@ -63,17 +72,17 @@ int run_set(const set_options& o, std::FILE* out, std::FILE* err) {
       rc = 1;
       continue;
     }
-    fs::file_policy now = fs::read_policy_attr(path.c_str());
+    fs::file_policy now = own_policy(path);
     now = fs::overlay(add, now);
     if (drop_compression) now.compression.clear();
     if (drop_record_size) now.record_size = 0;
     int r = 0;
     if (now.empty()) {
-      r = ::removexattr(path.c_str(), fs::policy_attr);
+      r = ::lremovexattr(path.c_str(), fs::policy_attr);
       if (r != 0 && errno == ENODATA) r = 0;
     } else {
       const std::string v = fs::to_string(now);
-      r = ::setxattr(path.c_str(), fs::policy_attr, v.data(), v.size(), 0);
+      r = ::lsetxattr(path.c_str(), fs::policy_attr, v.data(), v.size(), 0);
     }
     if (r != 0) {
       fmt::print(err, "qzfs set: {}: {}\n", path, errno_text(errno));
@@ -94,13 +103,13 @@ int run_get(const get_options& o, std::FILE* out, std::FILE* err) {
       continue;
     }
     char buf[256];
-    const ssize_t n = ::getxattr(path.c_str(), fs::policy_attr, buf, sizeof buf);
+    const ssize_t n = ::lgetxattr(path.c_str(), fs::policy_attr, buf, sizeof buf);
     if (n < 0 && errno != ENODATA) {
       fmt::print(err, "qzfs get: {}: {}\n", path, errno_text(errno));
       rc = 1;
       continue;
     }
-    const fs::file_policy p = fs::read_policy_attr(path.c_str());
+    const fs::file_policy p = own_policy(path);
     if (o.json) {
       nlohmann::json j = {{"path", path}};
       j["compression"] = p.compression.empty() ? nlohmann::json(nullptr) : nlohmann::json(p.compression);

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <fmt/core.h>
 
 namespace qzfs::cli {
@@ -34,9 +36,10 @@ void progress::say(std::FILE* to, const std::string& line) {
 
 void progress::draw() {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double frac = total_bytes_ > 0 ? static_cast<double>(bytes_) / static_cast<double>(total_bytes_)
-                      : total_items_ > 0 ? static_cast<double>(items_) / static_cast<double>(total_items_)
-                                         : 1.0;
+  // Files may grow while the command runs: the share never passes 1.
+  const double frac = std::min(1.0, total_bytes_ > 0 ? static_cast<double>(bytes_) / static_cast<double>(total_bytes_)
+                                    : total_items_ > 0 ? static_cast<double>(items_) / static_cast<double>(total_items_)
+                                                       : 1.0);
   constexpr int bar = 24;
   const int full = static_cast<int>(frac * bar + 0.5);
   const double rate = secs > 0 ? static_cast<double>(bytes_) / (1 << 20) / secs : 0.0;

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <map>
+#include <set>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -107,14 +108,21 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
 
   // Files and directories with a policy of their own (qzfs set): the file's, else its nearest
   // directory's, property by property, over --policy and --record-size; an engine per policy.
+  // The walk up stops at the directories pack was given (a file's own directory when it was
+  // named itself): what lies above them (a user's home, say) has no say in how they are packed.
+  std::set<std::string> tops;
+  for (const auto& p : o.paths) {
+    const auto a = std::filesystem::absolute(p).lexically_normal();
+    tops.insert((std::filesystem::is_directory(a) ? a : a.parent_path()).string());
+  }
   std::map<std::string, qzfs::fs::file_policy> dir_attr;  // each directory's own attribute, read once
   auto policy_of = [&](const std::filesystem::path& file) {
     qzfs::fs::file_policy p = qzfs::fs::read_policy_attr(file.c_str());
-    for (auto d = std::filesystem::absolute(file).parent_path();; d = d.parent_path()) {
+    for (auto d = std::filesystem::absolute(file).lexically_normal().parent_path();; d = d.parent_path()) {
       auto [it, fresh] = dir_attr.try_emplace(d.string());
       if (fresh) it->second = qzfs::fs::read_policy_attr(d.c_str());
       p = qzfs::fs::overlay(p, it->second);
-      if (!d.has_relative_path()) break;  // the root
+      if (tops.count(d.string()) != 0 || !d.has_relative_path()) break;
     }
     return p;
   };

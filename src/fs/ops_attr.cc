@@ -221,15 +221,19 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   if (std::strcmp(name, policy_attr) == 0) {
     // A policy (qzfs set): checked, and kept in its canonical text; new files and directories
-    // made under a directory take it (ops_file.cc, ops_names.cc), files opened use it. Root's
-    // and the mount owner's to set, as ZFS properties are root's unless delegated: a policy
-    // spends the mount's shared workers (zstd-19 in 1 MiB records costs ~50x gzip-1 per byte).
-    const uid_t uid = fuse_req_ctx(req)->uid;
-    if (uid != 0 && uid != state(req).owner) return (void)fuse_reply_err(req, EPERM);
-    const auto p = parse_file_policy(std::string_view(value, size));
-    if (!p) return (void)fuse_reply_err(req, EINVAL);
-    const std::string text = to_string(*p);
+    // made under a directory take it (ops_file.cc, ops_names.cc), files opened use it. A new
+    // value is root's and the mount owner's to set, as ZFS properties are root's unless
+    // delegated: a policy spends the mount's shared workers (zstd-19 in 1 MiB records costs
+    // tens of times gzip-1's CPU per byte). Setting the value an object holds already is
+    // anyone's (a copy with its attributes, rsync -X, into a directory of the same policy).
     return with_xattr_target(req, "setxattr", ino, 0, [&](const std::string& path) {
+      const auto p = parse_file_policy(std::string_view(value, size));
+      if (!p) return (void)fuse_reply_err(req, EINVAL);
+      const uid_t uid = fuse_req_ctx(req)->uid;
+      if (uid != 0 && uid != state(req).owner && !(read_policy_attr(path.c_str()) == *p)) {
+        return (void)fuse_reply_err(req, EPERM);
+      }
+      const std::string text = to_string(*p);
       fuse_reply_err(req, ::setxattr(path.c_str(), name, text.data(), text.size(), flags) == 0 ? 0 : errno);
     });
   }
@@ -273,10 +277,8 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  if (std::strcmp(name, policy_attr) == 0) {
-    const uid_t uid = fuse_req_ctx(req)->uid;
-    if (uid != 0 && uid != state(req).owner) return (void)fuse_reply_err(req, EPERM);
-  }
+  // A policy may be removed by whoever may write the object (the kernel checks): the mount's own
+  // options, root's choice, then apply; copies that strip attributes they do not carry work.
   with_xattr_target(req, "removexattr", ino, own_xattr(name) ? EPERM : 0, [&](const std::string& path) {
     fuse_reply_err(req, ::removexattr(path.c_str(), name) == 0 ? 0 : errno);
   });

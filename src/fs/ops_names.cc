@@ -48,8 +48,12 @@ void create_entry(fuse_req_t req, const char* op, fuse_ino_t parent, const char*
     const int fd = ::openat(pfd->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0) {
       // A directory or regular file takes its parent's policy (qzfs set), as it was made.
+      // Only onto what this call made: the name is looked up again as root, and another thread
+      // may have put someone else's object under it meanwhile (its owner tells).
       struct stat made {};
-      if (::fstat(fd, &made) == 0 && (S_ISDIR(made.st_mode) || S_ISREG(made.st_mode))) inherit_policy(pfd->fd, fd);
+      if (::fstat(fd, &made) == 0 && (S_ISDIR(made.st_mode) || S_ISREG(made.st_mode)) && made.st_uid == fuse_req_ctx(req)->uid) {
+        inherit_policy(pfd->fd, fd);
+      }
     }
     fuse_entry_param e;
     const int r = fd < 0 ? errno : entry_of(s, std::make_shared<owned_fd>(fd), &e);

@@ -20,6 +20,8 @@ std::uint64_t size_of(std::string_view s) {
   if (ec != std::errc{} || end == s.data()) return 0;
   std::string unit(end, s.data() + s.size());
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  constexpr std::uint64_t most = std::uint64_t{1} << 40;  // far above any record size, no overflow below
+  if (v > most) return 0;
   if (unit.empty() || unit == "B") return v;
   if (unit == "K" || unit == "KB" || unit == "KIB") return v << 10;
   if (unit == "M" || unit == "MB" || unit == "MIB") return v << 20;
@@ -49,10 +51,11 @@ std::optional<file_policy> parse_file_policy(std::string_view text, std::string*
     if (eq == std::string_view::npos) return fail("'" + std::string(item) + "': expected PROPERTY=VALUE (compression=..., recordsize=...)");
     const std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
     if (key == "compression") {
-      if (!engine::parse_policy(val)) {
+      const auto pol = engine::parse_policy(val);
+      if (!pol) {
         return fail("compression=" + std::string(val) + ": unknown (off, lz4, gzip[-N] N 1-12, zstd[-N] N 1-19, zstd-fast-N, auto)");
       }
-      p.compression = std::string(val);
+      p.compression = engine::to_string(*pol);  // canonical: "zstd-03" is zstd-3
     } else if (key == "recordsize") {
       const std::uint64_t rs = size_of(val);
       if (rs < 4096 || rs > (1u << 20) || (rs & (rs - 1)) != 0) {

@@ -763,6 +763,18 @@ TEST_F(multiuser, a_directory_policy_is_inherited_and_its_levels_and_record_size
   EXPECT_TRUE(contains(out, "compression=zstd-19")) << out;
   ASSERT_EQ(run({QZFS_BINARY, "get", (mnt_ / "fast").string()}, &out), 0);
   EXPECT_TRUE(contains(out, "compression=zstd-1 ")) << out;
+  // In a shared directory with a policy: alice's new file takes it; she may set the value it
+  // holds already (a copy with attributes) and take it away (the mount's options apply), not
+  // choose another.
+  make_dir(mnt_ / "shared", 0, 0, 01777);
+  ASSERT_EQ(run({QZFS_BINARY, "set", "compression=zstd-1", (mnt_ / "shared").string()}, &out), 0) << out;
+  const std::string q = QZFS_BINARY;
+  EXPECT_EQ(sh(alice, root_, "touch mnt/shared/a && " + q + " get mnt/shared/a", &out), 0) << out;
+  EXPECT_TRUE(contains(out, "compression=zstd-1 ")) << out;
+  EXPECT_EQ(sh(alice, root_, q + " set compression=zstd-1 mnt/shared/a", &out), 0) << "the same value: " << out;
+  EXPECT_EQ(sh(alice, root_, q + " set compression=lz4 mnt/shared/a", &out), 1) << out;
+  EXPECT_EQ(sh(alice, root_, q + " set compression=inherit mnt/shared/a && " + q + " get mnt/shared/a", &out), 0) << out;
+  EXPECT_TRUE(contains(out, "compression=(mount's)")) << out;
   // Made in them: a subdirectory passes the policy on to its files.
   ASSERT_EQ(::mkdir((mnt_ / "small" / "sub").c_str(), 0755), 0);
   ASSERT_EQ(run({QZFS_BINARY, "get", (mnt_ / "small" / "sub").string()}, &out), 0);

@@ -13,6 +13,7 @@
 
 #include "fs/boundary.h"
 #include "fs/state.h"
+#include "qzfs/fs/policy.h"
 #include "qzfs/fs/stats.h"
 
 namespace qzfs::fs {
@@ -121,6 +122,29 @@ int errno_of(E&& e, std::string& why) {
   } catch (...) {
     return detail::errno_of_current_exception(why);
   }
+}
+
+// A policy's text (qzfs set, the attribute): canonical whatever the spelling, and everything
+// that is not a known property with a valid value refused with a reason.
+TEST(fs_policy, text_is_canonical_and_bad_values_are_refused_with_a_reason) {
+  std::string why;
+  auto p = parse_file_policy("recordsize=1048576,compression=zstd-03", &why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(to_string(*p), "compression=zstd-3 recordsize=1M");
+  p = parse_file_policy("compression=gzip");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->record_size, 0u);
+  EXPECT_EQ(*parse_file_policy(to_string(*p)), *p) << "its own text parses back to it";
+  for (const char* bad : {"", "compression", "compression=gzip-13", "compression=zstd-20", "colour=blue",
+                          "recordsize=3K", "recordsize=2M", "recordsize=2K", "recordsize=18446744073709551615K",
+                          "recordsize=17592186044416M", "recordsize=1Q", "recordsize=-4K"}) {
+    why.clear();
+    EXPECT_FALSE(parse_file_policy(bad, &why)) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+  file_policy inner{.compression = "lz4"}, outer{.compression = "zstd-3", .record_size = 1 << 20};
+  EXPECT_EQ(overlay(inner, outer), (file_policy{.compression = "lz4", .record_size = 1 << 20}));
+  EXPECT_TRUE(overlay(file_policy{}, file_policy{}).empty());
 }
 
 TEST(fs_boundary, a_system_error_keeps_its_errno) {
