@@ -331,6 +331,26 @@ class Worker:
             return self.rng.randint(16385, 262144)
         return self.rng.randint(262145, MB + 4096)
 
+    # pwrite of `d` at `off` into file `n`, journalled first, the shadow copy following it.
+    def write_at(self, n, f, off, d):
+        size, ln = len(f["shadow"]), len(d)
+        f["touched"] = add_range(f["touched"], off, off + ln)
+        self.record()
+        w = self.call("pwrite %s %d+%d" % (n, off, ln), os.pwrite, f["fd"], d, off)
+        if w != ln:
+            self.failed("short pwrite %s: %d of %d" % (n, w, ln), OSError(errno.EIO, "short write"))
+        if off > size:
+            f["shadow"] += bytes(off - size)
+        f["shadow"][off:off + ln] = d
+
+    # fsync or fdatasync of file `n`: from now on its content must survive.
+    def synced(self, n, f, data_only):
+        self.call("%s %s" % ("fdatasync" if data_only else "fsync", n), os.fdatasync if data_only else os.fsync, f["fd"])
+        data = bytes(f["shadow"])
+        f["dsha"], f["dsize"], f["touched"] = self.snapshot(data), len(data), []
+        self.nfsync += 1
+        self.record()
+
     # One random operation.
     def step(self):
         self.nops += 1
@@ -349,19 +369,8 @@ class Worker:
             # (what gives a file its sync log, docs/STORE.md "Sync log"; the kill may land in it).
             for _ in range(self.rng.randint(10, 30)):
                 ln = min(self.rng.randint(1, 4096), size)
-                off = self.rng.randint(0, size - ln)
-                d = self.data(ln)
-                f["touched"] = add_range(f["touched"], off, off + ln)
-                self.record()
-                w = self.call("pwrite %s %d+%d" % (n, off, ln), os.pwrite, f["fd"], d, off)
-                if w != ln:
-                    self.failed("short pwrite %s: %d of %d" % (n, w, ln), OSError(errno.EIO, "short write"))
-                f["shadow"][off:off + ln] = d
-                self.call("fdatasync %s" % n, os.fdatasync, f["fd"])
-                data = bytes(f["shadow"])
-                f["dsha"], f["dsize"], f["touched"] = self.snapshot(data), len(data), []
-                self.nfsync += 1
-                self.record()
+                self.write_at(n, f, self.rng.randint(0, size - ln), self.data(ln))
+                self.synced(n, f, True)
         elif r < 45:  # write
             ln = self.length()
             q = self.rng.random()
@@ -373,15 +382,7 @@ class Worker:
                 off = size + self.rng.randint(1, MB)
             else:
                 off = self.rng.randint(0, 12 * MB)
-            d = self.data(ln)
-            f["touched"] = add_range(f["touched"], off, off + ln)
-            self.record()
-            w = self.call("pwrite %s %d+%d" % (n, off, ln), os.pwrite, f["fd"], d, off)
-            if w != ln:
-                self.failed("short pwrite %s: %d of %d" % (n, w, ln), OSError(errno.EIO, "short write"))
-            if off > size:
-                f["shadow"] += bytes(off - size)
-            f["shadow"][off:off + ln] = d
+            self.write_at(n, f, off, self.data(ln))
         elif r < 55:  # truncate up or down
             ns = self.rng.choice([0, self.rng.randint(0, size), self.rng.randint(0, size), size + self.rng.randint(1, 2 * MB)])
             if ns < size:
@@ -413,12 +414,7 @@ class Worker:
                 if end > off:
                     f["shadow"][off:end] = bytes(end - off)
         elif r < 83:  # fsync or fdatasync: from now on this content must survive
-            data_only = r >= 78
-            self.call("%s %s" % ("fdatasync" if data_only else "fsync", n), os.fdatasync if data_only else os.fsync, f["fd"])
-            data = bytes(f["shadow"])
-            f["dsha"], f["dsize"], f["touched"] = self.snapshot(data), len(data), []
-            self.nfsync += 1
-            self.record()
+            self.synced(n, f, r >= 78)
         elif r < 88:  # rename onto another of this worker's names (replacing it if it exists)
             dst = self.rng.choice([x for x in self.names if x != n])
             self.record(pending={"op": "rename", "src": n, "dst": dst})

@@ -87,6 +87,53 @@ std::string mounted_backing(const std::filesystem::path& path) {
   }
 }
 
+// pack's and unpack's walk: every regular file under `paths` rewritten in place by
+// `rewrite(dirfd, name, path)` (skip_empty: empty files are left alone), under a progress line.
+// EEXIST (`already`: nothing to do) and EMLINK (other hard links) are skips, named with -v;
+// failures are named on `err` (with `kept`); `done(before, after)` counts each file rewritten.
+struct walk_counts {
+  std::uint64_t done = 0, skipped = 0, failed = 0;
+};
+template <class Rewrite, class Done>
+walk_counts rewrite_each(const std::vector<std::string>& paths, bool skip_empty, bool verbose, const char* tool,
+                         const char* already, const char* kept, std::FILE* out, std::FILE* err, Rewrite&& rewrite,
+                         Done&& done) {
+  walk_counts n;
+  const auto files = regular_files(paths);
+  progress bar(out, files.size(), total_size(files, out), "files");
+  for (const auto& path : files) {
+    progress::item step{bar};
+    struct stat before {};
+    if (::lstat(path.c_str(), &before) != 0) continue;
+    step.bytes = static_cast<std::uint64_t>(before.st_size);
+    if (skip_empty && before.st_size == 0) {
+      ++n.skipped;  // nothing to gain; it becomes a container when first written through a mount
+      continue;
+    }
+    dir_handle dir(path.parent_path());
+    const std::error_code ec = rewrite(dir.fd, path.filename().c_str(), path);
+    if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
+      ++n.skipped;
+      if (verbose) {
+        bar.say(out, fmt::format("{}: skipped ({})", path.string(), ec == std::errc::file_exists ? already : "has other hard links"));
+      }
+      continue;
+    }
+    if (ec) {
+      ++n.failed;
+      bar.say(err, fmt::format("qzfs {}: {}: {}{}", tool, path.string(), ec.message(), kept));
+      continue;
+    }
+    struct stat after {};
+    ::lstat(path.c_str(), &after);
+    ++n.done;
+    done(before, after);
+    if (verbose) bar.say(out, fmt::format("{}: {} -> {} bytes", path.string(), before.st_size, after.st_size));
+  }
+  bar.finish();
+  return n;
+}
+
 int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   auto pol = engine::parse_policy(o.policy);
   if (!pol) throw std::invalid_argument("unknown --policy '" + o.policy + "' (" + engine::policy_help() + ")");
@@ -129,63 +176,36 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   std::map<std::string, std::unique_ptr<engine::engine>> engines;
   std::uint64_t own_policy = 0;
 
-  std::uint64_t packed = 0, skipped = 0, failed = 0, logical = 0, stored = 0;
+  std::uint64_t logical = 0, stored = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  const auto files = regular_files(o.paths);
-  progress bar(out, files.size(), total_size(files, out), "files");
-  for (const auto& path : files) {
-    progress::item step{bar};
-    struct stat before {};
-    if (::lstat(path.c_str(), &before) != 0) continue;
-    step.bytes = static_cast<std::uint64_t>(before.st_size);
-    if (before.st_size == 0) {
-      ++skipped;  // nothing to gain; it becomes a container when first written through a mount
-      continue;
-    }
-    dir_handle dir(path.parent_path());
-    store::options file_opts = store_opts;
-    file_opts.name = path.string();
-    const qzfs::fs::file_policy own = policy_of(path);
-    if (!own.empty()) {
-      ++own_policy;
-      if (own.record_size != 0) file_opts.record_size = own.record_size;
-      if (const auto p = engine::parse_policy(own.compression)) {
-        auto& e = engines[engine::to_string(*p)];
-        if (!e) e = std::make_unique<engine::engine>(sched, engine::engine_options{.pol = *p});
-        file_opts.compressor = e.get();
-      }
-    }
-    const auto ec = store::pack_file(dir.fd, path.filename().c_str(), file_opts);
-    if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
-      ++skipped;
-      if (o.verbose) {
-        bar.say(out, fmt::format("{}: skipped ({})", path.string(),
-                   ec == std::errc::file_exists ? "already a container" : "has other hard links"));
-      }
-      continue;
-    }
-    if (ec) {
-      ++failed;
-      bar.say(err, fmt::format("qzfs pack: {}: {}", path.string(), ec.message()));
-      continue;
-    }
-    struct stat after {};
-    ::lstat(path.c_str(), &after);
-    ++packed;
-    logical += static_cast<std::uint64_t>(before.st_size);
-    stored += static_cast<std::uint64_t>(after.st_size);
-    if (o.verbose) {
-      bar.say(out, fmt::format("{}: {} -> {} bytes", path.string(), before.st_size, after.st_size));
-    }
-  }
-  bar.finish();
+  const auto n = rewrite_each(
+      o.paths, true, o.verbose, "pack", "already a container", "", out, err,
+      [&](int dirfd, const char* name, const std::filesystem::path& path) {
+        store::options file_opts = store_opts;
+        file_opts.name = path.string();
+        const qzfs::fs::file_policy own = policy_of(path);
+        if (!own.empty()) {
+          ++own_policy;
+          if (own.record_size != 0) file_opts.record_size = own.record_size;
+          if (const auto p = engine::parse_policy(own.compression)) {
+            auto& e = engines[engine::to_string(*p)];
+            if (!e) e = std::make_unique<engine::engine>(sched, engine::engine_options{.pol = *p});
+            file_opts.compressor = e.get();
+          }
+        }
+        return store::pack_file(dirfd, name, file_opts);
+      },
+      [&](const struct stat& before, const struct stat& after) {
+        logical += static_cast<std::uint64_t>(before.st_size);
+        stored += static_cast<std::uint64_t>(after.st_size);
+      });
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(out, "packed {} files ({} skipped, {} failed): {:.1f} MiB -> {:.1f} MiB, ratio {:.3f}, {:.1f} MiB/s, policy {}{}\n",
-             packed, skipped, failed, static_cast<double>(logical) / (1 << 20), static_cast<double>(stored) / (1 << 20),
+             n.done, n.skipped, n.failed, static_cast<double>(logical) / (1 << 20), static_cast<double>(stored) / (1 << 20),
              stored > 0 ? static_cast<double>(logical) / static_cast<double>(stored) : 1.0,
              secs > 0 ? static_cast<double>(logical) / (1 << 20) / secs : 0.0, engine::describe(*pol),
              own_policy > 0 ? fmt::format(" ({} files by their own or their directory's policy)", own_policy) : std::string());
-  return failed == 0 ? 0 : 1;
+  return n.failed == 0 ? 0 : 1;
 }
 
 int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err) {
@@ -197,39 +217,20 @@ int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err) {
   }
   store::options store_opts;
   store_opts.log = [err](std::string_view m) { fmt::print(err, "qzfs unpack: {}\n", m); };
-  std::uint64_t unpacked = 0, skipped = 0, failed = 0, stored = 0, logical = 0;
-  const auto files = regular_files(o.paths);
-  progress bar(out, files.size(), total_size(files, out), "files");
-  for (const auto& path : files) {
-    progress::item step{bar};
-    struct stat before {};
-    if (::lstat(path.c_str(), &before) != 0) continue;
-    step.bytes = static_cast<std::uint64_t>(before.st_size);
-    dir_handle dir(path.parent_path());
-    store_opts.name = path.string();
-    const auto ec = store::unpack_file(dir.fd, path.filename().c_str(), store_opts);
-    if (ec == std::errc::file_exists || ec == std::errc::too_many_links) {
-      ++skipped;
-      if (o.verbose)
-        bar.say(out, fmt::format("{}: skipped ({})", path.string(), ec == std::errc::file_exists ? "a plain file" : "has other hard links"));
-      continue;
-    }
-    if (ec) {
-      ++failed;
-      bar.say(err, fmt::format("qzfs unpack: {}: {} (the container is kept)", path.string(), ec.message()));
-      continue;
-    }
-    struct stat after {};
-    ::lstat(path.c_str(), &after);
-    ++unpacked;
-    stored += static_cast<std::uint64_t>(before.st_blocks) * 512;
-    logical += static_cast<std::uint64_t>(after.st_size);
-    if (o.verbose) bar.say(out, fmt::format("{}: {} -> {} bytes", path.string(), before.st_size, after.st_size));
-  }
-  bar.finish();
-  fmt::print(out, "unpacked {} files ({} skipped, {} failed): {:.1f} MiB stored -> {:.1f} MiB\n", unpacked, skipped, failed,
+  std::uint64_t stored = 0, logical = 0;
+  const auto n = rewrite_each(
+      o.paths, false, o.verbose, "unpack", "a plain file", " (the container is kept)", out, err,
+      [&](int dirfd, const char* name, const std::filesystem::path& path) {
+        store_opts.name = path.string();
+        return store::unpack_file(dirfd, name, store_opts);
+      },
+      [&](const struct stat& before, const struct stat& after) {
+        stored += static_cast<std::uint64_t>(before.st_blocks) * 512;
+        logical += static_cast<std::uint64_t>(after.st_size);
+      });
+  fmt::print(out, "unpacked {} files ({} skipped, {} failed): {:.1f} MiB stored -> {:.1f} MiB\n", n.done, n.skipped, n.failed,
              static_cast<double>(stored) / (1 << 20), static_cast<double>(logical) / (1 << 20));
-  return failed == 0 ? 0 : 1;
+  return n.failed == 0 ? 0 : 1;
 }
 
 int run_check(const check_options& o, std::FILE* out, std::FILE* err) {

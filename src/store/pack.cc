@@ -54,6 +54,51 @@ std::error_code take_over(int src, int dst, const struct stat& st) {
   return {};
 }
 
+struct fd_closer {
+  int fd = -1;
+  fd_closer() = default;
+  fd_closer(const fd_closer&) = delete;
+  fd_closer& operator=(const fd_closer&) = delete;
+  ~fd_closer() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// pack and unpack rewrite `name` under `dirfd` only when it is a regular file with no other
+// name: its status and a read-only descriptor (EINVAL: not regular, EMLINK: other links).
+std::error_code open_sole(int dirfd, const char* name, struct stat& st, fd_closer& src) {
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
+  if (!S_ISREG(st.st_mode)) return std::make_error_code(std::errc::invalid_argument);
+  if (st.st_nlink > 1) return std::make_error_code(std::errc::too_many_links);
+  src.fd = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  return src.fd < 0 ? last_error() : std::error_code{};
+}
+
+// The new file beside `name` that pack and unpack fill (`fd`, not owned: the caller closes it or
+// hands it over); removed again unless rename_over() put it in the original's place.
+struct file_beside {
+  int dirfd;
+  std::string name;
+  int fd;
+  bool placed = false;
+  file_beside(int d, const char* tool, int flags) : dirfd(d) {
+    static std::atomic<unsigned> counter{0};
+    name = std::string(".qzfs-") + tool + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    fd = ::openat(dirfd, name.c_str(), flags | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  }
+  file_beside(const file_beside&) = delete;
+  file_beside& operator=(const file_beside&) = delete;
+  ~file_beside() {
+    if (fd >= 0 && !placed) ::unlinkat(dirfd, name.c_str(), 0);
+  }
+  std::error_code rename_over(const char* target) {
+    if (::renameat(dirfd, name.c_str(), dirfd, target) != 0) return last_error();
+    placed = true;
+    (void)::fsync(dirfd);
+    return {};
+  }
+};
+
 }  // namespace
 
 std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint64_t& out, bool* container) noexcept {
@@ -109,15 +154,9 @@ std::error_code peek_logical_size(int fd, std::uint64_t backing_size, std::uint6
 
 std::error_code pack_file(int dirfd, const char* name, const options& o) {
   struct stat st {};
-  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
-  if (!S_ISREG(st.st_mode)) return std::make_error_code(std::errc::invalid_argument);
-  if (st.st_nlink > 1) return std::make_error_code(std::errc::too_many_links);
-  const int src = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (src < 0) return last_error();
-  struct closer {
-    int fd;
-    ~closer() { ::close(fd); }
-  } src_closer{src};
+  fd_closer source;
+  if (auto ec = open_sole(dirfd, name, st, source)) return ec;
+  const int src = source.fd;
   std::byte head[format::container_header_size];
   const ssize_t h = ::pread(src, head, sizeof head, 0);
   if (h < 0) return last_error();
@@ -127,47 +166,33 @@ std::error_code pack_file(int dirfd, const char* name, const options& o) {
     return std::make_error_code(std::errc::file_exists);
   }
 
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp = ".qzfs-pack." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  const int dst = ::openat(dirfd, tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (dst < 0) return last_error();
-  auto fail = [&](std::error_code ec) {
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    return ec;
-  };
+  file_beside dst(dirfd, "pack", O_RDWR);
+  if (dst.fd < 0) return last_error();
   std::unique_ptr<file> f;
-  if (auto ec = file::create(std::make_unique<fd_io>(dst), o, f)) return fail(ec);  // the io owns dst now
+  if (auto ec = file::create(std::make_unique<fd_io>(dst.fd), o, f)) return ec;  // the io owns dst.fd now
   std::vector<std::byte> buf(std::size_t{f->record_size()} * 8);
   for (std::uint64_t off = 0;;) {
     const ssize_t n = ::pread(src, buf.data(), buf.size(), static_cast<off_t>(off));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return fail(last_error());
+      return last_error();
     }
     if (n == 0) break;
-    if (auto ec = f->pwrite(std::span(buf).first(static_cast<std::size_t>(n)), off)) return fail(ec);
+    if (auto ec = f->pwrite(std::span(buf).first(static_cast<std::size_t>(n)), off)) return ec;
     off += static_cast<std::uint64_t>(n);
   }
-  if (f->size() != static_cast<std::uint64_t>(st.st_size)) return fail(std::make_error_code(std::errc::resource_unavailable_try_again));
-  if (auto ec = f->sync()) return fail(ec);
-  if (auto ec = take_over(src, dst, st)) return fail(ec);
+  if (f->size() != static_cast<std::uint64_t>(st.st_size)) return std::make_error_code(std::errc::resource_unavailable_try_again);
+  if (auto ec = f->sync()) return ec;
+  if (auto ec = take_over(src, dst.fd, st)) return ec;
   f.reset();
-  if (::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) return fail(last_error());
-  (void)::fsync(dirfd);
-  return {};
+  return dst.rename_over(name);
 }
 
 std::error_code unpack_file(int dirfd, const char* name, const options& o) {
   struct stat st {};
-  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return last_error();
-  if (!S_ISREG(st.st_mode)) return std::make_error_code(std::errc::invalid_argument);
-  if (st.st_nlink > 1) return std::make_error_code(std::errc::too_many_links);
-  const int src = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (src < 0) return last_error();
-  struct closer {
-    int fd;
-    ~closer() { ::close(fd); }
-  } src_closer{src};
+  fd_closer source;
+  if (auto ec = open_sole(dirfd, name, st, source)) return ec;
+  const int src = source.fd;
   bool container = false;
   std::uint64_t logical = 0;
   if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
@@ -178,39 +203,33 @@ std::error_code unpack_file(int dirfd, const char* name, const options& o) {
   std::unique_ptr<file> f;
   if (auto ec = file::open(std::make_unique<fd_io>(rfd), o, f)) return ec;
 
-  static std::atomic<unsigned> counter{0};
-  const std::string tmp = ".qzfs-unpack." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  const int dst = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (dst < 0) return last_error();
-  struct closer dst_closer{dst};
-  auto fail = [&](std::error_code ec) {
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    return ec;
-  };
+  file_beside beside(dirfd, "unpack", O_WRONLY);
+  if (beside.fd < 0) return last_error();
+  fd_closer dst_closer;
+  dst_closer.fd = beside.fd;
+  const int dst = beside.fd;
   // Record by record; a record of zeros (a hole, or zeros written) is left a hole.
   std::vector<std::byte> buf(f->record_size());
   for (std::uint64_t off = 0; off < f->size();) {
     std::size_t got = 0;
     const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), f->size() - off));
-    if (auto ec = f->pread(std::span(buf).first(want), off, got)) return fail(ec);
-    if (got == 0) return fail(std::make_error_code(std::errc::io_error));
+    if (auto ec = f->pread(std::span(buf).first(want), off, got)) return ec;
+    if (got == 0) return std::make_error_code(std::errc::io_error);
     const auto chunk = std::span(buf).first(got);
     if (std::any_of(chunk.begin(), chunk.end(), [](std::byte b) { return b != std::byte{0}; })) {
       for (std::size_t done = 0; done < got;) {
         const ssize_t n = ::pwrite(dst, chunk.data() + done, got - done, static_cast<off_t>(off + done));
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return fail(n < 0 ? last_error() : std::make_error_code(std::errc::io_error));
+        if (n <= 0) return n < 0 ? last_error() : std::make_error_code(std::errc::io_error);
         done += static_cast<std::size_t>(n);
       }
     }
     off += got;
   }
-  if (::ftruncate(dst, static_cast<off_t>(f->size())) != 0) return fail(last_error());
-  if (auto ec = take_over(src, dst, st)) return fail(ec);
+  if (::ftruncate(dst, static_cast<off_t>(f->size())) != 0) return last_error();
+  if (auto ec = take_over(src, dst, st)) return ec;
   f.reset();
-  if (::renameat(dirfd, tmp.c_str(), dirfd, name) != 0) return fail(last_error());
-  (void)::fsync(dirfd);
-  return {};
+  return beside.rename_over(name);
 }
 
 }  // namespace qzfs::store
