@@ -13,6 +13,7 @@
 
 #include "bench.h"
 #include "man.h"
+#include "progress.h"
 #include "tools.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/fs/filesystem.h"
@@ -396,6 +397,33 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
   unpack->add_flag("-v,--verbose", uo.verbose, "Name each file");
   unpack->add_option("PATH", uo.paths, "Files or directories of a backing directory (recursively)")->required();
 
+  recompress_options ro;
+  std::string recompress_rs;
+  auto* recompress = app.add_subcommand(
+      "recompress",
+      "Compress the records of existing files again under a policy. Through a qzfs mount it runs online: the daemon "
+      "rewrites a few MiB at a time and commits each step, beside the file's readers and writers (anyone who may write "
+      "a file may recompress it under its own policy; --policy sets the file's policy first, which is root's and the "
+      "mount owner's). On a backing directory that is not mounted it rewrites each container beside itself and renames "
+      "it over the original (mode, owner, times and extended attributes kept). Either way a killed run loses nothing "
+      "and the next run goes on where it stopped: files already under the policy are skipped");
+  recompress->add_option("--policy", ro.policy,
+                         "Compression policy: " + engine::policy_help() +
+                             " (default: each file's own, else its directory's; through a mount, else the mount's; on a "
+                             "backing directory, else gzip)");
+  recompress->add_option("--record-size", recompress_rs,
+                         "Record size of the rewritten containers: 4K to 1M, a power of two (backing directory only; "
+                         "default: each file's own policy's, else as it is)");
+  recompress->add_option("--rate", ro.rate_mib, "At most this many MiB/s of file data (0: as fast as it goes)")
+      ->default_val(0)
+      ->check(CLI::Range(0.0, 1e6));
+  recompress->add_option("--threads", ro.threads, "CPU workers on a backing directory (default: one per core)")
+      ->check(CLI::Range(0u, 256u));
+  recompress->add_flag("--force", ro.force, "Also rewrite files recompressed under the policy already");
+  recompress->add_flag("-v,--verbose", ro.verbose, "One line per file");
+  recompress->add_option("PATH", ro.paths, "Files or directories, on a qzfs mount or a backing directory (recursively)")
+      ->required();
+
   du_options duo;
   auto* du = app.add_subcommand("du", "What files on a qzfs mount hold, like compsize: logical size, disk usage and "
                                       "ratio, records per codec, raw records and holes, summed over PATHs (directories "
@@ -492,6 +520,16 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
     if (check->parsed()) return run_check(co, out, err);
     if (du->parsed()) return run_du(duo, out, err);
     if (unpack->parsed()) return run_unpack(uo, out, err);
+    if (recompress->parsed()) {
+      if (!recompress_rs.empty()) {
+        const auto rs = parse_size(recompress_rs);
+        if (rs < 4096 || rs > (1u << 20) || (rs & (rs - 1)) != 0) {
+          throw std::invalid_argument("--record-size must be a power of two between 4K and 1M");
+        }
+        ro.record_size = static_cast<std::uint32_t>(rs);
+      }
+      return run_recompress(ro, out, err);
+    }
     if (set->parsed()) {
       for (const auto& a : set_args) (a.find('=') != std::string::npos && so.paths.empty() ? so.properties : so.paths).push_back(a);
       if (so.properties.empty()) throw std::invalid_argument("set: no PROPERTY=VALUE given (compression=..., recordsize=...)");
@@ -585,9 +623,14 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
       if (!codecs.empty()) bo.codecs = CLI::detail::split(codecs, ',');
       corpus c = load_corpus(paths, bo.record_size, parse_size(max_bytes));
       if (c.records.empty()) throw std::runtime_error("no data found under the given paths");
-      const bool show = !quiet && isatty(fileno(err));
-      auto progress = [&](const std::string& what) {
-        if (show) fmt::print(err, "\r\033[Kbench: {}", what);
+      // The shared progress line (on a terminal, unless --quiet): phases done, time left, what
+      // runs now; cleared before the table.
+      std::unique_ptr<progress> bar;
+      auto on_phase = [&](const std::string& what, std::size_t done, std::size_t phases) {
+        if (quiet) return;
+        if (!bar) bar = std::make_unique<progress>(err, phases, 0, "phases");
+        bar->label(what);
+        bar->reach(done);
       };
       if (!policy.empty()) {
         auto pr = run_policy_bench(c, bo, policy);
@@ -597,8 +640,8 @@ int run(int argc, const char* const* argv, std::FILE* out, std::FILE* err) {
           print_policy(out, pr);
         return 0;
       }
-      auto rs = run_bench(c, bo, progress);
-      if (show) fmt::print(err, "\r\033[K");
+      auto rs = run_bench(c, bo, on_phase);
+      if (bar) bar->finish();
       if (json)
         fmt::print(out, "{}\n", to_json(c, bo, rs).dump(2));
       else

@@ -179,11 +179,12 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
     r.name = codec::to_string(s);
     r.spec = s;
     r.records = nrec;
-    auto say = [&](const char* what) {
-      if (progress) progress(r.name + " (" + std::to_string(si + 1) + "/" + std::to_string(specs.size()) + ") " + what);
+    // Two phases per codec (compress, decompress); the parallel run is part of the first.
+    auto say = [&](const char* what, std::size_t phase) {
+      if (progress) progress(r.name + " " + what, si * 2 + phase, specs.size() * 2);
     };
 
-    say("compress");
+    say("compress", 0);
     std::atomic<bool> gathers{false};
     phase_result cph;
     // The baseline always runs on the codec directly: the yardstick does not move with --accel.
@@ -253,7 +254,7 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
         return p.wall > 0 ? static_cast<double>(r.logical_bytes) * p.passes / mib / p.wall : 0.0;
       };
       for (int round = 0; round < 3; ++round) {
-        say("compress, one thread vs all");
+        say("compress, one thread vs all", 0);
         auto one = run_phase(nrec, 1, o.min_time, [&](codec::workspace& ws) { ws.get(s); }, compress_all);
         r.compress_mbs_one_thread = std::max(r.compress_mbs_one_thread, rate(one));
         if (round == 0) continue;  // the measured phase above was this round's N-thread run
@@ -261,7 +262,7 @@ std::vector<codec_result> run_bench(const corpus& c, const bench_options& o, con
         r.compress_mbs_total = std::max(r.compress_mbs_total, rate(all));
       }
     }
-    say("decompress");
+    say("decompress", 1);
     // Stale bytes from the previous codec must not pass for this one's output.
     std::memset(decoded.get(), 0xA5, c.bytes);
     auto dph = run_phase(

@@ -61,7 +61,8 @@ struct codec_result {
   double process_cpu_s = 0;  // CPU seconds of the whole process over the compress phase
 };
 
-using progress_fn = std::function<void(const std::string&)>;
+/// A phase starts: what it is (codec and phase), how many phases are done and how many there are.
+using progress_fn = std::function<void(const std::string& what, std::size_t done, std::size_t phases)>;
 
 /// Runs the benchmark. Throws std::invalid_argument for an unknown codec, std::runtime_error
 /// when a decoded record differs from its input (a codec bug: never reported as a figure).

@@ -16,8 +16,8 @@ progress::progress(std::FILE* out, std::uint64_t total_items, std::uint64_t tota
       what_(std::move(what)),
       start_(std::chrono::steady_clock::now()) {}
 
-void progress::step(std::uint64_t bytes) {
-  ++items_;
+void progress::advance(std::uint64_t items, std::uint64_t bytes) {
+  items_ += items;
   bytes_ += bytes;
   if (!on_) return;
   const auto now = std::chrono::steady_clock::now();
@@ -48,10 +48,14 @@ void progress::draw() {
     const auto s = static_cast<long>(secs / frac - secs);
     left = fmt::format("  {}:{:02} left", s / 60, s % 60);
   }
-  std::string line = fmt::format("[{}{}] {:3.0f}%  {}/{} {}  {:.1f}/{:.1f} MiB  {:.1f} MiB/s{}", std::string(full, '#'),
-                                 std::string(bar - full, '.'), frac * 100, items_, total_items_, what_,
-                                 static_cast<double>(bytes_) / (1 << 20), static_cast<double>(total_bytes_) / (1 << 20),
-                                 rate, left);
+  std::string line = fmt::format("[{}{}] {:3.0f}%  {}/{} {}", std::string(full, '#'), std::string(bar - full, '.'),
+                                 frac * 100, items_, total_items_, what_);
+  if (total_bytes_ > 0 || bytes_ > 0) {
+    line += fmt::format("  {:.1f}/{:.1f} MiB  {:.1f} MiB/s", static_cast<double>(bytes_) / (1 << 20),
+                        static_cast<double>(total_bytes_) / (1 << 20), rate);
+  }
+  line += left;
+  if (!label_.empty()) line += "  " + label_;
   const std::size_t w = line.size();
   if (w < width_) line.append(width_ - w, ' ');
   width_ = w;

@@ -1,14 +1,17 @@
 // `qzfs pack` and `qzfs check`: the store's tools over a backing directory, without a mount.
 #include "tools.h"
 #include "progress.h"
+#include "walk.h"
 #include "qzfs/fs/policy.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <map>
@@ -23,11 +26,33 @@
 #include "qzfs/store/io.h"
 
 namespace qzfs::cli {
-namespace {
 
 namespace fs = std::filesystem;
 
-// Regular files under `paths` (directories recursively), symlinks never followed.
+namespace {
+
+// qzfs's own file beside one being rewritten (store/pack.cc's file_beside):
+// ".qzfs-pack.PID.N", ".qzfs-unpack.PID.N", ".qzfs-recompress.PID.N".
+bool temporary(const fs::path& p, pid_t* pid = nullptr) {
+  const std::string n = p.filename().string();
+  std::size_t at = 0;
+  for (const char* tool : {".qzfs-pack.", ".qzfs-unpack.", ".qzfs-recompress."}) {
+    if (n.rfind(tool, 0) == 0) at = std::strlen(tool);
+  }
+  if (at == 0) return false;
+  const auto dot = n.find('.', at);
+  if (dot == std::string::npos || dot == at || dot + 1 == n.size()) return false;
+  const auto digits = [&](std::size_t a, std::size_t b) {
+    return std::all_of(n.begin() + static_cast<std::ptrdiff_t>(a), n.begin() + static_cast<std::ptrdiff_t>(b),
+                       [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (!digits(at, dot) || !digits(dot + 1, n.size())) return false;
+  if (pid != nullptr) *pid = static_cast<pid_t>(std::strtol(n.c_str() + at, nullptr, 10));
+  return true;
+}
+
+}  // namespace
+
 std::vector<fs::path> regular_files(const std::vector<std::string>& paths) {
   std::vector<fs::path> out;
   for (const auto& p : paths) {
@@ -40,7 +65,7 @@ std::vector<fs::path> regular_files(const std::vector<std::string>& paths) {
       for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
            it != fs::recursive_directory_iterator(); it.increment(ec)) {
         if (ec) break;
-        if (it->is_regular_file(ec) && !it->is_symlink(ec)) out.push_back(it->path());
+        if (it->is_regular_file(ec) && !it->is_symlink(ec) && !temporary(it->path())) out.push_back(it->path());
       }
       if (ec) throw std::runtime_error(p + ": " + ec.message());
     }
@@ -48,7 +73,23 @@ std::vector<fs::path> regular_files(const std::vector<std::string>& paths) {
   return out;
 }
 
-// What a progress bar shows as its total: the files' sizes, summed only when one is drawn.
+std::uint64_t remove_leftovers(const std::vector<std::string>& paths) {
+  std::uint64_t n = 0;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (!fs::is_directory(fs::symlink_status(p, ec))) continue;
+    for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
+         it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (ec) break;
+      pid_t pid = 0;
+      if (!it->is_regular_file(ec) || it->is_symlink(ec) || !temporary(it->path(), &pid) || pid <= 0) continue;
+      if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its tool may still be running
+      if (::unlink(it->path().c_str()) == 0) ++n;
+    }
+  }
+  return n;
+}
+
 std::uint64_t total_size(const std::vector<fs::path>& files, std::FILE* out) {
   if (!progress::on_terminal(out)) return 0;
   std::uint64_t n = 0;
@@ -59,18 +100,29 @@ std::uint64_t total_size(const std::vector<fs::path>& files, std::FILE* out) {
   return n;
 }
 
-struct dir_handle {
-  int fd;
-  explicit dir_handle(const fs::path& dir) : fd(::open(dir.empty() ? "." : dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC)) {
-    if (fd < 0) throw std::runtime_error(dir.string() + ": " + std::strerror(errno));
+dir_handle::dir_handle(const fs::path& dir) : fd(::open(dir.empty() ? "." : dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC)) {
+  if (fd < 0) throw std::runtime_error(dir.string() + ": " + std::strerror(errno));
+}
+dir_handle::~dir_handle() { ::close(fd); }
+
+nearest_policy::nearest_policy(const std::vector<std::string>& paths) {
+  for (const auto& p : paths) {
+    const auto a = fs::absolute(p).lexically_normal();
+    tops_.insert((fs::is_directory(a) ? a : a.parent_path()).string());
   }
-  ~dir_handle() { ::close(fd); }
-};
+}
 
-}  // namespace
+qzfs::fs::file_policy nearest_policy::of(const fs::path& file) {
+  qzfs::fs::file_policy p = qzfs::fs::read_policy_attr(file.c_str());
+  for (auto d = fs::absolute(file).lexically_normal().parent_path();; d = d.parent_path()) {
+    auto [it, fresh] = dirs_.try_emplace(d.string());
+    if (fresh) it->second = qzfs::fs::read_policy_attr(d.c_str());
+    p = qzfs::fs::overlay(p, it->second);
+    if (tops_.count(d.string()) != 0 || !d.has_relative_path()) break;
+  }
+  return p;
+}
 
-// The backing directory of a running qzfs mount at or above `path` (the daemon holds an
-// exclusive flock on it), or "".
 std::string mounted_backing(const std::filesystem::path& path) {
   std::error_code ec;
   auto p = std::filesystem::weakly_canonical(path, ec);
@@ -155,24 +207,7 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
 
   // Files and directories with a policy of their own (qzfs set): the file's, else its nearest
   // directory's, property by property, over --policy and --record-size; an engine per policy.
-  // The walk up stops at the directories pack was given (a file's own directory when it was
-  // named itself): what lies above them (a user's home, say) has no say in how they are packed.
-  std::set<std::string> tops;
-  for (const auto& p : o.paths) {
-    const auto a = std::filesystem::absolute(p).lexically_normal();
-    tops.insert((std::filesystem::is_directory(a) ? a : a.parent_path()).string());
-  }
-  std::map<std::string, qzfs::fs::file_policy> dir_attr;  // each directory's own attribute, read once
-  auto policy_of = [&](const std::filesystem::path& file) {
-    qzfs::fs::file_policy p = qzfs::fs::read_policy_attr(file.c_str());
-    for (auto d = std::filesystem::absolute(file).lexically_normal().parent_path();; d = d.parent_path()) {
-      auto [it, fresh] = dir_attr.try_emplace(d.string());
-      if (fresh) it->second = qzfs::fs::read_policy_attr(d.c_str());
-      p = qzfs::fs::overlay(p, it->second);
-      if (tops.count(d.string()) != 0 || !d.has_relative_path()) break;
-    }
-    return p;
-  };
+  nearest_policy policy_of(o.paths);
   std::map<std::string, std::unique_ptr<engine::engine>> engines;
   std::uint64_t own_policy = 0;
 
@@ -183,7 +218,7 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
       [&](int dirfd, const char* name, const std::filesystem::path& path) {
         store::options file_opts = store_opts;
         file_opts.name = path.string();
-        const qzfs::fs::file_policy own = policy_of(path);
+        const qzfs::fs::file_policy own = policy_of.of(path);
         if (!own.empty()) {
           ++own_policy;
           if (own.record_size != 0) file_opts.record_size = own.record_size;

@@ -42,6 +42,20 @@ struct unpack_options {
 /// container was unpacked or skipped (already plain, hard-linked), 1 when one failed (it stays).
 int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err);
 
+struct recompress_options {
+  std::vector<std::string> paths;
+  std::string policy;             // "": each file's own (its directory's; through a mount, the mount's)
+  std::uint32_t record_size = 0;  // on a backing directory only; 0: each file's own, else as it is
+  double rate_mib = 0;            // MiB/s of logical bytes at most; 0: as fast as it goes
+  unsigned threads = 0;           // CPU workers on a backing directory; 0: one per core
+  bool force = false;             // also files recompressed under the policy already
+  bool verbose = false;
+};
+/// `qzfs recompress`: the records of existing files compressed again under a policy, through a
+/// mount (online) or on a backing directory that is not mounted; resumes what a killed run left.
+/// 0 when every file was recompressed or skipped, 1 when one failed.
+int run_recompress(const recompress_options& o, std::FILE* out, std::FILE* err);
+
 struct check_options {
   std::vector<std::string> paths;
   bool json = false;

@@ -3,6 +3,7 @@
 #include <fuse_lowlevel.h>
 
 #include <fcntl.h>
+#include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -164,9 +165,21 @@ int open_store(fs_state& s, inode& in, file_ptr& out) {
     auto o = s.store_opts;
     // Its own policy (qzfs set, inherited when it was made): another engine, a record size for
     // a container still to be made.
-    if (const auto pol = read_policy_attr(fd); !pol.empty()) {
+    const auto pol = read_policy_attr(fd);
+    if (!pol.empty()) {
       if (!pol.compression.empty()) o.compressor = &s.svc->engine_for(pol.compression);
       if (pol.record_size != 0) o.record_size = pol.record_size;
+    }
+    // The mark of a recompression (qzfs recompress) under another policy than the one this open
+    // writes by: what it says of the records may stop being true, so it goes.
+    if (!read_only) {
+      char mark[512];
+      if (const ssize_t m = ::fgetxattr(fd, store::recompressed_xattr, mark, sizeof mark); m > 0) {
+        std::string_view text(mark, static_cast<std::size_t>(m));
+        text = text.substr(0, text.rfind(" @"));
+        const auto was = parse_file_policy(text);
+        if (!was || was->compression != s.svc->policy_name(pol.compression)) (void)::fremovexattr(fd, store::recompressed_xattr);
+      }
     }
     char target[4096];
     const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);

@@ -8,6 +8,7 @@
 //   ops_names.cc  lookup, forget, mknod, mkdir, symlink, readlink, link, unlink, rmdir, rename,
 //                 opendir, readdir, readdirplus, releasedir, fsyncdir
 //   ops_attr.cc   getattr, setattr, statfs, the extended attributes (and the statistics)
+//   ops_recompress.cc  recompression through the mount (an attribute of a regular file)
 //   serve.cc      init, destroy, and the table of all of them
 // They depend on store/ (through inodes.h and state.h), never on the engine or offload headers.
 #define FUSE_USE_VERSION 312
@@ -130,5 +131,11 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+// ops_recompress.cc: the attribute user.qzfs.recompress (qzfs recompress through the mount)
+bool recompress_attr(const char* name);
+void get_recompress(fuse_req_t req, fuse_ino_t ino, size_t size);
+void set_recompress(fuse_req_t req, fuse_ino_t ino, const char* value, size_t size);
+/// An open file's engine follows its policy attribute (changed by qzfs set while it was open).
+void follow_policy(fs_state& s, open_file& f);
 
 }  // namespace qzfs::fs::detail

@@ -172,6 +172,15 @@ void get_usage(fuse_req_t req, fuse_ino_t ino, size_t size) {
   });
 }
 
+// A regular file's policy changed: an open one compresses by its new engine from now on, and the
+// mark of an earlier recompression no longer says what its records will be.
+void policy_changed(fs_state& s, fuse_ino_t ino, const std::string& path) {
+  (void)::removexattr(path.c_str(), store::recompressed_xattr);
+  inode& in = s.get(ino);
+  if (in.type != S_IFREG) return;
+  if (auto f = s.files.find({in.dev, in.ino})) follow_policy(s, *f);
+}
+
 }  // namespace
 
 int target_of(fs_state& s, inode& in, meta_target& t) {
@@ -234,9 +243,13 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
         return (void)fuse_reply_err(req, EPERM);
       }
       const std::string text = to_string(*p);
-      fuse_reply_err(req, ::setxattr(path.c_str(), name, text.data(), text.size(), flags) == 0 ? 0 : errno);
+      const bool changed = !(read_policy_attr(path.c_str()) == *p);
+      if (::setxattr(path.c_str(), name, text.data(), text.size(), flags) != 0) return (void)fuse_reply_err(req, errno);
+      if (changed) policy_changed(state(req), ino, path);
+      fuse_reply_err(req, 0);
     });
   }
+  if (recompress_attr(name)) return set_recompress(req, ino, value, size);
   with_xattr_target(req, "setxattr", ino, own_xattr(name) ? EPERM : 0, [&](const std::string& path) {
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) == 0 ? 0 : errno);
   });
@@ -245,6 +258,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   if (ino == FUSE_ROOT_ID && std::strcmp(name, stats_attr) == 0) return get_stats(req, size);
   if (std::strcmp(name, usage_attr) == 0) return get_usage(req, ino, size);
+  if (recompress_attr(name)) return get_recompress(req, ino, size);
   with_xattr_target(req, "getxattr", ino, own_xattr(name) ? ENODATA : 0, [&](const std::string& path) {
     std::vector<char> buf(size);
     const ssize_t n = ::getxattr(path.c_str(), name, size ? buf.data() : nullptr, size);
@@ -280,7 +294,9 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   // A policy may be removed by whoever may write the object (the kernel checks): the mount's own
   // options, root's choice, then apply; copies that strip attributes they do not carry work.
   with_xattr_target(req, "removexattr", ino, own_xattr(name) ? EPERM : 0, [&](const std::string& path) {
-    fuse_reply_err(req, ::removexattr(path.c_str(), name) == 0 ? 0 : errno);
+    if (::removexattr(path.c_str(), name) != 0) return (void)fuse_reply_err(req, errno);
+    if (std::strcmp(name, policy_attr) == 0) policy_changed(state(req), ino, path);
+    fuse_reply_err(req, 0);
   });
 }
 

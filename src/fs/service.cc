@@ -61,6 +61,11 @@ engine::engine& service::engine_for(const std::string& policy) {
   return *e;
 }
 
+std::string service::policy_name(const std::string& policy) const {
+  const auto p = engine::parse_policy(policy);
+  return engine::to_string(p ? *p : impl_->compressor->options().pol);
+}
+
 namespace {
 
 // The non-zero counts of an array indexed by an enum, by the enum's name.

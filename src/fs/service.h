@@ -35,6 +35,8 @@ class service {
   /// made on first use on the same scheduler and kept until the service ends; the mount's own
   /// engine for "" and for an unknown name.
   [[nodiscard]] engine::engine& engine_for(const std::string& policy);
+  /// The canonical name of the policy engine_for(policy) compresses by ("gzip-6", "auto").
+  [[nodiscard]] std::string policy_name(const std::string& policy) const;
   /// The engine's, the scheduler's and the backends' counts since the mount, into `st`.
   void fill(stats& st) const;
 

@@ -82,6 +82,7 @@ class container final : public file_impl {
   void close_log() override;
   [[nodiscard]] std::uint64_t log_replayed() const noexcept override { return log_replayed_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::error_code check(std::vector<damage>& found) override;
+  [[nodiscard]] std::error_code rewrite(std::uint64_t off, std::uint64_t len, rewrite_tally& tally) override;
   [[nodiscard]] bool clean() const override;
 
   [[nodiscard]] std::uint64_t charged() const noexcept override { return bufs_.charged(); }
@@ -127,6 +128,9 @@ class container final : public file_impl {
   [[nodiscard]] std::error_code zero_records(std::uint64_t off, std::uint64_t len);  // layout_ exclusive
   [[nodiscard]] std::error_code zero_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi);  // layout_ exclusive
   void clear_record_locked(std::uint64_t index);  // m_: the record becomes a hole
+  /// rewrite's step for one record: made dirty with its own bytes (EAGAIN: frozen by a batch in
+  /// flight).  stripe(index) exclusive
+  [[nodiscard]] std::error_code rewrite_one(std::uint64_t index, rewrite_tally& tally, bool& write_back);
   /// layout_ exclusive: every batch in flight finished, and the size.
   [[nodiscard]] std::error_code settle_locked(std::uint64_t& size);
 

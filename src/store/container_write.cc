@@ -375,3 +375,72 @@ std::error_code container::seek(std::uint64_t off, int whence, std::uint64_t& ou
 }
 
 }  // namespace qzfs::store
+
+namespace qzfs::store {
+
+std::error_code container::rewrite_one(std::uint64_t index, rewrite_tally& tally, bool& write_back) {
+  {
+    std::lock_guard lk(m_);
+    if (dirty_record* d = bufs_.find(index)) {
+      if (d->busy) return std::make_error_code(std::errc::resource_unavailable_try_again);
+      ++tally.buffered;  // its write-back compresses it by the file's engine as it is now
+      return {};
+    }
+    if (lost_locked(index)) {
+      ++tally.damaged;
+      return {};
+    }
+    if (entry_locked(index).e.hole()) {
+      ++tally.holes;
+      return {};
+    }
+  }
+  dirty_record* d = nullptr;
+  if (auto ec = make_dirty(index, d, true)) {
+    if (ec != std::errc::io_error) return ec;
+    ++tally.damaged;  // unreadable: it stays as it is, never replaced by a guess
+    return {};
+  }
+  std::lock_guard lk(m_);
+  // Its bytes are unchanged: nothing for the sync log, but a change of the map for the commit.
+  bufs_.note_written(*d, 0, record_len_locked(index), true);
+  ++change_seq_;
+  ++tally.records;
+  write_back = write_back || bufs_.whole_count() >= batch_ || bufs_.count() > o_.max_dirty_records || bufs_.over();
+  return {};
+}
+
+std::error_code container::rewrite(std::uint64_t off, std::uint64_t len, rewrite_tally& tally) {
+  if (read_only_) return std::make_error_code(std::errc::read_only_file_system);
+  {
+    std::shared_lock layout(layout_);
+    std::uint64_t first = 0, end = 0;
+    {
+      std::lock_guard lk(m_);
+      const std::uint64_t stop = off >= size_ ? size_ : (len > size_ - off ? size_ : off + len);
+      first = off >> shift_;
+      end = std::min(records_locked(), (stop + rs_ - 1) >> shift_);
+    }
+    for (std::uint64_t i = first; i < end; ++i) {
+      bool write_back = false;
+      for (;;) {
+        std::error_code ec;
+        {
+          std::unique_lock rec(stripe(i));
+          ec = rewrite_one(i, tally, write_back);
+        }
+        if (ec != std::errc::resource_unavailable_try_again) {
+          if (ec) return ec;
+          break;
+        }
+        if (auto e2 = write_back_.drain()) return core_.note_error(e2);
+      }
+      if (write_back) {
+        if (auto ec = core_.note_error(write_back_.flush_some(false)); ec && !keep_in_memory(ec)) return ec;
+      }
+    }
+  }
+  return commit_sync();
+}
+
+}  // namespace qzfs::store

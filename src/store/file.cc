@@ -24,7 +24,7 @@ using format::slot_size;
 // file_core
 
 file_core::file_core(std::unique_ptr<io> backing, const options& o, const file* owner)
-    : io_(std::move(backing)), o_(o), owner_(owner) {
+    : io_(std::move(backing)), o_(o), compressor_(o.compressor), owner_(owner) {
   if (!o_.log) o_.log = [](std::string_view m) { std::fprintf(stderr, "qzfs: %.*s\n", int(m.size()), m.data()); };
 }
 
@@ -230,6 +230,11 @@ std::uint64_t file::log_syncs() const noexcept { return impl_->now().log_syncs()
 void file::close_log() { impl_->now().close_log(); }
 std::uint64_t file::log_replayed() const noexcept { return impl_->now().log_replayed(); }
 std::error_code file::check(std::vector<damage>& found) { return impl_->now().check(found); }
+std::error_code file::rewrite(std::uint64_t off, std::uint64_t len, rewrite_tally& tally) {
+  return impl_->now().rewrite(off, len, tally);
+}
+void file::set_compressor(engine::engine& e) noexcept { impl_->core.set_compressor(&e); }
+engine::engine* file::compressor() const noexcept { return impl_->core.compressor(); }
 bool file::clean() const { return impl_->now().clean(); }
 
 std::uint64_t file::error_seq() const noexcept { return impl_->core.error_seq(); }

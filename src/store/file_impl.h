@@ -36,6 +36,11 @@ class file_core {
 
   [[nodiscard]] io& backing() const noexcept { return *io_; }
   [[nodiscard]] const options& opts() const noexcept { return o_; }
+  /// The engine records are compressed by from now on: options::compressor at first, another
+  /// one after set_compressor (the file's policy changed while it was open; a batch keeps the
+  /// engine it was submitted to).
+  [[nodiscard]] engine::engine* compressor() const noexcept { return compressor_.load(std::memory_order_acquire); }
+  void set_compressor(engine::engine* e) noexcept { compressor_.store(e, std::memory_order_release); }
   [[nodiscard]] const file* owner() const noexcept { return owner_; }
   /// A log line, prefixed with the file's name.
   void report(std::string_view what) const;
@@ -48,6 +53,7 @@ class file_core {
  private:
   std::unique_ptr<io> io_;
   options o_;
+  std::atomic<engine::engine*> compressor_;
   const file* owner_;
   mutable std::mutex m_;  // lock order: leaf
   std::error_code last_error_;  // guarded by m_: the last failure of a write-back or commit
@@ -99,6 +105,10 @@ class file_impl {
   [[nodiscard]] virtual std::uint64_t log_syncs() const noexcept { return 0; }
   [[nodiscard]] virtual std::uint64_t log_replayed() const noexcept { return 0; }
   [[nodiscard]] virtual std::error_code check(std::vector<damage>& found) = 0;
+  /// file::rewrite; a plain file has no records to compress again.
+  [[nodiscard]] virtual std::error_code rewrite(std::uint64_t, std::uint64_t, rewrite_tally&) {
+    return std::make_error_code(std::errc::not_supported);
+  }
   [[nodiscard]] virtual bool clean() const = 0;
 
   /// Memory budget: bytes of record buffers held, and letting go of them.

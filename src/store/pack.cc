@@ -188,6 +188,56 @@ std::error_code pack_file(int dirfd, const char* name, const options& o) {
   return dst.rename_over(name);
 }
 
+std::error_code recompress_file(int dirfd, const char* name, const options& o,
+                                const std::function<std::error_code(int, std::uint32_t)>& finish,
+                                const std::function<void(std::uint64_t)>& step) {
+  struct stat st {};
+  fd_closer source;
+  if (auto ec = open_sole(dirfd, name, st, source)) return ec;
+  const int src = source.fd;
+  bool container = false;
+  std::uint64_t logical = 0;
+  if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
+  if (!container) return std::make_error_code(std::errc::not_supported);
+  // Read-only: opening recovers in memory and writes nothing.
+  const int rfd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
+  if (rfd < 0) return last_error();
+  options ro = o;
+  ro.convert_plain = false;
+  std::unique_ptr<file> from;
+  if (auto ec = file::open(std::make_unique<fd_io>(rfd), ro, from)) return ec;
+
+  file_beside dst(dirfd, "recompress", O_RDWR);
+  if (dst.fd < 0) return last_error();
+  const int dst_fd = dst.fd;
+  options wo = o;
+  if (wo.record_size == 0) wo.record_size = from->record_size();
+  std::unique_ptr<file> to;
+  if (auto ec = file::create(std::make_unique<fd_io>(dst_fd), wo, to)) return ec;  // the io owns dst.fd now
+  // A part at a time (whole records of the new size); parts of zeros (holes) stay holes.
+  std::vector<std::byte> buf(std::max<std::size_t>(std::size_t{to->record_size()} * 8, 1 << 20));
+  const std::uint64_t size = from->size();
+  for (std::uint64_t off = 0; off < size;) {
+    std::size_t got = 0;
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - off));
+    if (auto ec = from->pread(std::span(buf).first(want), off, got)) return ec;
+    if (got == 0) return std::make_error_code(std::errc::io_error);
+    if (auto ec = to->pwrite(std::span(buf).first(got), off)) return ec;
+    off += got;
+    if (step) step(got);
+  }
+  if (auto ec = to->truncate(size)) return ec;  // a hole at the end
+  if (auto ec = to->sync()) return ec;
+  if (auto ec = take_over(src, dst_fd, st)) return ec;
+  if (finish) {
+    if (auto ec = finish(dst_fd, wo.record_size)) return ec;
+  }
+  if (::fsync(dst_fd) != 0) return last_error();
+  to.reset();
+  from.reset();
+  return dst.rename_over(name);
+}
+
 std::error_code unpack_file(int dirfd, const char* name, const options& o) {
   struct stat st {};
   fd_closer source;

@@ -42,6 +42,7 @@ struct write_back::inflight {
   std::vector<buffer> frames;
   std::uint64_t alloc_gen = 0;
   engine::engine::pending pend;
+  engine::engine* eng = nullptr;  // the file's engine when the batch was submitted (waited on too)
   // A direct batch when the pool leaves a core free: the writer's thread builds and writes
   // the frames as records finish (it would only wait otherwise), the workers only compress.
   bool helper = false;
@@ -265,11 +266,12 @@ void write_back::wire_jobs(inflight& b) {
     b.recs[k].payload = std::span(b.frames[k].get() + frame_header_size, c_.rs_);
     b.recs[k].sink = &b.jobs[k];
   }
-  b.helper = b.direct && c_.o_.compressor != nullptr && c_.o_.compressor->spare_core();
+  b.eng = c_.core_.compressor();
+  b.helper = b.direct && b.eng != nullptr && b.eng->spare_core();
 }
 
 std::error_code write_back::submit(inflight& b) {
-  if (c_.o_.compressor == nullptr) {
+  if (b.eng == nullptr) {
     engine::decide_without_codec(b.recs);
     return {};
   }
@@ -277,7 +279,7 @@ std::error_code write_back::submit(inflight& b) {
     // The engine allocates before any job leaves for a backend, and sends them all at once at
     // the end: an exception here means none is out. Holes and raw records decided so far may
     // have written frames: their space is given back, and every record stays buffered.
-    c_.o_.compressor->submit(b.recs, &c_.learning_, b.pend);
+    b.eng->submit(b.recs, &c_.learning_, b.pend);
   } catch (const std::bad_alloc&) {
     std::lock_guard lk(c_.m_);
     release_frames_locked(b, 0);
@@ -366,7 +368,7 @@ void write_back::release_frames_locked(const inflight& b, std::size_t from) {
 }
 
 std::error_code write_back::finish_batch(inflight& b, bool take_stripes) {
-  if (c_.o_.compressor != nullptr) c_.o_.compressor->wait(b.pend);
+  if (b.eng != nullptr) b.eng->wait(b.pend);
   std::error_code ec;
   for (const auto& c : b.jobs) {
     if (c.ec && !ec) ec = c.ec;

@@ -576,6 +576,170 @@ TEST_F(mount_test, unpack_turns_containers_back_into_plain_files_keeping_everyth
   unmount();
 }
 
+// A tool run in the background, its output thrown away (to be killed).
+pid_t spawn(const std::vector<std::string>& args) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 1);
+    ::dup2(devnull, 2);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void kill_hard(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+}
+
+// How far a recompression through the mount has come on `file` (the daemon's answer).
+std::uint64_t recompressed_so_far(const fs::path& file, std::uint64_t* size = nullptr) {
+  char buf[1024];
+  const ssize_t n = ::getxattr(file.c_str(), "user.qzfs.recompress", buf, sizeof buf);
+  if (n <= 0) return 0;
+  const std::string j(buf, static_cast<std::size_t>(n));
+  auto number = [&](const std::string& key) -> std::uint64_t {
+    const auto k = j.find("\"" + key + "\":");
+    return k == std::string::npos ? 0 : std::stoull(j.substr(k + key.size() + 3));
+  };
+  if (size != nullptr) *size = number("size");
+  return number("done");
+}
+
+// qzfs recompress through a mount: the records of existing files compressed again under a new
+// policy while the mount serves them. Killed (kill -9) part way through a large file while
+// another writer writes into it, nothing is lost: the writes stay, the bytes are the same, the
+// daemon's mark says how far it came, and the next run goes on from there (resumed) and leaves
+// only records of the new codec. A file's times do not move; a remount reads the same.
+TEST_F(mount_test, recompress_through_the_mount_survives_kill_9_and_resumes_where_it_stopped) {
+  mount("commit=1,compression=gzip-1");
+  auto big = pattern(4, 24 << 20);
+  const auto small = pattern(5, 300000);
+  put(mnt_ / "big", big);
+  put(mnt_ / "small", small);
+  const struct timespec times[2] = {{1500000000, 5}, {1600000000, 7}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (mnt_ / "small").c_str(), times, 0), 0);
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "du", "--json", mnt_.string()}, &out), 0) << out;
+  const std::uint64_t gzip_stored = json_number(out, "allocated_bytes");
+  ASSERT_NE(out.find("\"gzip\""), std::string::npos) << out;
+
+  const pid_t pid = spawn({QZFS_BINARY, "recompress", "--policy", "zstd-9", "--rate", "4", mnt_.string()});
+  std::uint64_t done = 0, size = 0;
+  for (int i = 0; i < 400 && done < (2u << 20); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    done = recompressed_so_far(mnt_ / "big", &size);
+  }
+  ASSERT_GE(done, 2u << 20) << "the recompression of big did not start";
+  // A writer races with it, in the part done and in the part to come.
+  {
+    const int fd = ::open((mnt_ / "big").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "EARLY", 5, 1000), 5);
+    ASSERT_EQ(::pwrite(fd, "LATE!", 5, 20 << 20), 5);
+    ASSERT_EQ(::close(fd), 0);
+    std::memcpy(big.data() + 1000, "EARLY", 5);
+    std::memcpy(big.data() + (20 << 20), "LATE!", 5);
+  }
+  kill_hard(pid);
+  done = recompressed_so_far(mnt_ / "big", &size);
+  EXPECT_GT(done, 0u);
+  EXPECT_LT(done, size) << "killed part way (the rate keeps it under 4 MiB/s)";
+  EXPECT_TRUE(qzfs::test::read_file((mnt_ / "big").string()) == big) << "nothing lost, nothing changed";
+
+  ASSERT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-9", mnt_.string()}, &out), 0) << out;
+  EXPECT_NE(out.find("1 resumed"), std::string::npos) << out;
+  EXPECT_EQ(recompressed_so_far(mnt_ / "big"), big.size());
+  ASSERT_EQ(run({QZFS_BINARY, "du", "--json", mnt_.string()}, &out), 0) << out;
+  EXPECT_EQ(out.find("\"gzip\""), std::string::npos) << "only zstd records are left: " << out;
+  EXPECT_NE(out.find("\"zstd\""), std::string::npos) << out;
+  EXPECT_LT(json_number(out, "allocated_bytes"), gzip_stored) << "zstd-9 stores this text in less than gzip-1";
+  // Once more: everything is under zstd-9 already.
+  ASSERT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-9", mnt_.string()}, &out), 0) << out;
+  EXPECT_NE(out.find("recompressed 0 files (0 resumed, 2 skipped"), std::string::npos) << out;
+  char pol[128] = {};
+  EXPECT_GT(::getxattr((mnt_ / "big").c_str(), "user.qzfs.policy", pol, sizeof pol), 0);
+  EXPECT_STREQ(pol, "compression=zstd-9") << "--policy is the file's policy from now on";
+
+  struct stat st {};
+  ASSERT_EQ(::stat((mnt_ / "small").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1600000000) << "a recompression changes no byte: the times stay";
+  EXPECT_EQ(st.st_mtim.tv_nsec, 7);
+  unmount();
+  mount("commit=1,compression=gzip-1");
+  EXPECT_TRUE(qzfs::test::read_file((mnt_ / "big").string()) == big);
+  EXPECT_TRUE(qzfs::test::read_file((mnt_ / "small").string()) == small);
+  unmount();
+}
+
+// qzfs recompress on a backing directory that is not mounted: each container is rewritten
+// beside itself and renamed over it. Killed part way, the file it was on keeps its old container
+// (its temporary file is removed by the next run), the files done keep their new one, and the
+// next run skips those and does the rest. Mode, times and attributes stay; a remount reads the
+// same bytes; qzfs check finds only the new codec and record size.
+TEST_F(mount_test, recompress_of_a_backing_directory_survives_kill_9_and_resumes) {
+  mount("commit=1,compression=gzip-1");
+  std::vector<std::vector<std::byte>> data;
+  for (int i = 0; i < 4; ++i) {
+    data.push_back(pattern(6 + i, 6 << 20));
+    put(mnt_ / ("f" + std::to_string(i)), data.back());
+  }
+  ASSERT_EQ(::setxattr((mnt_ / "f0").c_str(), "user.color", "red", 3, 0), 0);
+  ASSERT_EQ(::chmod((mnt_ / "f0").c_str(), 0604), 0);
+  const struct timespec times[2] = {{1500000000, 5}, {1600000000, 7}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (mnt_ / "f0").c_str(), times, 0), 0);
+  std::string out;
+  EXPECT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-3", backing_.string()}, &out), 1) << out;
+  EXPECT_NE(out.find("recompress through the mount"), std::string::npos) << out;
+  unmount();
+
+  auto marked = [&] {
+    int n = 0;
+    for (int i = 0; i < 4; ++i)
+      n += ::getxattr((backing_ / ("f" + std::to_string(i))).c_str(), "user.qzfs.recompressed", nullptr, 0) > 0;
+    return n;
+  };
+  const pid_t pid = spawn({QZFS_BINARY, "recompress", "--policy", "zstd-3", "--record-size", "256K", "--rate", "8",
+                           backing_.string()});
+  int i = 0;
+  for (; i < 400 && marked() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_LT(i, 400) << "no file was recompressed";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // part way into the next one
+  kill_hard(pid);
+  const int first = marked();
+  EXPECT_GE(first, 1);
+  EXPECT_LT(first, 4) << "killed part way (the rate keeps it under 8 MiB/s)";
+
+  ASSERT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-3", "--record-size", "256K", backing_.string()}, &out), 0)
+      << out;
+  EXPECT_NE(out.find(std::to_string(first) + " skipped"), std::string::npos) << "files done before are not redone: " << out;
+  EXPECT_EQ(marked(), 4);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(backing_))
+    if (e.path().filename().string().rfind(".qzfs-", 0) == 0) left.push_back(e.path().string());
+  EXPECT_TRUE(left.empty()) << "the killed run's temporary file is gone: " << left.front();
+  ASSERT_EQ(run({QZFS_BINARY, "check", "--json", backing_.string()}, &out), 0) << out;
+  EXPECT_EQ(json_number(out, "gzip"), 0u) << out;
+  EXPECT_EQ(json_number(out, "zstd"), 4u * (6 << 20) / (256 << 10)) << "256 KiB records: " << out;
+
+  struct stat st {};
+  ASSERT_EQ(::stat((backing_ / "f0").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0604u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1600000000);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 7);
+  char color[8] = {};
+  EXPECT_EQ(::getxattr((backing_ / "f0").c_str(), "user.color", color, sizeof color), 3);
+  mount("commit=1,compression=gzip-1");
+  for (int k = 0; k < 4; ++k) EXPECT_TRUE(qzfs::test::read_file((mnt_ / ("f" + std::to_string(k))).string()) == data[k]) << k;
+  unmount();
+}
+
 TEST_F(mount_test, files_made_during_the_scan_at_mount_start_are_counted_once) {
   constexpr int dirs = 40, per_dir = 400;
   for (int d = 0; d < dirs; ++d) {

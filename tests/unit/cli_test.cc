@@ -312,6 +312,26 @@ TEST(cli, the_progress_line_is_drawn_in_place_and_cleared) {
   std::free(buf);
 }
 
+// bench's line: phases (no bytes), and what runs now at its end; recompress's: bytes of a file
+// part way (no item yet).
+TEST(cli, the_progress_line_shows_phases_with_a_label_and_parts_of_a_file) {
+  char* buf = nullptr;
+  std::size_t len = 0;
+  FILE* out = open_memstream(&buf, &len);
+  {
+    progress bar(out, 4, 0, "phases", true);
+    bar.label("zstd-3 decompress");
+    bar.reach(4);
+    progress part(out, 2, 8 << 20, "files", true);
+    part.advance(0, 8 << 20);  // both files' bytes, neither finished: the share is by bytes
+  }
+  std::fclose(out);
+  const std::string s(buf, len);
+  std::free(buf);
+  EXPECT_NE(s.find("100%  4/4 phases  zstd-3 decompress"), std::string::npos) << "no MiB for phases: " << s;
+  EXPECT_NE(s.find("100%  0/2 files  8.0/8.0 MiB"), std::string::npos) << s;
+}
+
 TEST(cli, help_lists_the_bench_options) {
   auto r = run_qzfs({"bench", "--help"});
   EXPECT_EQ(r.code, 0);

@@ -143,6 +143,71 @@ TEST(store, sequential_page_writes_merge_in_memory) {
   EXPECT_EQ(read_all(*f), d);
 }
 
+// Recompression (file::rewrite): every record with data is compressed again by the engine the
+// file has now, while writers keep writing; what they wrote is never undone by the rewrite, the
+// bytes read the same after a reopen, holes stay holes, and a damaged record is left as it is and
+// counted (never replaced).
+TEST(store, rewrite_compresses_again_under_a_new_engine_beside_writers) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts("gzip-1", 64 * KiB);
+  auto f = open_mem(disk, o);
+  auto d = test::make_data(test::data_class::text, 8 << 20);
+  std::fill(d.begin() + (1 << 20), d.begin() + (2 << 20), std::byte{0});  // 16 records of holes
+  ASSERT_FALSE(f->pwrite(d, 0));
+  ASSERT_FALSE(f->sync());
+  ASSERT_EQ(f->stats().per_format[1], 112u);
+  f->set_compressor(the_rig().get("zstd-3"));
+  std::mutex m;  // orders the writer's bytes in `d` with its writes
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::mt19937_64 rng(7);
+    while (!stop.load()) {
+      const std::size_t off = rng() % (d.size() - 5000), n = 1 + rng() % 5000;
+      const auto bytes = test::make_data(test::data_class::text, n, rng());
+      std::lock_guard lk(m);
+      ASSERT_FALSE(f->pwrite(bytes, off));
+      std::copy(bytes.begin(), bytes.end(), d.begin() + static_cast<std::ptrdiff_t>(off));
+    }
+  });
+  store::rewrite_tally tally;
+  for (std::uint64_t off = 0; off < d.size(); off += 1 << 20) ASSERT_FALSE(f->rewrite(off, 1 << 20, tally));
+  stop = true;
+  writer.join();
+  ASSERT_FALSE(f->sync());
+  EXPECT_EQ(tally.damaged, 0u);
+  EXPECT_GE(tally.records + tally.buffered + tally.holes, 128u);
+  EXPECT_EQ(read_all(*f), d) << "a write racing with the rewrite was lost";
+  const auto st = f->stats();
+  EXPECT_EQ(st.per_format[1], 0u) << "gzip records left after the rewrite";
+  EXPECT_GE(st.per_format[2], 112u);
+  f.reset();
+  f = open_mem(disk, o);
+  EXPECT_EQ(read_all(*f), d);
+
+  // A damaged record: counted, left as it is (still EIO to read), the others rewritten.
+  f.reset();
+  const auto h3 = format::hash(std::span(d).subspan(3 * 64 * KiB, 64 * KiB));
+  std::size_t at = format::container_header_size;
+  format::frame_view v;
+  for (; at + 40 < disk->bytes.size(); ++at) {
+    if (format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h3) break;
+  }
+  ASSERT_LT(at + 40, disk->bytes.size()) << "no frame of record 3";
+  disk->bytes[at + 40 + v.payload.size() / 2] ^= std::byte{0xff};
+  f = open_mem(disk, o);
+  f->set_compressor(the_rig().get("lz4"));
+  store::rewrite_tally t2;
+  EXPECT_FALSE(f->rewrite(0, d.size(), t2));
+  EXPECT_EQ(t2.damaged, 1u);
+  ASSERT_FALSE(f->sync());
+  std::vector<std::byte> rec(64 * KiB);
+  std::size_t got = 0;
+  EXPECT_EQ(f->pread(rec, 3 * 64 * KiB, got), std::errc::io_error) << "the damaged record stays damaged";
+  EXPECT_GE(f->stats().per_format[3], 100u);
+  EXPECT_FALSE(f->pread(rec, 10 * 64 * KiB, got));
+  EXPECT_TRUE(std::equal(rec.begin(), rec.end(), d.begin() + 10 * 64 * KiB));
+}
+
 // One worker on a machine with more cores: the writer's thread builds and writes the frames of
 // whole-record writes while the worker compresses (the store's "helper" path).
 TEST(store, whole_record_writes_with_a_core_to_spare) {

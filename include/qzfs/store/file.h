@@ -88,6 +88,14 @@ struct damage {
   std::string what;
 };
 
+/// What file::rewrite did with the records of its range.
+struct rewrite_tally {
+  std::uint64_t records = 0;   // read and compressed again
+  std::uint64_t buffered = 0;  // dirty already: their own write-back compresses them
+  std::uint64_t holes = 0;     // nothing stored, nothing to do
+  std::uint64_t damaged = 0;   // unreadable: left as they are (qzfs check names them)
+};
+
 class file {
  public:
   /// Makes `backing` (empty) a new container.
@@ -143,6 +151,16 @@ class file {
   /// Syncs made durable through the sync log (no commit), and its batches recovered at open.
   [[nodiscard]] std::uint64_t log_syncs() const noexcept;
   [[nodiscard]] std::uint64_t log_replayed() const noexcept;
+  /// Recompression (qzfs recompress): every record of [off, off+len) that holds data is read and
+  /// compressed again by the file's engine, then committed (the old frames are freed once that
+  /// commit is durable; a crash keeps either). Runs beside reads and writes: a record is taken
+  /// under its own lock, so a write racing with it is never lost. Damaged records are left as
+  /// they are and counted. ENOTSUP for a plain file, EROFS when opened read-only.
+  [[nodiscard]] std::error_code rewrite(std::uint64_t off, std::uint64_t len, rewrite_tally& tally);
+  /// The engine records are compressed by from now on (the file's policy changed while open).
+  void set_compressor(engine::engine& e) noexcept;
+  [[nodiscard]] engine::engine* compressor() const noexcept;
+
   /// Reads and verifies every record; returns the damaged ones (empty: all good).
   [[nodiscard]] std::error_code check(std::vector<damage>& found);
 
@@ -178,6 +196,23 @@ class file {
 /// beside it, synced, renamed over it. Mode, owner and times are kept. Files with more than one
 /// link are left alone (EMLINK), containers too (EEXIST).
 [[nodiscard]] std::error_code pack_file(int dirfd, const char* name, const options& o);
+
+/// Rewrites the container `name` (relative to `dirfd`) under `o` (its engine; its record size,
+/// or the container's own when 0), atomically: a new container beside it, synced, renamed over
+/// it; mode, owner, times and extended attributes kept (qzfs recompress on a backing directory
+/// that is not mounted). `finish(fd, record_size)` may set attributes of the new file before it
+/// is synced and renamed; `step(bytes)` is called after each part copied (progress,
+/// throttling). Plain files are left alone (ENOTSUP), files with more than one link too
+/// (EMLINK); a damaged record fails it (EIO) and the container stays; a container that changes
+/// meanwhile stays too (EAGAIN).
+[[nodiscard]] std::error_code recompress_file(int dirfd, const char* name, const options& o,
+                                              const std::function<std::error_code(int, std::uint32_t)>& finish,
+                                              const std::function<void(std::uint64_t)>& step);
+
+/// The attribute that says what a container was last recompressed under, and how far
+/// ("compression=zstd-3 recordsize=128K", or with " @OFFSET" while a recompression through a
+/// mount is under way); the mount removes it when it opens the file under another policy.
+inline constexpr const char* recompressed_xattr = "user.qzfs.recompressed";
 
 /// The way out: rewrites the container `name` (relative to `dirfd`) as the plain file of its
 /// logical bytes, atomically (a new file beside it, holes kept as holes, synced, renamed over
