@@ -16,7 +16,7 @@
 #    cost efficiency (MB of SAM per CPU-second spent copying it in and sorting it: throughput
 #    over CPU utilisation, the paper's measure; docs/BENCHMARKS.md defines it before any figure).
 # Every cell is the median of REPS runs (3; --quick: 1, smaller files, fewer FIO jobs, under 10
-# minutes here); every row prints the machine's load average when it started. Writes
+# minutes here; the full run, FIO_SIZE=512M per job and SAM_MB=512, about 45 minutes on 2 cores); every row prints the machine's load average when it started. Writes
 # docs/paper/paper[-quick].md (the table, ratios to ext4 and btrfs zlib:3 in the same run) and
 # PNG plots (gnuplot) next to it. Needs root; installs what is missing (btrfs-progs, zfs-fuse,
 # samtools, bindfs, gnuplot-nox).
@@ -33,7 +33,7 @@ if [ $quick = 1 ]; then
   fio_bs=(128k 1m) fio_pct=(70) fio_alloc=(default none)
   qzfs_pols=(gzip zstd lz4 auto off)
 else
-  reps=${REPS:-3} fio_size=${FIO_SIZE:-1G} img=6G
+  reps=${REPS:-3} fio_size=${FIO_SIZE:-512M} img=6G
   fio_bs=(128k 1m) fio_pct=(0 50 70) fio_alloc=(default none)
   qzfs_pols=(gzip zstd lz4 auto off)
 fi
@@ -53,7 +53,7 @@ work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-paper.XXXXXX")
 # The SAM samtools sorts: the corpus's simulated reads (ART), mended where ART's SAM is not what
 # samtools reads (its @SQ name carries the FASTA description; a few reads at the genome's ends
 # have a CIGAR longer than their sequence: left out), repeated to SAM_MB (--quick: 256, else
-# 2048) so that sorting takes long enough to measure.
+# 512) so that sorting takes long enough to measure.
 sam=$work/reads.sam
 grep '^@' "$src_sam" | awk -F'\t' -v OFS='\t' '$1 == "@SQ" { sub(/ .*/, "", $2) } { print }' > "$sam"
 grep -v '^@' "$src_sam" | awk -F'\t' '
@@ -61,7 +61,7 @@ grep -v '^@' "$src_sam" | awk -F'\t' '
     while (match(c, /^[0-9]+[MIDNSHP=X]/)) { op = substr(c, RLENGTH, 1); len = substr(c, 1, RLENGTH - 1) + 0
       if (op ~ /[MIS=X]/) q += len; c = substr(c, RLENGTH + 1) }
     if ($6 == "*" || q == length($10)) print }' > "$work/body.sam"
-sam_mb=${SAM_MB:-$([ $quick = 1 ] && echo 256 || echo 2048)}
+sam_mb=${SAM_MB:-$([ $quick = 1 ] && echo 256 || echo 512)}
 body=$(stat -c %s "$work/body.sam")
 for ((i = 0; i < (sam_mb * 1000000 + body - 1) / body; i++)); do cat "$work/body.sam"; done >> "$sam"
 rm -f "$work/body.sam"
