@@ -20,9 +20,12 @@
 # docs/paper/paper[-quick].md (the table, ratios to ext4 and btrfs zlib:3 in the same run) and
 # PNG plots (gnuplot) next to it. Needs root; installs what is missing (btrfs-progs, zfs-fuse,
 # samtools, bindfs, gnuplot-nox).
+#   bench/paper.sh --report CELLS [BUILD_DIR]: the table and plots again from a run's measurements
+#   (docs/paper/paper[-quick].cells, written as the run goes).
 set -euo pipefail
-quick=0
+quick=0 report_only=
 if [ "${1:-}" = --quick ]; then quick=1; shift; fi
+if [ "${1:-}" = --report ]; then report_only=$(realpath "$2"); shift 2; grep -q '^quick=1' "$report_only" && quick=1; fi
 build=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
 q=$(realpath "$build/qzfs")
@@ -38,6 +41,13 @@ else
   qzfs_pols=(gzip zstd lz4 auto off)
 fi
 
+hz=$(getconf CLK_TCK)
+busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq
+load() { cut -d' ' -f1 /proc/loadavg; }
+calc() { awk "BEGIN { print $1 }"; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+if [ -z "$report_only" ]; then
 need=()
 for p in btrfs-progs zfs-fuse samtools bindfs gnuplot-nox fio; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
@@ -80,12 +90,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-hz=$(getconf CLK_TCK)
-busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq
-load() { cut -d' ' -f1 /proc/loadavg; }
-calc() { awk "BEGIN { print $1 }"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 # Targets: up NAME makes it and mounts it at $work/m-NAME; used NAME prints the bytes it stores;
 # down NAME takes it away. Each target starts empty for each run.
@@ -201,6 +205,17 @@ echo "paper.sh: $([ $quick = 1 ] && echo quick || echo full) run, $reps rep(s), 
 echo "SAM: $sam ($((sam_bytes / 1000000)) MB); FIO: $fio_size per job"
 fio_jobs=()
 for bs in "${fio_bs[@]}"; do for pct in "${fio_pct[@]}"; do for a in "${fio_alloc[@]}"; do fio_jobs+=("$bs/$pct/$a"); done; done; done
+# Every measurement is also kept as it is made (--report makes the table again from it).
+mkdir -p "$here/docs/paper"
+cells_file=$here/docs/paper/paper.cells
+[ $quick = 1 ] && cells_file=$here/docs/paper/paper-quick.cells
+{
+  echo "# bench/paper.sh measurements, $(date -u +%FT%TZ), qzfs $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores"
+  echo "quick=$quick reps=$reps fio_size=$fio_size sam_bytes=$sam_bytes run_date=$(date -u +%F) run_rev=$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "targets=(${targets[*]})"
+  echo "fio_jobs=(${fio_jobs[*]})"
+  echo "fio_pct=(${fio_pct[*]})"
+} > "$cells_file"
 for job in "${fio_jobs[@]}"; do
   IFS=/ read -r bs pct a <<< "$job"
   for t in "${targets[@]}"; do
@@ -210,6 +225,7 @@ for job in "${fio_jobs[@]}"; do
     cpu=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f2 | median)
     st=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f3 | median)
     cell["fio|$job|$t"]="$mbs $cpu $st $l"
+    echo "cell[\"fio|$job|$t\"]=\"$mbs $cpu $st $l\"" >> "$cells_file"
     printf 'fio %-16s %-14s %8s MB/s %8s cpu-s/GiB %12s B stored  (load %s)\n' "$job" "$t" "$mbs" "$cpu" "$st" "$l"
   done
 done
@@ -220,19 +236,28 @@ for t in "${targets[@]}"; do
     declare "v$k=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f$k | median)"
   done
   cell["sam|$t"]="$v1 $v2 $v3 $v4 $v5 $v6 $v7 $l"
+  echo "cell[\"sam|$t\"]=\"$v1 $v2 $v3 $v4 $v5 $v6 $v7 $l\"" >> "$cells_file"
   printf 'sam %-14s copy %7s MB/s %6s cpu-s  sort %6s s %6s cpu-s  view %6s s  %12s B stored  %s reads  (load %s)\n' \
     "$t" "$v1" "$v7" "$v2" "$v3" "$v4" "$v5" "$v6" "$l"
 done
 
+else
+  # shellcheck disable=SC1090
+  declare -A cell
+  . "$report_only"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 # The report: Markdown and plots.
 out_dir=$here/docs/paper
 mkdir -p "$out_dir"
-name=paper$([ $quick = 1 ] && echo -quick)
+name=paper  # (an assignment from $(false && ...) would end the script under set -e)
+[ $quick = 1 ] && name=paper-quick
 md=$out_dir/$name.md
 {
   echo "# The paper's experiments on this machine ($([ $quick = 1 ] && echo quick || echo full) run)"
   echo
-  echo "\`bench/paper.sh$([ $quick = 1 ] && echo ' --quick')\`, $(date -u +%F), qzfs $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, medians of $reps run(s); every peer on its own loop device in ${QZFS_BENCH_DIR:-/var/tmp}; FUSE: ${PASSTHROUGH:-bindfs}. Load: the 1-minute load average when the row started."
+  echo "\`bench/paper.sh$([ $quick = 1 ] && echo ' --quick')\`, ${run_date:-$(date -u +%F)}, qzfs ${run_rev:-$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')}, $(nproc) cores, medians of $reps run(s); every peer on its own loop device in ${QZFS_BENCH_DIR:-/var/tmp}; FUSE: ${PASSTHROUGH:-bindfs}. Load: the 1-minute load average when the row started."
   echo
   echo "Cost efficiency = MB of SAM per CPU-second of the whole machine spent copying it in and sorting it (the pipeline's throughput divided by its CPU utilisation: MB/s over busy cores). Stored: the SAM and the sorted BAM together. Ratios are to ext4 and to btrfs zlib:3 in this run."
   for job in "${fio_jobs[@]}"; do

@@ -1,4 +1,4 @@
-// `qzfs recompress`: existing records rewritten under a new policy (docs/TOOLS.md
+// `qzfs recompress`: existing records rewritten under a new policy (docs/FS.md
 // "Recompression"). Through a mount, online, in steps the daemon commits one after the other
 // (the attribute user.qzfs.recompress, src/fs/ops_recompress.cc); on a backing directory that
 // is not mounted, a file at a time, atomically (store::recompress_file). Both resume where a
@@ -103,8 +103,10 @@ int run_recompress(const recompress_options& o, std::FILE* out, std::FILE* err) 
     if (!wanted) throw std::invalid_argument("unknown --policy '" + o.policy + "' (" + engine::policy_help() + ")");
     wanted_name = engine::to_string(*wanted);
   }
+  unmounted_guard guard;  // backing directories stay unmounted while their files are renamed over
   for (const auto& p : o.paths) {
-    if (const auto b = mounted_backing(p); !b.empty()) {
+    if (on_qzfs_mount(p)) continue;
+    if (const auto b = guard.hold(p); !b.empty()) {
       fmt::print(err,
                  "qzfs recompress: {} is inside {}, the backing directory of a running qzfs mount: recompress through the "
                  "mount, or unmount it first\n",
@@ -174,14 +176,31 @@ int run_recompress(const recompress_options& o, std::FILE* out, std::FILE* err) 
     const std::uint64_t before = allocated(path);
     std::uint64_t step = o.rate_mib > 0 ? 1 << 20 : 4 << 20;
     bool damaged = false;
+    int changes = 0;
     while (at < size) {
       const std::uint64_t len = std::min(step, size - at);
       const std::string arg = fmt::format("{} {}", at, len);
       const auto s0 = clock::now();
       if (::lsetxattr(path.c_str(), step_attr, arg.data(), arg.size(), 0) != 0) {
-        if (errno != EIO) {
-          bar.say(err, fmt::format("qzfs recompress: {}: {} (what is done so far stays; run again to go on)",
-                                   path.string(), std::strerror(errno)));
+        const int e = errno;
+        if (e == EBUSY) {  // another recompression's step is under way on this mount
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          continue;
+        }
+        if (e == EAGAIN && ++changes < 5) {  // the file's policy changed during the step: from its mark again
+          int e2 = 0;
+          auto again = status_of(path, e2);
+          if (!again) {
+            bar.say(err, fmt::format("qzfs recompress: {}: {}", path.string(), std::strerror(e2)));
+            return -1;
+          }
+          at = std::min(size, again->value("done", std::uint64_t{0}));
+          continue;
+        }
+        if (e != EBADMSG) {
+          bar.say(err, fmt::format("qzfs recompress: {}: {}{} (what is done so far stays; run again to go on)",
+                                   path.string(), std::strerror(e),
+                                   e == EACCES ? " (a file is recompressed by its owner, root or the mount's owner)" : ""));
           return -1;
         }
         damaged = true;

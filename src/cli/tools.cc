@@ -17,6 +17,8 @@
 #include <map>
 #include <set>
 #include <filesystem>
+#include <sstream>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -77,14 +79,23 @@ std::uint64_t remove_leftovers(const std::vector<std::string>& paths) {
   std::uint64_t n = 0;
   for (const auto& p : paths) {
     std::error_code ec;
-    if (!fs::is_directory(fs::symlink_status(p, ec))) continue;
+    if (!fs::is_directory(fs::symlink_status(p, ec)) || on_qzfs_mount(p)) continue;
     for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
          it != fs::recursive_directory_iterator(); it.increment(ec)) {
       if (ec) break;
       pid_t pid = 0;
-      if (!it->is_regular_file(ec) || it->is_symlink(ec) || !temporary(it->path(), &pid) || pid <= 0) continue;
+      if (!temporary(it->path(), &pid) || pid <= 0) continue;
       if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // its tool may still be running
-      if (::unlink(it->path().c_str()) == 0) ++n;
+      const int dir = ::open(it->path().parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (dir < 0) continue;
+      const std::string name = it->path().filename().string();
+      struct stat st {};
+      if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+          st.st_uid == ::geteuid() && (st.st_mode & 07777) == 0600 && st.st_nlink == 1 &&
+          ::unlinkat(dir, name.c_str(), 0) == 0) {
+        ++n;
+      }
+      ::close(dir);
     }
   }
   return n;
@@ -123,7 +134,11 @@ qzfs::fs::file_policy nearest_policy::of(const fs::path& file) {
   return p;
 }
 
-std::string mounted_backing(const std::filesystem::path& path) {
+unmounted_guard::~unmounted_guard() {
+  for (int fd : fds_) ::close(fd);  // the flocks go with them
+}
+
+std::string unmounted_guard::hold(const std::filesystem::path& path) {
   std::error_code ec;
   auto p = std::filesystem::weakly_canonical(path, ec);
   if (ec) return "";
@@ -131,12 +146,51 @@ std::string mounted_backing(const std::filesystem::path& path) {
   for (;; p = p.parent_path()) {
     const int fd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
-      const bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-      ::close(fd);
-      if (busy) return p.string();
+      if (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
+        const bool busy = errno == EWOULDBLOCK;
+        ::close(fd);
+        if (busy) return p.string();
+      } else {
+        fds_.push_back(fd);
+      }
     }
     if (p == p.root_path() || p.empty()) return "";
   }
+}
+
+bool on_qzfs_mount(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::string p = std::filesystem::weakly_canonical(path, ec).string();
+  if (ec) return false;
+  // The longest mount point that holds `p` (mountinfo: field 5 is the mount point, the type
+  // follows " - "; spaces in names are octal escapes).
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, best_type;
+  std::size_t best = 0;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, devno, root, mp;
+    f >> id >> parent >> devno >> root >> mp;
+    std::string unescaped;
+    for (std::size_t i = 0; i < mp.size(); ++i) {
+      if (mp[i] == '\\' && i + 3 < mp.size()) {
+        unescaped += static_cast<char>(std::stoi(mp.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        unescaped += mp[i];
+      }
+    }
+    const bool holds = unescaped == "/" || p == unescaped || p.rfind(unescaped + "/", 0) == 0;
+    if (!holds || unescaped.size() < best) continue;
+    const auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream t(line.substr(dash + 3));
+    std::string type;
+    t >> type;
+    best = unescaped.size();
+    best_type = type;
+  }
+  return best_type == "fuse.qzfs";
 }
 
 // pack's and unpack's walk: every regular file under `paths` rewritten in place by
@@ -191,8 +245,9 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
   if (!pol) throw std::invalid_argument("unknown --policy '" + o.policy + "' (" + engine::policy_help() + ")");
   // A mounted backing directory is the daemon's: a file rewritten beside it would fork from the
   // state the mount keeps of it.
+  unmounted_guard guard;
   for (const auto& p : o.paths) {
-    if (const auto b = mounted_backing(p); !b.empty()) {
+    if (const auto b = guard.hold(p); !b.empty()) {
       fmt::print(err, "qzfs pack: {} is inside {}, the backing directory of a running qzfs mount: unmount it first\n", p, b);
       return 1;
     }
@@ -244,8 +299,9 @@ int run_pack(const pack_options& o, std::FILE* out, std::FILE* err) {
 }
 
 int run_unpack(const unpack_options& o, std::FILE* out, std::FILE* err) {
+  unmounted_guard guard;
   for (const auto& p : o.paths) {
-    if (const auto b = mounted_backing(p); !b.empty()) {
+    if (const auto b = guard.hold(p); !b.empty()) {
       fmt::print(err, "qzfs unpack: {} is inside {}, the backing directory of a running qzfs mount: unmount it first\n", p, b);
       return 1;
     }

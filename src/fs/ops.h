@@ -137,5 +137,8 @@ void get_recompress(fuse_req_t req, fuse_ino_t ino, size_t size);
 void set_recompress(fuse_req_t req, fuse_ino_t ino, const char* value, size_t size);
 /// An open file's engine follows its policy attribute (changed by qzfs set while it was open).
 void follow_policy(fs_state& s, open_file& f);
+/// The policy attribute of `in` (at `path`) was set to another value or removed: the mark of an
+/// earlier recompression goes, an open file's engine follows.
+void policy_changed(fs_state& s, inode& in, const std::string& path);
 
 }  // namespace qzfs::fs::detail

@@ -172,15 +172,6 @@ void get_usage(fuse_req_t req, fuse_ino_t ino, size_t size) {
   });
 }
 
-// A regular file's policy changed: an open one compresses by its new engine from now on, and the
-// mark of an earlier recompression no longer says what its records will be.
-void policy_changed(fs_state& s, fuse_ino_t ino, const std::string& path) {
-  (void)::removexattr(path.c_str(), store::recompressed_xattr);
-  inode& in = s.get(ino);
-  if (in.type != S_IFREG) return;
-  if (auto f = s.files.find({in.dev, in.ino})) follow_policy(s, *f);
-}
-
 }  // namespace
 
 int target_of(fs_state& s, inode& in, meta_target& t) {
@@ -245,7 +236,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* v
       const std::string text = to_string(*p);
       const bool changed = !(read_policy_attr(path.c_str()) == *p);
       if (::setxattr(path.c_str(), name, text.data(), text.size(), flags) != 0) return (void)fuse_reply_err(req, errno);
-      if (changed) policy_changed(state(req), ino, path);
+      if (changed) policy_changed(state(req), state(req).get(ino), path);
       fuse_reply_err(req, 0);
     });
   }
@@ -295,7 +286,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   // options, root's choice, then apply; copies that strip attributes they do not carry work.
   with_xattr_target(req, "removexattr", ino, own_xattr(name) ? EPERM : 0, [&](const std::string& path) {
     if (::removexattr(path.c_str(), name) != 0) return (void)fuse_reply_err(req, errno);
-    if (std::strcmp(name, policy_attr) == 0) policy_changed(state(req), ino, path);
+    if (std::strcmp(name, policy_attr) == 0) policy_changed(state(req), state(req).get(ino), path);
     fuse_reply_err(req, 0);
   });
 }

@@ -154,7 +154,9 @@ std::string prepare(fs_state& s, const mount_options& o) {
   if (s.lock_fd < 0 || ::flock(s.lock_fd, LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;
     return "backing " + o.backing + ": " +
-           (e == EWOULDBLOCK ? "already mounted by another qzfs (one mount per backing directory)" : std::strerror(e));
+           (e == EWOULDBLOCK ? "already mounted by another qzfs (one mount per backing directory), or a qzfs pack, unpack "
+                               "or recompress is rewriting files in it"
+                             : std::strerror(e));
   }
   if (::stat(o.mountpoint.c_str(), &st) != 0 && errno == ENOTCONN) {
     // A FUSE daemon that served this mount point died (kill -9, a crash): the kernel still holds

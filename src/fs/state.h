@@ -135,6 +135,11 @@ struct open_file {
   // the mount's own writes, which move these.
   std::mutex plain_m;
   struct stat seen {};
+  // The file's policy: policy_m orders reading the attribute and switching the engine (a policy
+  // change, a recompression step) and the recompression mark's writes; policy_gen counts the
+  // changes, so a step that ran across one does not claim its records (ops_recompress.cc).
+  std::mutex policy_m;
+  std::uint64_t policy_gen = 0;  // guarded by policy_m
   [[nodiscard]] int fd() const;  // the backing file's descriptor
 };
 using file_ptr = std::shared_ptr<open_file>;
@@ -209,7 +214,8 @@ struct fs_state {
   std::thread scanner;
   std::size_t max_files = 1024;  // store files held before closing ones are committed at once
   bool handles = false;          // inodes reopen by file handle
-  uid_t owner = 0;               // who mounted (may read the statistics)
+  uid_t owner = 0;
+  std::atomic<unsigned> recompress_steps{0};  // steps of qzfs recompress under way (one at a time)               // who mounted (may read the statistics)
   store::options store_opts;
   std::FILE* err = stderr;
   std::mutex log_m;

@@ -229,6 +229,7 @@ class container final : public file_impl {
   std::uint64_t backing_len_ = 0;  // length of the backing file as last set
   bool low_first_ = false;         // compaction: place maps at the lowest offset that fits
   engine::file_learning learning_;
+  std::atomic<engine::engine*> last_engine_{nullptr};  // the engine of the last batch (learning_ is its)
   // The sync log (docs/STORE.md "Sync log"): the region the durable slot names (0: none), where
   // its next batch goes and that batch's first sequence number.
   std::uint64_t log_off_ = 0, log_pos_ = 0, log_seq_ = 0;

@@ -22,33 +22,41 @@ namespace {
 
 std::error_code last_error() { return {errno, std::generic_category()}; }
 
-// Extended attributes go with the data (user.*, and trusted.*/security.* where permitted).
+// Extended attributes go with the data (user.*, and trusted.*/security.* where permitted), whatever
+// their size. Left out: the container's marker (its commits write it) and the mark of a
+// recompression (it describes the old records; recompress writes its own).
 void copy_xattrs(int from, int to) {
-  std::vector<char> names(65536);
-  const ssize_t n = ::flistxattr(from, names.data(), names.size());
+  std::vector<char> names(std::max<ssize_t>(::flistxattr(from, nullptr, 0), 0));
+  const ssize_t n = names.empty() ? 0 : ::flistxattr(from, names.data(), names.size());
   if (n <= 0) return;
-  std::vector<char> value(65536);
+  std::vector<char> value;
   for (ssize_t at = 0; at < n;) {
     const char* name = names.data() + at;
     at += static_cast<ssize_t>(std::char_traits<char>::length(name)) + 1;
-    if (std::strcmp(name, marker_xattr) == 0) continue;  // the container's own, written by its commits
+    if (std::strcmp(name, marker_xattr) == 0 || std::strcmp(name, recompressed_xattr) == 0) continue;
+    const ssize_t len = ::fgetxattr(from, name, nullptr, 0);
+    if (len < 0) continue;
+    value.resize(static_cast<std::size_t>(len) + 1);
     const ssize_t v = ::fgetxattr(from, name, value.data(), value.size());
     if (v >= 0) (void)::fsetxattr(to, name, value.data(), static_cast<std::size_t>(v), 0);
   }
 }
 
-// The replacement `dst` takes over what `src` was (extended attributes, owner, mode, times) and
-// is made durable; EAGAIN when `src` changed since `st` was taken (then the original stays).
+// The replacement `dst` takes over what `src` was (owner first, since a change of owner clears
+// set-ID bits and security.capability; then mode, extended attributes, times) and is made
+// durable. EPERM when the owner cannot be kept (the tool is not root and the file is not its
+// own); EAGAIN when `src` changed since `st` was taken (then the original stays).
 std::error_code take_over(int src, int dst, const struct stat& st) {
-  copy_xattrs(src, dst);
-  if (::fchown(dst, st.st_uid, st.st_gid) != 0 && errno != EPERM) return last_error();
+  if (::fchown(dst, st.st_uid, st.st_gid) != 0) return last_error();
   if (::fchmod(dst, st.st_mode & 07777) != 0) return last_error();
+  copy_xattrs(src, dst);
   const struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::futimens(dst, times) != 0) return last_error();
   if (::fsync(dst) != 0) return last_error();
   struct stat now {};
-  if (::fstat(src, &now) != 0 || now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec ||
-      now.st_size != st.st_size) {
+  const auto same = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
+  if (::fstat(src, &now) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev || now.st_size != st.st_size ||
+      !same(now.st_mtim, st.st_mtim) || !same(now.st_ctim, st.st_ctim) || now.st_nlink != st.st_nlink) {
     return std::make_error_code(std::errc::resource_unavailable_try_again);
   }
   return {};
@@ -71,7 +79,12 @@ std::error_code open_sole(int dirfd, const char* name, struct stat& st, fd_close
   if (!S_ISREG(st.st_mode)) return std::make_error_code(std::errc::invalid_argument);
   if (st.st_nlink > 1) return std::make_error_code(std::errc::too_many_links);
   src.fd = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  return src.fd < 0 ? last_error() : std::error_code{};
+  if (src.fd < 0) return last_error();
+  // The file opened is the one looked at (not another put under the name meanwhile).
+  struct stat opened {};
+  if (::fstat(src.fd, &opened) != 0) return last_error();
+  if (opened.st_ino != st.st_ino || opened.st_dev != st.st_dev) return std::make_error_code(std::errc::resource_unavailable_try_again);
+  return {};
 }
 
 // The new file beside `name` that pack and unpack fill (`fd`, not owned: the caller closes it or
@@ -222,7 +235,10 @@ std::error_code recompress_file(int dirfd, const char* name, const options& o,
     const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), size - off));
     if (auto ec = from->pread(std::span(buf).first(want), off, got)) return ec;
     if (got == 0) return std::make_error_code(std::errc::io_error);
-    if (auto ec = to->pwrite(std::span(buf).first(got), off)) return ec;
+    const auto part = std::span(buf).first(got);
+    if (std::any_of(part.begin(), part.end(), [](std::byte b) { return b != std::byte{0}; })) {
+      if (auto ec = to->pwrite(part, off)) return ec;
+    }
     off += got;
     if (step) step(got);
   }

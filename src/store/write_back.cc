@@ -267,6 +267,9 @@ void write_back::wire_jobs(inflight& b) {
     b.recs[k].sink = &b.jobs[k];
   }
   b.eng = c_.core_.compressor();
+  // Another engine than the last batch's (the file's policy changed): what the file learnt of
+  // how its records fit under the old one says nothing of the new one.
+  if (c_.last_engine_.exchange(b.eng, std::memory_order_relaxed) != b.eng) c_.learning_.streak.store(0, std::memory_order_relaxed);
   b.helper = b.direct && b.eng != nullptr && b.eng->spare_core();
 }
 

@@ -678,6 +678,54 @@ TEST_F(mount_test, recompress_through_the_mount_survives_kill_9_and_resumes_wher
   unmount();
 }
 
+// A damaged record is never replaced by what a recompression would make of it: the record stays
+// as it is (still EIO), the rest of the file is recompressed, and every run says so again (the
+// mark does not pass it, so it is not skipped as done).
+TEST_F(mount_test, recompress_leaves_a_damaged_record_as_it_is_and_says_so_every_run) {
+  mount("commit=1,compression=gzip-1");
+  const auto text = pattern(9, 2 << 20);
+  put(mnt_ / "f", text);
+  unmount();
+  const auto stored = fs::file_size(backing_ / "f");
+  {
+    const int fd = ::open((backing_ / "f").c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::vector<char> junk(64, '\x5a');
+    ASSERT_EQ(::pwrite(fd, junk.data(), junk.size(), static_cast<off_t>(stored / 2)), 64);
+    ASSERT_EQ(::close(fd), 0);
+  }
+  mount("commit=1,compression=gzip-1");
+  std::string out;
+  for (int run_no = 0; run_no < 2; ++run_no) {
+    EXPECT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-3", mnt_.string()}, &out), 1) << out;
+    EXPECT_NE(out.find("damaged records are left as they are"), std::string::npos) << run_no << ": " << out;
+  }
+  // Record by record: one fails with EIO, the others read right.
+  const int fd = ::open((mnt_ / "f").c_str(), O_RDONLY | O_DIRECT);
+  ASSERT_GE(fd, 0);
+  void* mem = nullptr;
+  ASSERT_EQ(::posix_memalign(&mem, 4096, 128 << 10), 0);
+  auto* rec = static_cast<std::byte*>(mem);
+  int bad = 0, good = 0;
+  for (std::size_t off = 0; off < text.size(); off += 128 << 10) {
+    const ssize_t n = ::pread(fd, rec, 128 << 10, static_cast<off_t>(off));
+    if (n < 0) {
+      EXPECT_EQ(errno, EIO);
+      ++bad;
+    } else {
+      EXPECT_TRUE(n == (128 << 10) && std::equal(rec, rec + n, text.begin() + static_cast<std::ptrdiff_t>(off))) << off;
+      ++good;
+    }
+  }
+  std::free(mem);
+  ::close(fd);
+  EXPECT_EQ(bad, 1) << "the damaged record stays damaged";
+  EXPECT_EQ(good, 15);
+  ASSERT_EQ(run({QZFS_BINARY, "du", "--json", mnt_.string()}, &out), 0) << out;
+  EXPECT_NE(out.find("\"zstd\""), std::string::npos) << "the other records are recompressed: " << out;
+  unmount();
+}
+
 // qzfs recompress on a backing directory that is not mounted: each container is rewritten
 // beside itself and renamed over it. Killed part way, the file it was on keeps its old container
 // (its temporary file is removed by the next run), the files done keep their new one, and the
@@ -705,6 +753,10 @@ TEST_F(mount_test, recompress_of_a_backing_directory_survives_kill_9_and_resumes
       n += ::getxattr((backing_ / ("f" + std::to_string(i))).c_str(), "user.qzfs.recompressed", nullptr, 0) > 0;
     return n;
   };
+  // A user's file that only looks like a tool's leftover (not root's, not 0600) stays.
+  put(backing_ / ".qzfs-pack.999999.1", pattern(1, 100));
+  ASSERT_EQ(::chown((backing_ / ".qzfs-pack.999999.1").c_str(), 1000, 1000), 0);
+  ASSERT_EQ(::chmod((backing_ / ".qzfs-pack.999999.1").c_str(), 0600), 0);
   const pid_t pid = spawn({QZFS_BINARY, "recompress", "--policy", "zstd-3", "--record-size", "256K", "--rate", "8",
                            backing_.string()});
   int i = 0;
@@ -722,8 +774,10 @@ TEST_F(mount_test, recompress_of_a_backing_directory_survives_kill_9_and_resumes
   EXPECT_EQ(marked(), 4);
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(backing_))
-    if (e.path().filename().string().rfind(".qzfs-", 0) == 0) left.push_back(e.path().string());
+    if (e.path().filename().string().rfind(".qzfs-recompress", 0) == 0) left.push_back(e.path().string());
   EXPECT_TRUE(left.empty()) << "the killed run's temporary file is gone: " << left.front();
+  EXPECT_TRUE(fs::exists(backing_ / ".qzfs-pack.999999.1")) << "another user's file is not a leftover";
+  fs::remove(backing_ / ".qzfs-pack.999999.1");
   ASSERT_EQ(run({QZFS_BINARY, "check", "--json", backing_.string()}, &out), 0) << out;
   EXPECT_EQ(json_number(out, "gzip"), 0u) << out;
   EXPECT_EQ(json_number(out, "zstd"), 4u * (6 << 20) / (256 << 10)) << "256 KiB records: " << out;

@@ -643,6 +643,31 @@ TEST_F(multiuser, du_shows_what_files_hold_to_whoever_may_read_them) {
   unmount();
 }
 
+// qzfs recompress through the mount: a file's records are compressed again at the request of its
+// owner (or root, or the mount's owner), not of any user who may write it (spending the shared
+// workers on them is the owner's choice); a new policy (--policy) stays root's and the mount
+// owner's, as for qzfs set.
+TEST_F(multiuser, recompress_is_the_file_owners_and_a_new_policy_roots) {
+  mount("commit=1,allow_other");
+  make_dir(mnt_ / "d", 0, 0, 0777);
+  put(mnt_ / "d" / "roots", pattern(1, 1 << 20));
+  ASSERT_EQ(::chmod((mnt_ / "d" / "roots").c_str(), 0666), 0);
+  put(mnt_ / "d" / "hers", pattern(2, 1 << 20));
+  ASSERT_EQ(::chown((mnt_ / "d" / "hers").c_str(), alice.uid, alice.gid), 0);
+  std::string out;
+  const std::string q = QZFS_BINARY;
+  EXPECT_EQ(sh(alice, mnt_ / "d", q + " recompress roots", &out), 1) << out;
+  EXPECT_TRUE(contains(out, "Permission denied")) << "a writer who does not own it: " << out;
+  EXPECT_EQ(sh(alice, mnt_ / "d", q + " recompress --force hers", &out), 0) << out;
+  EXPECT_TRUE(contains(out, "recompressed 1 files")) << out;
+  EXPECT_EQ(sh(alice, mnt_ / "d", q + " recompress --policy zstd-3 hers", &out), 1) << out;
+  EXPECT_TRUE(contains(out, "setting its policy: Operation not permitted")) << out;
+  EXPECT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-3", (mnt_ / "d").string()}, &out), 0) << out;
+  EXPECT_TRUE(contains(out, "recompressed 2 files")) << out;
+  EXPECT_EQ(qzfs::test::read_file((mnt_ / "d" / "hers").string()), pattern(2, 1 << 20));
+  unmount();
+}
+
 // Item 8: one user's expensive calls on one file do not hold up another user's calls on other
 // files: while alice seeks for data and holes over a 1 TiB sparse file in a loop, bob's stat,
 // lookup of a missing name, open and read each finish within a second.
