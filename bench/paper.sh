@@ -76,7 +76,10 @@ body=$(stat -c %s "$work/body.sam")
 for ((i = 0; i < (sam_mb * 1000000 + body - 1) / body; i++)); do cat "$work/body.sam"; done >> "$sam"
 rm -f "$work/body.sam"
 sam_bytes=$(stat -c %s "$sam")
-started_zfs=0
+# zfs-fuse is started by up() inside command substitutions (subshells): whether it ran before
+# the script is what decides, at the end, whether the script stops it.
+zfs_before=0
+pgrep -x zfs-fuse > /dev/null && zfs_before=1
 cleanup() {
   set +e
   for m in "$work"/m-*; do
@@ -85,7 +88,7 @@ cleanup() {
   done
   zpool destroy -f qzpaper 2>/dev/null
   for b in "$work"/b-*; do mountpoint -q "$b" && umount "$b"; done
-  [ $started_zfs = 1 ] && pkill -x zfs-fuse
+  [ $zfs_before = 0 ] && pkill -x zfs-fuse
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -111,7 +114,7 @@ up() {
       mkfs.btrfs -f "$work/$t.img" > /dev/null 2>&1
       mount -o loop,compress="$([ "$t" = btrfs-zlib3 ] && echo zlib:3 || echo zstd:1)" "$work/$t.img" "$m" ;;
     zfs-*)
-      pgrep -x zfs-fuse > /dev/null || { zfs-fuse; started_zfs=1; sleep 1; }
+      pgrep -x zfs-fuse > /dev/null || { zfs-fuse; sleep 1; }
       truncate -s "$img" "$work/$t.img"
       zpool create -f -m "$m" qzpaper "$work/$t.img" > /dev/null
       zfs set compression="$(echo "${t#zfs-}" | sed 's/gzip/gzip-/')" qzpaper > /dev/null ;;

@@ -58,12 +58,19 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 src=$work/src
 mkdir -p "$src"
 half=$((data_mb * 500000))
+: > "$src/big"
 for f in reads.sam reads.fq; do
   s=$(stat -c %s "$here/corpus/sam/$f")
-  for ((i = 0; i < (half + s - 1) / s; i++)); do cat "$here/corpus/sam/$f"; done
-done | head -c $((half * 2)) > "$src/big"
+  for ((i = 0; i < (half + s - 1) / s; i++)); do cat "$here/corpus/sam/$f"; done > "$work/part"
+  truncate -s "$half" "$work/part"
+  cat "$work/part" >> "$src/big"
+done
+rm -f "$work/part"
 size=$(stat -c %s "$src/big")
-for k in 0 1 2 3; do head -c $((size / 4)) "$src/big" > "$src/part$k"; done
+# The four readers' files: the large one's quarters (SAM, SAM, FASTQ, FASTQ).
+for k in 0 1 2 3; do
+  dd if="$src/big" of="$src/part$k" bs=1M iflag=skip_bytes,count_bytes skip=$((k * size / 4)) count=$((size / 4)) status=none
+done
 if [[ " ${rows[*]} " == *" view "* ]]; then
   # A sorted BAM of the corpus's SAM (mended as bench/paper.sh does: samtools reads it then).
   grep '^@' "$here/corpus/sam/reads.sam" | awk -F'\t' -v OFS='\t' '$1 == "@SQ" { sub(/ .*/, "", $2) } { print }' > "$work/v.sam"
