@@ -41,12 +41,7 @@ else
   qzfs_pols=(gzip zstd lz4 auto off)
 fi
 
-hz=$(getconf CLK_TCK)
-busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }  # user nice system irq softirq
-load() { cut -d' ' -f1 /proc/loadavg; }
-calc() { awk "BEGIN { print $1 }"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+. "$here/bench/lib.sh"
 if [ -z "$report_only" ]; then
 need=()
 for p in btrfs-progs zfs-fuse samtools bindfs gnuplot-nox fio; do

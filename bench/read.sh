@@ -47,12 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-hz=$(getconf CLK_TCK)
-busy() { awk '/^cpu /{ print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-load() { cut -d' ' -f1 /proc/loadavg; }
-calc() { awk "BEGIN { print $1 }"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+. "$here/bench/lib.sh"
 
 # The data: SAM and FASTQ, each repeated to half of DATA_MB, one after the other.
 src=$work/src

@@ -139,6 +139,15 @@ int run_recompress(const recompress_options& o, std::FILE* out, std::FILE* err) 
   progress bar(out, files.size(), total_size(files, out), "files");
   const auto t0 = clock::now();
 
+  // A file recompressed: its stored bytes before and after, for -v and the summary.
+  auto finished = [&](const stdfs::path& path, std::uint64_t before) {
+    file_before = before;
+    file_after = allocated(path);
+    t.before += file_before;
+    t.after += file_after;
+    return 1;
+  };
+
   // Through a mount: steps of the daemon, each committed; sized to take about half a second.
   auto online = [&](const stdfs::path& path, nlohmann::json st) -> int {
     ++t.online;
@@ -220,11 +229,7 @@ int run_recompress(const recompress_options& o, std::FILE* out, std::FILE* err) 
                                path.string()));
       return -1;
     }
-    file_before = before;
-    file_after = allocated(path);
-    t.before += file_before;
-    t.after += file_after;
-    return 1;
+    return finished(path, before);
   };
 
   // A backing directory that is not mounted: the file rewritten beside itself and renamed over.
@@ -287,11 +292,7 @@ int run_recompress(const recompress_options& o, std::FILE* out, std::FILE* err) 
                                ec == std::errc::io_error ? "; qzfs check names its damaged records" : ""));
       return -1;
     }
-    file_before = before;
-    file_after = allocated(path);
-    t.before += file_before;
-    t.after += file_after;
-    return 1;
+    return finished(path, before);
   };
 
   for (const auto& path : files) {

@@ -201,6 +201,21 @@ std::error_code pack_file(int dirfd, const char* name, const options& o) {
   return dst.rename_over(name);
 }
 
+// unpack and recompress read a container `name` that open_sole opened (`src`, status `st`):
+// opened again as a store file, read-only (opening recovers in memory and writes nothing).
+// ENOTSUP (`plain` given) or EEXIST for a plain file.
+static std::error_code open_container(int src, const struct stat& st, const options& o, std::errc plain, std::unique_ptr<file>& out) {
+  bool container = false;
+  std::uint64_t logical = 0;
+  if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
+  if (!container) return std::make_error_code(plain);
+  const int rfd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
+  if (rfd < 0) return last_error();
+  options ro = o;
+  ro.convert_plain = false;
+  return file::open(std::make_unique<fd_io>(rfd), ro, out);
+}
+
 std::error_code recompress_file(int dirfd, const char* name, const options& o,
                                 const std::function<std::error_code(int, std::uint32_t)>& finish,
                                 const std::function<void(std::uint64_t)>& step) {
@@ -208,17 +223,8 @@ std::error_code recompress_file(int dirfd, const char* name, const options& o,
   fd_closer source;
   if (auto ec = open_sole(dirfd, name, st, source)) return ec;
   const int src = source.fd;
-  bool container = false;
-  std::uint64_t logical = 0;
-  if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
-  if (!container) return std::make_error_code(std::errc::not_supported);
-  // Read-only: opening recovers in memory and writes nothing.
-  const int rfd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
-  if (rfd < 0) return last_error();
-  options ro = o;
-  ro.convert_plain = false;
   std::unique_ptr<file> from;
-  if (auto ec = file::open(std::make_unique<fd_io>(rfd), ro, from)) return ec;
+  if (auto ec = open_container(src, st, o, std::errc::not_supported, from)) return ec;
 
   file_beside dst(dirfd, "recompress", O_RDWR);
   if (dst.fd < 0) return last_error();
@@ -259,15 +265,8 @@ std::error_code unpack_file(int dirfd, const char* name, const options& o) {
   fd_closer source;
   if (auto ec = open_sole(dirfd, name, st, source)) return ec;
   const int src = source.fd;
-  bool container = false;
-  std::uint64_t logical = 0;
-  if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
-  if (!container) return std::make_error_code(std::errc::file_exists);
-  // Read-only: opening recovers in memory and writes nothing.
-  const int rfd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
-  if (rfd < 0) return last_error();
   std::unique_ptr<file> f;
-  if (auto ec = file::open(std::make_unique<fd_io>(rfd), o, f)) return ec;
+  if (auto ec = open_container(src, st, o, std::errc::file_exists, f)) return ec;
 
   file_beside beside(dirfd, "unpack", O_WRONLY);
   if (beside.fd < 0) return last_error();
