@@ -60,12 +60,7 @@ work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-paper.XXXXXX")
 # have a CIGAR longer than their sequence: left out), repeated to SAM_MB (--quick: 256, else
 # 512) so that sorting takes long enough to measure.
 sam=$work/reads.sam
-grep '^@' "$src_sam" | awk -F'\t' -v OFS='\t' '$1 == "@SQ" { sub(/ .*/, "", $2) } { print }' > "$sam"
-grep -v '^@' "$src_sam" | awk -F'\t' '
-  { n = 0; c = $6; q = 0
-    while (match(c, /^[0-9]+[MIDNSHP=X]/)) { op = substr(c, RLENGTH, 1); len = substr(c, 1, RLENGTH - 1) + 0
-      if (op ~ /[MIS=X]/) q += len; c = substr(c, RLENGTH + 1) }
-    if ($6 == "*" || q == length($10)) print }' > "$work/body.sam"
+mend_sam "$src_sam" "$sam" "$work/body.sam"
 sam_mb=${SAM_MB:-$([ $quick = 1 ] && echo 256 || echo 512)}
 body=$(stat -c %s "$work/body.sam")
 for ((i = 0; i < (sam_mb * 1000000 + body - 1) / body; i++)); do cat "$work/body.sam"; done >> "$sam"

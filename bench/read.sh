@@ -68,12 +68,7 @@ for k in 0 1 2 3; do
 done
 if [[ " ${rows[*]} " == *" view "* ]]; then
   # A sorted BAM of the corpus's SAM (mended as bench/paper.sh does: samtools reads it then).
-  grep '^@' "$here/corpus/sam/reads.sam" | awk -F'\t' -v OFS='\t' '$1 == "@SQ" { sub(/ .*/, "", $2) } { print }' > "$work/v.sam"
-  grep -v '^@' "$here/corpus/sam/reads.sam" | awk -F'\t' '
-    { n = 0; c = $6; q = 0
-      while (match(c, /^[0-9]+[MIDNSHP=X]/)) { op = substr(c, RLENGTH, 1); len = substr(c, 1, RLENGTH - 1) + 0
-        if (op ~ /[MIS=X]/) q += len; c = substr(c, RLENGTH + 1) }
-      if ($6 == "*" || q == length($10)) print }' > "$work/body.sam"
+  mend_sam "$here/corpus/sam/reads.sam" "$work/v.sam" "$work/body.sam"
   for ((i = 0; i < 4; i++)); do cat "$work/body.sam"; done >> "$work/v.sam"
   samtools sort -@2 -o "$src/sorted.bam" "$work/v.sam" 2> /dev/null
   rm -f "$work/v.sam" "$work/body.sam"
