@@ -95,16 +95,13 @@ frame_header seal_raw_header(std::span<const iovec> logical, std::span<std::byte
   return h;
 }
 
-frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept {
-  if (bytes.size() < 4) return frame_error::truncated;
+frame_error parse_frame_header(std::span<const std::byte, frame_header_size> bytes, frame_header& out) noexcept {
   const std::byte* p = bytes.data();
   if (p[0] != magic0 || p[1] != magic1) return frame_error::bad_magic;
   if (p[2] != std::byte{frame_version}) return frame_error::bad_version;
   // Later versions may grow the header; version 1 has exactly this length.
-  const auto header_len = static_cast<std::size_t>(p[3]);
-  if (header_len != frame_header_size) return frame_error::bad_header;
-  if (bytes.size() < header_len) return frame_error::truncated;
-  if (get32(p + header_len - 4) != header_check(p, header_len)) return frame_error::bad_header;
+  if (static_cast<std::size_t>(p[3]) != frame_header_size) return frame_error::bad_header;
+  if (get32(p + frame_header_size - 4) != header_check(p, frame_header_size)) return frame_error::bad_header;
   if (p[7] != std::byte{0} || get32(p + 32) != 0) return frame_error::bad_header;
 
   frame_header h;
@@ -123,13 +120,26 @@ frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexc
   // A raw payload is the logical bytes: seal_frame gives it one hash for both, so a reader
   // that has checked the payload need not hash the same bytes again.
   if (h.format == codec::payload_format::none && h.payload_hash != h.logical_hash) return frame_error::bad_header;
-  if (bytes.size() - header_len < h.physical_size) return frame_error::truncated;
+  out = h;
+  return frame_error::ok;
+}
 
-  auto payload = bytes.subspan(header_len, h.physical_size);
+frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept {
+  if (bytes.size() < 4) return frame_error::truncated;
+  const std::byte* p = bytes.data();
+  if (p[0] != magic0 || p[1] != magic1) return frame_error::bad_magic;
+  if (p[2] != std::byte{frame_version}) return frame_error::bad_version;
+  if (static_cast<std::size_t>(p[3]) != frame_header_size) return frame_error::bad_header;
+  if (bytes.size() < frame_header_size) return frame_error::truncated;
+  frame_header h;
+  if (auto e = parse_frame_header(bytes.first<frame_header_size>(), h); e != frame_error::ok) return e;
+  if (bytes.size() - frame_header_size < h.physical_size) return frame_error::truncated;
+
+  auto payload = bytes.subspan(frame_header_size, h.physical_size);
   if (hash(payload) != h.payload_hash) return frame_error::payload_checksum;
   out.header = h;
   out.payload = payload;
-  out.frame_size = header_len + h.physical_size;
+  out.frame_size = frame_header_size + h.physical_size;
   return frame_error::ok;
 }
 

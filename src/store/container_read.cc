@@ -1,6 +1,7 @@
 // container: reading records (a dirty buffer, a hole, the read cache, or a frame decoded) and
 // checking them all.
 
+#include <array>
 #include <cstring>
 
 #include "container.h"
@@ -37,6 +38,26 @@ std::error_code container::read_record(std::uint64_t index, const map_slot& en, 
     return eio();
   };
   if (en.e.lost()) return bad("lost: its map chunk was damaged");
+  // A raw record (incompressible, or compression=off): its payload is read straight into `out`
+  // beside its header (one preadv) and checked there: no pass through the frame buffer.
+  if (en.e.format == codec::payload_format::none && en.e.length > format::frame_header_size &&
+      en.e.length - format::frame_header_size <= out.size()) {
+    std::array<std::byte, format::frame_header_size> head;
+    const auto payload = out.first(en.e.length - format::frame_header_size);
+    if (auto ec = io_.pread_split(head, payload, en.e.offset)) {
+      if (ec == std::errc::io_error) return bad("frame cut short at byte " + std::to_string(en.e.offset));
+      return ec;
+    }
+    format::frame_header h;
+    if (auto fe = format::parse_frame_header(head, h); fe != format::frame_error::ok) return bad(format::to_string(fe));
+    if (h.format != en.e.format || h.payload_hash != en.e.payload_hash || h.physical_size != payload.size() ||
+        h.logical_size > rs_) {
+      return bad("frame does not match the record map");
+    }
+    if (format::hash(payload) != h.payload_hash) return bad(format::to_string(format::frame_error::payload_checksum));
+    len = h.logical_size;
+    return {};
+  }
   auto& s = thread_scratch();
   if (s.frame.size() < en.e.length) s.frame.resize(en.e.length);
   auto frame = std::span(s.frame).first(en.e.length);

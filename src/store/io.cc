@@ -64,6 +64,14 @@ std::error_code fd_io::pread(std::span<std::byte> out, std::uint64_t off, std::s
   return {};
 }
 
+std::error_code fd_io::pread_split(std::span<std::byte> head, std::span<std::byte> body, std::uint64_t off) noexcept {
+  iovec v[2] = {{head.data(), head.size()}, {body.data(), body.size()}};
+  const ssize_t n = ::preadv(fd_, v, 2, static_cast<off_t>(off));
+  if (n == static_cast<ssize_t>(head.size() + body.size())) return {};
+  if (n < 0 && errno != EINTR) return last_error();
+  return io::pread_split(head, body, off);  // short or interrupted: the plain way
+}
+
 std::error_code fd_io::available(std::uint64_t& out) noexcept {
   struct statvfs sv {};
   if (::fstatvfs(fd_, &sv) != 0) return last_error();

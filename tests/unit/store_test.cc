@@ -208,6 +208,41 @@ TEST(store, rewrite_compresses_again_under_a_new_engine_beside_writers) {
   EXPECT_TRUE(std::equal(rec.begin(), rec.end(), d.begin() + 10 * 64 * KiB));
 }
 
+// A raw record is read straight into the reader's buffer beside its header (store/
+// container_read.cc): damage in its header or its payload is still EIO there, and the record's
+// neighbours still read right.
+TEST(store, raw_records_read_in_place_are_checked_as_frames_are) {
+  for (const std::size_t flip_at : {std::size_t{3}, std::size_t{20}, std::size_t{40 + 5000}}) {
+    auto disk = std::make_shared<mem_disk>();
+    const auto o = opts("off", 64 * KiB);
+    auto f = open_mem(disk, o);
+    const auto d = test::make_data(test::data_class::random, 4 * 64 * KiB, 11);
+    ASSERT_FALSE(f->pwrite(d, 0));
+    ASSERT_FALSE(f->sync());
+    EXPECT_EQ(read_all(*f), d);
+    f.reset();
+    // The frame of record 2, found by its logical hash (raw: the payload's too).
+    const auto h2 = format::hash(std::span(d).subspan(2 * 64 * KiB, 64 * KiB));
+    format::frame_view v;
+    std::size_t at = format::container_header_size;
+    for (; at + 40 < disk->bytes.size(); ++at) {
+      if (format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h2) break;
+    }
+    ASSERT_LT(at + 40, disk->bytes.size());
+    ASSERT_EQ(v.header.format, codec::payload_format::none);
+    disk->bytes[at + flip_at] ^= std::byte{0x10};
+    f = open_mem(disk, o);
+    std::vector<std::byte> rec(64 * KiB);
+    std::size_t got = 0;
+    EXPECT_EQ(f->pread(rec, 2 * 64 * KiB, got), std::errc::io_error) << "flip at " << flip_at;
+    EXPECT_EQ(f->pread(std::span(rec).first(100), 2 * 64 * KiB + 10, got), std::errc::io_error) << "a part of it too";
+    for (std::size_t r : {0, 1, 3}) {
+      ASSERT_FALSE(f->pread(rec, r * 64 * KiB, got));
+      EXPECT_TRUE(std::equal(rec.begin(), rec.end(), d.begin() + static_cast<std::ptrdiff_t>(r * 64 * KiB))) << r;
+    }
+  }
+}
+
 // One worker on a machine with more cores: the writer's thread builds and writes the frames of
 // whole-record writes while the worker compresses (the store's "helper" path).
 TEST(store, whole_record_writes_with_a_core_to_spare) {

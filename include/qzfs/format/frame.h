@@ -80,6 +80,9 @@ frame_header seal_raw_header(std::span<const iovec> logical, std::span<std::byte
 
 /// Parses and checks the frame at the start of `bytes` (trailing bytes are left alone).
 [[nodiscard]] frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept;
+/// Parses and checks a frame's header alone (everything parse_frame checks but the payload,
+/// which the caller then checks against out.payload_hash).
+[[nodiscard]] frame_error parse_frame_header(std::span<const std::byte, frame_header_size> bytes, frame_header& out) noexcept;
 
 /// After decoding: the logical bytes match the header's size and hash. Not needed for format
 /// none: parse_frame has already checked those very bytes against the same hash.

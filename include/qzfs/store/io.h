@@ -62,6 +62,13 @@ class io {
   }
   /// Reads exactly out.size() bytes or fails (EIO for a short read: the store knows the sizes).
   [[nodiscard]] std::error_code pread_exact(std::span<std::byte> out, std::uint64_t off) noexcept;
+  /// pread_exact of `head` then `body` from `off` on, into two buffers (a raw frame's header and
+  /// its payload straight into the reader's buffer); one preadv where the io has it.
+  [[nodiscard]] virtual std::error_code pread_split(std::span<std::byte> head, std::span<std::byte> body,
+                                                    std::uint64_t off) noexcept {
+    if (auto ec = pread_exact(head, off)) return ec;
+    return pread_exact(body, off + head.size());
+  }
 };
 
 /// The real thing: a file descriptor (owned: closed with the io).
@@ -73,6 +80,7 @@ class fd_io final : public io {
   fd_io& operator=(const fd_io&) = delete;
 
   std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override;
+  std::error_code pread_split(std::span<std::byte> head, std::span<std::byte> body, std::uint64_t off) noexcept override;
   std::error_code pwritev(std::span<const iovec> in, std::uint64_t off) noexcept override;
   std::error_code sync() noexcept override;
   std::error_code truncate(std::uint64_t size) noexcept override;
