@@ -16,7 +16,7 @@
 #    cost efficiency (MB of SAM per CPU-second spent copying it in and sorting it: throughput
 #    over CPU utilisation, the paper's measure; docs/BENCHMARKS.md defines it before any figure).
 # Every cell is the median of REPS runs (3; --quick: 1, smaller files, fewer FIO jobs, under 10
-# minutes here; the full run, FIO_SIZE=512M per job and SAM_MB=512, about 45 minutes on 2 cores); every row prints the machine's load average when it started. Writes
+# minutes here; the full run, FIO_SIZE=512M per job and SAM_MB=512, about 30 minutes on 2 cores); every row prints the machine's load average when it started. Writes
 # docs/paper/paper[-quick].md (the table, ratios to ext4 and btrfs zlib:3 in the same run) and
 # PNG plots (gnuplot) next to it. Needs root; installs what is missing (btrfs-progs, zfs-fuse,
 # samtools, bindfs, gnuplot-nox).
