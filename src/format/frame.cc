@@ -125,6 +125,8 @@ frame_error parse_frame_header(std::span<const std::byte, frame_header_size> byt
 }
 
 frame_error parse_frame(std::span<const std::byte> bytes, frame_view& out) noexcept {
+  // The first four bytes are checked here before the length (a short buffer of another kind
+  // says what it is, not "truncated"), and again by parse_frame_header.
   if (bytes.size() < 4) return frame_error::truncated;
   const std::byte* p = bytes.data();
   if (p[0] != magic0 || p[1] != magic1) return frame_error::bad_magic;

@@ -106,7 +106,8 @@ class container final : public file_impl {
                                               std::vector<format::indexed_entry>& entries,
                                               std::vector<std::pair<std::uint64_t, std::uint64_t>>& lost);
 
-  // container_read.cc; stripe(index) shared
+  // container_read.cc; stripe(index) shared. read_record: the record's logical bytes into `out`
+  // (its first `len` bytes), checked; on an error `out` holds nothing to use.
   [[nodiscard]] std::error_code read_record(std::uint64_t index, const map_slot& en, std::span<std::byte> out,
                                             std::uint32_t& len, std::string* why = nullptr);
   [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst);

@@ -50,11 +50,14 @@ std::error_code container::read_record(std::uint64_t index, const map_slot& en, 
     }
     format::frame_header h;
     if (auto fe = format::parse_frame_header(head, h); fe != format::frame_error::ok) return bad(format::to_string(fe));
+    // The payload first, as parse_frame does: damaged bytes are named as such.
+    if (h.physical_size == payload.size() && format::hash(payload) != h.payload_hash) {
+      return bad(format::to_string(format::frame_error::payload_checksum));
+    }
     if (h.format != en.e.format || h.payload_hash != en.e.payload_hash || h.physical_size != payload.size() ||
         h.logical_size > rs_) {
       return bad("frame does not match the record map");
     }
-    if (format::hash(payload) != h.payload_hash) return bad(format::to_string(format::frame_error::payload_checksum));
     len = h.logical_size;
     return {};
   }

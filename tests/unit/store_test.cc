@@ -243,6 +243,47 @@ TEST(store, raw_records_read_in_place_are_checked_as_frames_are) {
   }
 }
 
+// The same through a real file (fd_io's preadv): a container cut off inside a raw record's
+// payload reads that record as EIO (a short read, never the bytes it has), the others right.
+TEST(store, a_raw_record_cut_short_in_a_real_file_is_eio) {
+  const auto path = std::filesystem::temp_directory_path() / ("qzfs-raw-" + std::to_string(::getpid()));
+  const auto d = test::make_data(test::data_class::random, 3 * 64 * KiB, 12);
+  {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ASSERT_GE(fd, 0);
+    std::unique_ptr<file> f;
+    ASSERT_FALSE(file::create(std::make_unique<fd_io>(fd), opts("off", 64 * KiB), f));
+    ASSERT_FALSE(f->pwrite(d, 0));
+    ASSERT_FALSE(f->sync());
+    EXPECT_EQ(read_all(*f), d) << "through preadv";
+  }
+  // The last raw frame's payload, found by its hash, cut in the middle.
+  std::vector<std::byte> bytes = test::read_file(path.string());
+  const auto h2 = format::hash(std::span(d).subspan(2 * 64 * KiB, 64 * KiB));
+  format::frame_view v;
+  std::size_t at = format::container_header_size;
+  for (; at + 40 < bytes.size(); ++at) {
+    if (format::parse_frame(std::span(bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h2) break;
+  }
+  ASSERT_LT(at + 40, bytes.size());
+  // Its bytes made unreadable past the middle: the file is cut there (the map and slots were
+  // read at open, from copies that lie before or are read first).
+  const int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::unique_ptr<file> f;
+  ASSERT_FALSE(file::open(std::make_unique<fd_io>(fd), opts("off", 64 * KiB), f));
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(at + 40 + 32 * KiB)), 0);
+  std::vector<std::byte> rec(64 * KiB);
+  std::size_t got = 0;
+  EXPECT_EQ(f->pread(rec, 2 * 64 * KiB, got), std::errc::io_error);
+  if (at > 2 * 64 * KiB) {  // the frames of records 0 and 1 lie before the cut
+    ASSERT_FALSE(f->pread(rec, 0, got));
+    EXPECT_TRUE(std::equal(rec.begin(), rec.end(), d.begin()));
+  }
+  f.reset();
+  std::filesystem::remove(path);
+}
+
 // One worker on a machine with more cores: the writer's thread builds and writes the frames of
 // whole-record writes while the worker compresses (the store's "helper" path).
 TEST(store, whole_record_writes_with_a_core_to_spare) {
