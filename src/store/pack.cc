@@ -201,15 +201,17 @@ std::error_code pack_file(int dirfd, const char* name, const options& o) {
   return dst.rename_over(name);
 }
 
-// unpack and recompress read a container `name` that open_sole opened (`src`, status `st`):
-// opened again as a store file, read-only (opening recovers in memory and writes nothing).
-// ENOTSUP (`plain` given) or EEXIST for a plain file.
-static std::error_code open_container(int src, const struct stat& st, const options& o, std::errc plain, std::unique_ptr<file>& out) {
+// unpack and recompress read the container `name` under `dirfd`: open_sole's checks, then the
+// file opened again as a store file, read-only (opening recovers in memory and writes nothing).
+// `plain` for a plain file (ENOTSUP or EEXIST).
+static std::error_code open_container(int dirfd, const char* name, const options& o, std::errc plain, struct stat& st,
+                                      fd_closer& source, std::unique_ptr<file>& out) {
+  if (auto ec = open_sole(dirfd, name, st, source)) return ec;
   bool container = false;
   std::uint64_t logical = 0;
-  if (auto ec = peek_logical_size(src, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
+  if (auto ec = peek_logical_size(source.fd, static_cast<std::uint64_t>(st.st_size), logical, &container)) return ec;
   if (!container) return std::make_error_code(plain);
-  const int rfd = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
+  const int rfd = ::fcntl(source.fd, F_DUPFD_CLOEXEC, 0);
   if (rfd < 0) return last_error();
   options ro = o;
   ro.convert_plain = false;
@@ -221,10 +223,9 @@ std::error_code recompress_file(int dirfd, const char* name, const options& o,
                                 const std::function<void(std::uint64_t)>& step) {
   struct stat st {};
   fd_closer source;
-  if (auto ec = open_sole(dirfd, name, st, source)) return ec;
-  const int src = source.fd;
   std::unique_ptr<file> from;
-  if (auto ec = open_container(src, st, o, std::errc::not_supported, from)) return ec;
+  if (auto ec = open_container(dirfd, name, o, std::errc::not_supported, st, source, from)) return ec;
+  const int src = source.fd;
 
   file_beside dst(dirfd, "recompress", O_RDWR);
   if (dst.fd < 0) return last_error();
@@ -263,10 +264,9 @@ std::error_code recompress_file(int dirfd, const char* name, const options& o,
 std::error_code unpack_file(int dirfd, const char* name, const options& o) {
   struct stat st {};
   fd_closer source;
-  if (auto ec = open_sole(dirfd, name, st, source)) return ec;
-  const int src = source.fd;
   std::unique_ptr<file> f;
-  if (auto ec = open_container(src, st, o, std::errc::file_exists, f)) return ec;
+  if (auto ec = open_container(dirfd, name, o, std::errc::file_exists, st, source, f)) return ec;
+  const int src = source.fd;
 
   file_beside beside(dirfd, "unpack", O_WRONLY);
   if (beside.fd < 0) return last_error();

@@ -660,6 +660,16 @@ TEST_F(mount_test, recompress_through_the_mount_survives_kill_9_and_resumes_wher
   EXPECT_EQ(out.find("\"gzip\""), std::string::npos) << "only zstd records are left: " << out;
   EXPECT_NE(out.find("\"zstd\""), std::string::npos) << out;
   EXPECT_LT(json_number(out, "allocated_bytes"), gzip_stored) << "zstd-9 stores this text in less than gzip-1";
+  // Steps asked by hand: text that is not "OFFSET LENGTH" is refused; an offset far past the
+  // end (2^64 - 1) does nothing and moves no mark; the bytes stay.
+  for (const char* bad : {"abc", "1 2 3", "12x 5", "1 ", " 1 2", "1 99999999999999999999999"}) {
+    EXPECT_EQ(::setxattr((mnt_ / "big").c_str(), "user.qzfs.recompress", bad, std::strlen(bad), 0), -1) << bad;
+    EXPECT_EQ(errno, EINVAL) << bad;
+  }
+  const std::string huge = "18446744073709551615 18446744073709551615";
+  EXPECT_EQ(::setxattr((mnt_ / "big").c_str(), "user.qzfs.recompress", huge.data(), huge.size(), 0), 0);
+  EXPECT_EQ(recompressed_so_far(mnt_ / "big"), big.size());
+  EXPECT_TRUE(qzfs::test::read_file((mnt_ / "big").string()) == big);
   // Once more: everything is under zstd-9 already.
   ASSERT_EQ(run({QZFS_BINARY, "recompress", "--policy", "zstd-9", mnt_.string()}, &out), 0) << out;
   EXPECT_NE(out.find("recompressed 0 files (0 resumed, 2 skipped"), std::string::npos) << out;
