@@ -53,6 +53,9 @@ void print_stats(std::FILE* out, const fs::stats& st, const std::string& point) 
   if (!formats.empty()) fmt::print(out, "codecs       {} (made by {})\n", formats, producers);
   fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
              st.cpu.workers, st.cpu.jobs, st.cpu.busy_s, st.routing.to_accel, st.routing.redone);
+  fmt::print(out, "decoded      cpu: {} records ({:.1f} MiB); accelerator: {} records ({:.1f} MiB), {} redone on the cpu\n",
+             st.cpu.decompressed, mib(st.cpu.decompressed_bytes), st.accel.decompressed, mib(st.accel.decompressed_bytes),
+             st.routing.decode_redone);
   // The reason names the state already when it is one ("unavailable: cannot load ...").
   const std::string& state = st.accel.state;
   const std::string& why = st.accel.reason;

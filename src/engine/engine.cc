@@ -84,9 +84,45 @@ codec::workspace& probe_workspace() {
   return ws;
 }
 
+// auto's candidates, from the fastest to the densest.
+constexpr std::size_t candidates = 4;
+const std::array<codec::spec, candidates> candidate_specs{lz4_spec, gzip1_spec, zstd1_spec, zstd3_spec};
+// Every this many records of a class, one goes to the candidate measured least recently.
+constexpr std::uint64_t explore_every = 16;
+// What a byte stored is worth in CPU time: auto minimizes ns per byte + this x bytes stored per
+// byte (docs/ENGINE.md "auto": with it, a codec that stores 1% of the data less may spend 0.2 ns
+// a byte more, about 6% of zstd-1's time on SAM).
+constexpr double stored_byte_ns = 20.0;
+
+std::size_t candidate_of(const codec::spec& s) noexcept {
+  for (std::size_t k = 0; k < candidates; ++k)
+    if (candidate_specs[k] == s) return k;
+  return candidates;
+}
+
+int class_of(compressibility c) noexcept { return c == compressibility::weak ? 1 : 0; }
+
 }  // namespace
 
-engine::engine(offload::scheduler& sched, engine_options o) : sched_(sched), o_(o), fixed_(spec_of(o.pol)) {}
+double auto_estimate::cost() const noexcept { return ns_per_byte + stored_byte_ns * stored_per_byte; }
+
+struct engine::auto_state {
+  mutable std::mutex m;  // lock order: leaf
+  struct slot {
+    double ns_per_byte = 0, stored_per_byte = 0;
+    std::uint64_t samples = 0, last = 0;  // last: the class's record count when it was last chosen
+  };
+  std::array<std::array<slot, candidates>, 2> est;  // [class][candidate]
+  std::array<std::uint64_t, 2> seq{};               // records chosen per class
+};
+
+engine::engine(offload::scheduler& sched, engine_options o)
+    : auto_(o.pol.kind == policy_kind::automatic ? std::make_unique<auto_state>() : nullptr),
+      sched_(sched),
+      o_(o),
+      fixed_(spec_of(o.pol)) {}
+
+engine::~engine() = default;
 
 unsigned engine::workers() const noexcept { return sched_.cpu().workers(); }
 
@@ -102,22 +138,84 @@ void decide_without_codec(std::span<record> batch) noexcept {
   }
 }
 
-codec::spec engine::choose(compressibility c) const noexcept {
+codec::spec engine::choose(compressibility c) noexcept {
   if (o_.pol.kind != policy_kind::automatic) return fixed_;
   auto* accel = sched_.accel();
-  // An accelerator that is up takes gzip at level 1, as QZFS runs it.
+  // An accelerator that is up takes gzip at level 1, as QZFS runs it: it costs the host
+  // nothing but the copy.
   if (accel != nullptr && accel->serving()) return gzip1_spec;
-  if (c == compressibility::weak) return lz4_spec;
-  // The best ratio that keeps up: the CPU pool's backlog says how far behind it is.
-  auto& cpu = sched_.cpu();
-  const double backlog = static_cast<double>(cpu.queue_depth()) / static_cast<double>(cpu.capacity());
-  if (backlog < 0.25) return zstd3_spec;
-  if (backlog < 0.75) return zstd1_spec;
-  return lz4_spec;
+  // The candidate with the lowest measured cost; a candidate not measured yet, and every 16th
+  // record the one measured least recently, so the estimates follow the data.
+  auto& a = *auto_;
+  const int cls = class_of(c);
+  std::lock_guard lk(a.m);
+  auto& est = a.est[cls];
+  const std::uint64_t n = ++a.seq[cls];
+  std::size_t pick = candidates;
+  for (std::size_t k = 0; k < candidates && pick == candidates; ++k)
+    if (est[k].samples == 0 && (est[k].last == 0 || n - est[k].last > 2 * explore_every)) pick = k;  // untried (or its try was lost)
+  if (pick == candidates && n % explore_every == 0) {
+    pick = 0;
+    for (std::size_t k = 1; k < candidates; ++k)
+      if (est[k].last < est[pick].last) pick = k;
+  }
+  if (pick == candidates) {
+    double best = 0;
+    for (std::size_t k = 0; k < candidates; ++k) {
+      if (est[k].samples == 0) continue;
+      const double cost = auto_estimate{candidate_specs[k], est[k].ns_per_byte, est[k].stored_per_byte, 0}.cost();
+      if (pick == candidates || cost < best) {
+        pick = k;
+        best = cost;
+      }
+    }
+    if (pick == candidates) pick = 2;  // nothing measured yet (every candidate on its way): zstd-1
+  }
+  est[pick].last = n;
+  return candidate_specs[pick];
 }
 
-void engine::finish_record(record& r, const offload::job& j, file_learning* fl) noexcept {
+void engine::note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored,
+                       std::uint64_t ns) noexcept {
+  const std::size_t k = candidate_of(s);
+  if (!auto_ || k == candidates || in == 0) return;
+  const double npb = static_cast<double>(ns) / static_cast<double>(in);
+  const double spb = static_cast<double>(stored) / static_cast<double>(in);
+  std::lock_guard lk(auto_->m);
+  auto& e = auto_->est[class_of(c)][k];
+  if (e.samples++ == 0) {
+    e.ns_per_byte = npb;
+    e.stored_per_byte = spb;
+  } else {
+    e.ns_per_byte += (npb - e.ns_per_byte) / 8;
+    e.stored_per_byte += (spb - e.stored_per_byte) / 8;
+  }
+}
+
+std::vector<auto_estimate> engine::auto_estimates(compressibility c) const {
+  std::vector<auto_estimate> out;
+  for (std::size_t k = 0; k < candidates; ++k) {
+    auto_estimate e{candidate_specs[k], 0, 0, 0};
+    if (auto_) {
+      std::lock_guard lk(auto_->m);
+      const auto& s = auto_->est[class_of(c)][k];
+      e.ns_per_byte = s.ns_per_byte;
+      e.stored_per_byte = s.stored_per_byte;
+      e.samples = s.samples;
+    }
+    out.push_back(e);
+  }
+  return out;
+}
+
+void engine::finish_record(record& r, const offload::job& j, file_learning* fl, std::int8_t cls) noexcept {
   r.ran_on = j.ran_on;
+  // auto learns from what the CPU spent (an accelerator's time is not the host's).
+  if (cls >= 0 && j.ns != 0 && (j.st == codec::status::ok || j.st == codec::status::does_not_fit)) {
+    const std::size_t n = codec::total_size(j.in);
+    note_cost(cls == 1 ? compressibility::weak : compressibility::compressible, j.spec, n,
+              j.st == codec::status::ok ? j.out_size : n, j.ns);
+  }
   if (j.st == codec::status::ok) {
     r.result = outcome::compressed;
     r.reason = record::why::none;
@@ -224,10 +322,10 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
     j.spec = s;
     j.in = r.in;
     j.out = r.payload.first(std::min(cap, r.payload.size()));
-    fin[i] = pending::finisher{this, &r, fl};
+    fin[i] = pending::finisher{this, &r, fl, static_cast<std::int8_t>(auto_ ? class_of(verdict) : -1)};
     j.then = [](offload::job& jb, void* ctx) {
       auto& f = *static_cast<pending::finisher*>(ctx);
-      f.e->finish_record(*f.r, jb, f.fl);
+      f.e->finish_record(*f.r, jb, f.fl, f.cls);
     };
     j.then_ctx = &fin[i];
     p.ready.push_back(&j);
@@ -236,6 +334,8 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
   // queue and one wake-up instead of one per record.
   if (!p.ready.empty()) sched_.submit(p.ready, done);
 }
+
+void engine::submit_decode(offload::job& j, offload::completion& c) { sched_.submit(j, c); }
 
 engine_stats engine::stats() const noexcept {
   engine_stats s{records_.load(), holes_.load(), raw_.load(), compressed_.load(), checker_.load(), probe_.load(),

@@ -106,10 +106,13 @@ void service::fill(stats& st) const {
                .per_producer = by_name<codec::producer_id>(es.per_producer)};
   const auto ss = impl_->sched->stats();
   st.routing = {.to_accel = ss.to_accel, .to_cpu = ss.to_cpu, .small = ss.small, .overflow = ss.overflow,
-                .not_serving = ss.not_serving, .redone = ss.redone, .waited = ss.waited};
+                .not_serving = ss.not_serving, .redone = ss.redone, .waited = ss.waited,
+                .decode_to_accel = ss.decode_to_accel, .decode_to_cpu = ss.decode_to_cpu,
+                .decode_redone = ss.decode_redone};
   const auto cs = impl_->cpu->stats();
   st.cpu = {.workers = impl_->cpu->workers(), .jobs = cs.completed, .failed = cs.failed, .bytes_in = cs.bytes_in,
-            .bytes_out = cs.bytes_out, .busy_s = static_cast<double>(cs.busy_ns) / 1e9};
+            .bytes_out = cs.bytes_out, .busy_s = static_cast<double>(cs.busy_ns) / 1e9,
+            .decompressed = cs.decompressed, .decompressed_bytes = cs.decompressed_bytes};
   if (const auto& a = impl_->accel) {
     const auto as = a->stats();
     st.accel.present = true;
@@ -125,6 +128,8 @@ void service::fill(stats& st) const {
     st.accel.device_cpu_ns = as.device_cpu_ns;
     st.accel.device_ns = as.device_ns;
     st.accel.emulation_ns = as.emulation_ns;
+    st.accel.decompressed = as.decompressed;
+    st.accel.decompressed_bytes = as.decompressed_bytes;
   } else {
     st.accel.state = "none";
   }

@@ -15,9 +15,10 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::engine_counts, records, h
                                                 per_producer)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cache_counts, limit_bytes, used_bytes, peak_bytes, reliefs)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::routing_counts, to_accel, to_cpu, small, overflow, not_serving,
-                                                redone, waited)
+                                                redone, waited, decode_to_accel, decode_to_cpu, decode_redone)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::sync_counts, fsyncs, logged, recovered)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cpu_counts, workers, jobs, failed, bytes_in, bytes_out, busy_s)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cpu_counts, workers, jobs, failed, bytes_in, bytes_out, busy_s,
+                                                decompressed, decompressed_bytes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::process_counts, cpu_s, device_cpu_s)
 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(file_usage, container, logical_bytes, allocated_bytes, records, holes,
@@ -49,6 +50,8 @@ std::string to_json(const stats& s, int indent) {
     accel["device_cpu_ns"] = s.accel.device_cpu_ns;
     accel["device_ns"] = s.accel.device_ns;
     accel["emulation_ns"] = s.accel.emulation_ns;
+    accel["decompressed"] = s.accel.decompressed;
+    accel["decompressed_bytes"] = s.accel.decompressed_bytes;
   }
   const nlohmann::json j{
       {"backing", s.backing},
@@ -102,6 +105,8 @@ void read_accel(const nlohmann::json& a, stats::accel_counts& sa) {
   read(a, "device_cpu_ns", sa.device_cpu_ns);
   read(a, "device_ns", sa.device_ns);
   read(a, "emulation_ns", sa.emulation_ns);
+  read(a, "decompressed", sa.decompressed);
+  read(a, "decompressed_bytes", sa.decompressed_bytes);
 }
 
 }  // namespace

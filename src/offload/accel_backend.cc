@@ -29,6 +29,7 @@ struct accel_backend::ticket {
   std::atomic<job*> owner{nullptr};
   std::atomic<clock_type::rep> deadline{0};
   int level = 1;
+  direction dir = direction::compress;
   std::size_t in_len = 0, out_cap = 0;
   std::unique_ptr<std::byte[]> in, out;
 };
@@ -46,7 +47,7 @@ constexpr std::size_t out_slack = 1024;  // a member of an incompressible record
 }  // namespace
 
 accel_backend::accel_backend(std::unique_ptr<device> dev, options o)
-    : dev_(std::move(dev)), o_(o), name_(dev_->name()), backoff_(o.backoff_initial) {
+    : dev_(std::move(dev)), o_(o), name_(dev_->name()), decompresses_(dev_->decompresses()), backoff_(o.backoff_initial) {
   if (o_.sessions == 0) o_.sessions = 1;
   if (o_.queue_capacity == 0) o_.queue_capacity = 4 * o_.sessions;
   for (std::size_t i = 0; i < o_.queue_capacity; ++i) {
@@ -102,8 +103,13 @@ const codec::level_range accel_levels = codec::find(codec::producer_id::qat)->le
 
 bool accel_backend::accepts(const job& j) const noexcept {
   const std::size_t n = codec::total_size(j.in);
-  return j.spec.format == codec::payload_format::gzip && accel_levels.contains(j.spec.level) &&
-         n >= o_.min_record && n <= o_.max_record;
+  if (j.spec.format != codec::payload_format::gzip) return false;
+  if (j.dir == direction::decompress) {
+    // A member in one buffer (as a frame holds it) whose record is inside the window.
+    return decompresses_ && j.in.size() == 1 && n <= o_.max_record && j.out.size() >= o_.min_record &&
+           j.out.size() <= o_.max_record;
+  }
+  return accel_levels.contains(j.spec.level) && n >= o_.min_record && n <= o_.max_record;
 }
 
 bool accel_backend::try_submit(job& j) noexcept { return submit(j, tickets_.size()); }
@@ -145,6 +151,7 @@ void accel_backend::start(ticket& t, job& j) noexcept {
   t.out_cap = std::min(j.out.size(), o_.max_record + out_slack);
   t.owner.store(&j, std::memory_order_relaxed);
   t.level = j.spec.level;
+  t.dir = j.dir;
   t.deadline.store((clock_type::now() + o_.timeout).time_since_epoch().count(), std::memory_order_relaxed);
   t.st.store(ticket::queued, std::memory_order_release);
   bool wake_dog;
@@ -288,7 +295,23 @@ void accel_backend::probe_now() {
   if (state() == health::down) probe();
 }
 
+namespace {
+std::uint32_t le32_at(std::span<const std::byte> b, std::size_t at) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= std::uint32_t(b[at + i]) << (8 * i);
+  return v;
+}
+}  // namespace
+
 bool accel_backend::verify(const ticket& t, std::size_t size, codec::workspace& ws, std::byte* scratch) const noexcept {
+  if (t.dir == direction::decompress) {
+    // The record must be exactly its size, and its CRC-32 and size those the member's footer
+    // carries (the submitter checks the record's own checksum too before anyone sees it).
+    std::span<const std::byte> member(t.in.get(), t.in_len);
+    if (size != t.out_cap || t.in_len < 18) return false;
+    const std::uint32_t crc = crc32_gzip_refl(0, reinterpret_cast<const unsigned char*>(t.out.get()), size);
+    return le32_at(member, t.in_len - 8) == crc && le32_at(member, t.in_len - 4) == static_cast<std::uint32_t>(size);
+  }
   std::span<const std::byte> member(t.out.get(), size);
   if (o_.verify == verify_mode::full) {
     // The only proof a record can be read back without the device: decode it here.
@@ -360,12 +383,16 @@ void accel_backend::work(unsigned idx) {
       continue;
     }
     auto t0 = clock_type::now();
-    auto r = sess->compress(t->level, {t->in.get(), t->in_len}, {t->out.get(), t->out_cap});
+    const bool decode = t->dir == direction::decompress;
+    auto r = decode ? sess->decompress({t->in.get(), t->in_len}, {t->out.get(), t->out_cap})
+                    : sess->compress(t->level, {t->in.get(), t->in_len}, {t->out.get(), t->out_cap});
     const auto t1 = clock_type::now();
     // A modelled card's overrun is this machine's, not the card's: routing and device time leave
     // it out (docs/QAT.md "The modelled card").
     const auto excess = static_cast<std::uint64_t>(std::clamp(sess->emulation_excess(), std::chrono::nanoseconds{}, t1 - t0).count());
-    bool good = r.st == codec::status::does_not_fit ||
+    // A decompression either decodes the record or the device failed it (the payload's checksum
+    // held before it was sent: a member the device calls corrupt is the device's fault).
+    bool good = (!decode && r.st == codec::status::does_not_fit) ||
                 (r.st == codec::status::ok && r.size <= t->out_cap && verify(*t, r.size, ws, scratch.get()));
     const auto ns = static_cast<std::uint64_t>((clock_type::now() - t0).count());
     busy_ns_.fetch_add(ns, std::memory_order_relaxed);
@@ -377,7 +404,9 @@ void accel_backend::work(unsigned idx) {
     if (!good) {
       // Down first, then the job back: the CPU redoes it (and its submitter may wake) only once
       // the device is out of the routing and its teardown is counted.
-      mark_down(r.st == codec::status::error ? "device error" : "device returned a member that does not decode to its input");
+      mark_down(r.st == codec::status::error ? "device error"
+                : decode ? "device decoded a member to bytes that do not match its checksum"
+                         : "device returned a member that does not decode to its input");
       fail(*owner);
       release(*t);
       drop_session();
@@ -394,9 +423,14 @@ void accel_backend::work(unsigned idx) {
     if (j.out_size != 0) std::memcpy(j.out.data(), t->out.get(), j.out_size);
     j.producer = dev_->producer();
     j.ran_on = name_.c_str();
+    j.ns = 0;
     bytes_in_.fetch_add(t->in_len, std::memory_order_relaxed);
     bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
+    if (decode) {
+      decompressed_.fetch_add(1, std::memory_order_relaxed);
+      decompressed_bytes_.fetch_add(j.out_size, std::memory_order_relaxed);
+    }
     {
       std::lock_guard lk(m_);
       if (++ok_streak_ >= 100) {

@@ -86,8 +86,20 @@ std::size_t cpu_backend::queue_depth() const noexcept {
 
 void cpu_backend::run(job& j, codec::workspace& ws) noexcept {
   j.ran_on = "cpu";
+  j.ns = 0;
   j.out_size = 0;
   try {
+    if (j.dir == direction::decompress) {
+      // One payload in one buffer (a frame read whole); exactly the record's size out.
+      j.producer = codec::producer_id::none;
+      if (j.in.size() != 1) {
+        j.st = codec::status::error;
+        return;
+      }
+      j.st = ws.decompress(j.spec.format, {static_cast<const std::byte*>(j.in[0].iov_base), j.in[0].iov_len}, j.out);
+      j.out_size = j.st == codec::status::ok ? j.out.size() : 0;
+      return;
+    }
     auto r = ws.compress(j.spec, j.in, j.out);
     j.st = r.st;
     j.out_size = r.st == codec::status::ok ? r.size : 0;
@@ -115,11 +127,16 @@ void cpu_backend::work() {
     auto t0 = std::chrono::steady_clock::now();
     run(*j, ws);
     const auto ns = static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count());
+    j->ns = ns;
     busy_ns_.fetch_add(ns, std::memory_order_relaxed);
     note_service(ns);
     bytes_in_.fetch_add(codec::total_size(j->in), std::memory_order_relaxed);
     bytes_out_.fetch_add(j->out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
+    if (j->dir == direction::decompress && j->st == codec::status::ok) {
+      decompressed_.fetch_add(1, std::memory_order_relaxed);
+      decompressed_bytes_.fetch_add(j->out_size, std::memory_order_relaxed);
+    }
     j->finish();
   }
 }

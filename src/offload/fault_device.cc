@@ -1,6 +1,8 @@
 #include <charconv>
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -56,6 +58,41 @@ class fault_session final : public device_session {
 
   codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
     fault_spec spec;
+    const fault f = draw(spec);
+    if (auto early = before(f, spec)) return *early;
+    if (f == fault::garbage && !in.empty()) {
+      // A well-formed member of other bytes: it decodes, and its own CRC matches what it decodes to.
+      std::vector<std::byte> other(in.begin(), in.end());
+      other[other.size() / 2] ^= std::byte{0x20};
+      inner_ran_ = true;
+      return inner_->compress(level, other, out);
+    }
+    inner_ran_ = true;
+    auto r = inner_->compress(level, in, out);
+    if (f == fault::badcrc && r.st == codec::status::ok && r.size >= 8) out[r.size - 8] ^= std::byte{0x01};
+    return r;
+  }
+
+  codec::compress_result decompress(std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
+    fault_spec spec;
+    const fault f = draw(spec);
+    if (auto early = before(f, spec)) return *early;
+    inner_ran_ = true;
+    auto r = inner_->decompress(in, out);
+    if (r.st == codec::status::ok && r.size > 0) {
+      // Wrong bytes said to be right: other bytes in the middle (garbage), or one bit (badcrc).
+      if (f == fault::garbage) {
+        for (std::size_t i = r.size / 2; i < std::min(r.size, r.size / 2 + 64); ++i) out[i] ^= std::byte{0x5a};
+      } else if (f == fault::badcrc) {
+        out[r.size - 1] ^= std::byte{0x01};
+      }
+    }
+    return r;
+  }
+
+ private:
+  // The fault this job gets (and the spec it was drawn under).
+  fault draw(fault_spec& spec) noexcept {
     fault f = fault::none;
     inner_ran_ = false;
     {
@@ -73,30 +110,26 @@ class fault_session final : public device_session {
       else if (hit(spec.badcrc)) f = fault::badcrc;
       else if (hit(spec.slow)) f = fault::slow;
     }
+    return f;
+  }
+  // What the fault does before the wrapped device runs: an answer (error; a hang until aborted),
+  // or nothing (a slow job has waited its delay).
+  std::optional<codec::compress_result> before(fault f, const fault_spec& spec) noexcept {
     switch (f) {
-      case fault::error: return {codec::status::error, 0};
+      case fault::error: return codec::compress_result{codec::status::error, 0};
       case fault::timeout: {
         std::unique_lock lk(st_->m);
         st_->wake.wait(lk, [&] { return aborted_ || st_->closing; });
         aborted_ = false;
-        return {codec::status::error, 0};
+        return codec::compress_result{codec::status::error, 0};
       }
       case fault::slow: std::this_thread::sleep_for(spec.delay); break;
       default: break;
     }
-    if (f == fault::garbage && !in.empty()) {
-      // A well-formed member of other bytes: it decodes, and its own CRC matches what it decodes to.
-      std::vector<std::byte> other(in.begin(), in.end());
-      other[other.size() / 2] ^= std::byte{0x20};
-      inner_ran_ = true;
-      return inner_->compress(level, other, out);
-    }
-    inner_ran_ = true;
-    auto r = inner_->compress(level, in, out);
-    if (f == fault::badcrc && r.st == codec::status::ok && r.size >= 8) out[r.size - 8] ^= std::byte{0x01};
-    return r;
+    return std::nullopt;
   }
 
+ public:
   void abort() noexcept override {
     {
       std::lock_guard lk(st_->m);

@@ -63,6 +63,27 @@ class model_session final : public device_session {
   model_session(std::shared_ptr<model_device::shared> st) : st_(std::move(st)), ws_(st_->max_record) {}
 
   codec::compress_result compress(int level, std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
+    if (level != spec_.level) spec_ = codec::spec::gzip(level);
+    if (!codec::is_valid(spec_)) return {codec::status::error, 0};
+    return serve(in.size(), [&] {
+      iovec v{const_cast<std::byte*>(in.data()), in.size()};
+      return ws_.compress(spec_, {&v, 1}, out);
+    });
+  }
+
+  // A card decompresses at the same throughput, counted on the bytes it produces (the record).
+  codec::compress_result decompress(std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
+    return serve(out.size(), [&] {
+      const auto st = ws_.decompress(codec::payload_format::gzip, in, out);
+      return codec::compress_result{st, st == codec::status::ok ? out.size() : 0};
+    });
+  }
+
+ private:
+  // One job of `bytes` on the card: waits for a free instance, runs `work` on this thread (the
+  // card's result, computed here), and answers when the modelled service time is up.
+  template <class Work>
+  codec::compress_result serve(std::size_t bytes, Work&& work) noexcept {
     request rq;
     excess_ = {};
     const auto t0 = clock_type::now();
@@ -88,18 +109,16 @@ class model_session final : public device_session {
 
     const auto start = clock_type::now();
     codec::compress_result r{codec::status::error, 0};
-    if (level != spec_.level) spec_ = codec::spec::gzip(level);
-    if (codec::is_valid(spec_)) {
+    {
       const auto cpu0 = thread_cpu_ns();
-      iovec v{const_cast<std::byte*>(in.data()), in.size()};
       try {
-        r = ws_.compress(spec_, {&v, 1}, out);
+        r = work();
       } catch (...) {
         r = {codec::status::error, 0};
       }
       st_->cpu_ns.fetch_add(thread_cpu_ns() - cpu0, std::memory_order_relaxed);
     }
-    const auto due = start + st_->service_time(in.size());
+    const auto due = start + st_->service_time(bytes);
     lk.lock();
     if (clock_type::now() > due) st_->overruns.fetch_add(1, std::memory_order_relaxed);
     // The modelled service time; an abort (teardown) or the close answers at once.
@@ -113,10 +132,11 @@ class model_session final : public device_session {
     lk.unlock();
     // Sessions are as many as instances (make_accel), so a card would start this job at once:
     // whatever it took beyond the modelled service time was this machine's doing.
-    excess_ = std::max(std::chrono::nanoseconds{}, clock_type::now() - t0 - st_->service_time(in.size()));
+    excess_ = std::max(std::chrono::nanoseconds{}, clock_type::now() - t0 - st_->service_time(bytes));
     return r;
   }
 
+ public:
   void abort() noexcept override {
     std::lock_guard lk(st_->m);
     if (cur_ == nullptr) return;

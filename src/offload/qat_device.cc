@@ -20,6 +20,7 @@ struct qatzip_api {
   qzInit_fn init = nullptr;
   qzSetupSession_fn setup = nullptr;
   qzCompress_fn compress = nullptr;
+  qzDecompress_fn decompress = nullptr;  // optional: without it, records are decoded on the CPU
   qzTeardownSession_fn teardown = nullptr;
   qzClose_fn close = nullptr;
   qzGetDefaults_fn defaults = nullptr;  // optional
@@ -82,6 +83,18 @@ class qat_session final : public device_session {
     return {codec::status::ok, dst_len};
   }
 
+  codec::compress_result decompress(std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
+    if (api_.decompress == nullptr) return {codec::status::error, 0};
+    unsigned src_len = static_cast<unsigned>(in.size()), dst_len = static_cast<unsigned>(out.size());
+    int rc = api_.decompress(&s_, reinterpret_cast<const unsigned char*>(in.data()), &src_len,
+                             reinterpret_cast<unsigned char*>(out.data()), &dst_len);
+    // Not valid gzip, or more than the record: the member is the record's, so that is the
+    // device's word against the payload's checksum; the CPU decides.
+    if (rc == qatzip::data_error || rc == qatzip::buf_error) return {codec::status::corrupt, 0};
+    if (rc != qatzip::ok || src_len != in.size() || dst_len > out.size()) return {codec::status::error, 0};
+    return {codec::status::ok, dst_len};
+  }
+
  private:
   std::string setup(int level, bool& permanent) {
     if (setup_) {
@@ -138,6 +151,7 @@ class qat_device final : public device {
     api_.init = reinterpret_cast<qzInit_fn>(sym("qzInit"));
     api_.setup = reinterpret_cast<qzSetupSession_fn>(sym("qzSetupSession"));
     api_.compress = reinterpret_cast<qzCompress_fn>(sym("qzCompress"));
+    api_.decompress = reinterpret_cast<qzDecompress_fn>(sym("qzDecompress"));
     api_.teardown = reinterpret_cast<qzTeardownSession_fn>(sym("qzTeardownSession"));
     api_.close = reinterpret_cast<qzClose_fn>(sym("qzClose"));
     api_.defaults = reinterpret_cast<qzGetDefaults_fn>(sym("qzGetDefaults"));
@@ -155,6 +169,7 @@ class qat_device final : public device {
 
   std::string_view name() const noexcept override { return "qat"; }
   codec::producer_id producer() const noexcept override { return codec::producer_id::qat; }
+  bool decompresses() const noexcept override { return why_.empty() && api_.decompress != nullptr; }
 
   open_result open_session() noexcept override {
     if (!why_.empty()) return {nullptr, "unavailable: " + why_, true};

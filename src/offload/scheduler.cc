@@ -38,7 +38,7 @@ void scheduler::after_accel(job& j, void* self) {
   auto& s = *static_cast<scheduler*>(self);
   if (j.st == codec::status::error) {
     // The device failed this job: the CPU redoes it from the submitter's untouched input.
-    s.redone_.fetch_add(1, std::memory_order_relaxed);
+    (j.dir == direction::decompress ? s.decode_redone_ : s.redone_).fetch_add(1, std::memory_order_relaxed);
     j.redone = true;
     s.cpu_.submit(j);
     return;
@@ -50,6 +50,7 @@ scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahea
   j.done = &c;
   j.redone = false;
   j.on_finish = nullptr;
+  if (j.dir == direction::decompress) return route_decode(j, cpu_ahead, wait_until);
   const bool for_accel = accel_ != nullptr && j.spec.format == codec::payload_format::gzip;
   if (for_accel && !accel_->serving()) {
     not_serving_.fetch_add(1, std::memory_order_relaxed);
@@ -81,16 +82,43 @@ scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahea
   return route_to::cpu;
 }
 
+scheduler::route_to scheduler::route_decode(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until) {
+  // The same rule as for compression, for the members the device can decode: the accelerator
+  // when it is up and would finish no later than accel_bias x the CPU's expected finish.
+  if (accel_ != nullptr && accel_->serving() && accel_->accepts(j)) {
+    j.on_finish = &scheduler::after_accel;
+    j.on_finish_ctx = this;
+    if (const double wait = accel_wait_ns(cpu_ahead); wait >= 0) {
+      if (accel_->submit(j, overflow_depth_)) {
+        decode_accel_.fetch_add(1, std::memory_order_relaxed);
+        return route_to::accel;
+      }
+      if (wait > 0) {
+        wait_until = clock_type::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(wait, 2e9)));
+        return route_to::wait;
+      }
+    }
+    j.on_finish = nullptr;
+  }
+  decode_cpu_.fetch_add(1, std::memory_order_relaxed);
+  return route_to::cpu;
+}
+
 bool scheduler::wait_for_accel(job& j, clock_type::time_point until) {
+  const bool decode = j.dir == direction::decompress;
   bool lined = false;
   if (accel_->submit_by(j, until, overflow_depth_, &lined)) {
     if (!lined) waited_.fetch_add(1, std::memory_order_relaxed);  // a job in line is counted there
-    to_accel_.fetch_add(1, std::memory_order_relaxed);
+    (decode ? decode_accel_ : to_accel_).fetch_add(1, std::memory_order_relaxed);
     return true;
   }
   j.on_finish = nullptr;
-  overflow_.fetch_add(1, std::memory_order_relaxed);
-  to_cpu_.fetch_add(1, std::memory_order_relaxed);
+  if (decode) {
+    decode_cpu_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    overflow_.fetch_add(1, std::memory_order_relaxed);
+    to_cpu_.fetch_add(1, std::memory_order_relaxed);
+  }
   return false;
 }
 
@@ -141,7 +169,8 @@ void scheduler::run(std::span<job> batch) {
 
 scheduler_stats scheduler::stats() const noexcept {
   return {to_accel_.load(), to_cpu_.load(), small_.load(), overflow_.load(), not_serving_.load(), redone_.load(),
-          waited_.load() + (accel_ != nullptr ? accel_->lined() : 0)};
+          waited_.load() + (accel_ != nullptr ? accel_->lined() : 0), decode_accel_.load(), decode_cpu_.load(),
+          decode_redone_.load()};
 }
 
 }  // namespace qzfs::offload

@@ -23,6 +23,14 @@ class software_session final : public device_session {
       return {codec::status::error, 0};
     }
   }
+  codec::compress_result decompress(std::span<const std::byte> in, std::span<std::byte> out) noexcept override {
+    try {
+      const auto st = ws_.decompress(codec::payload_format::gzip, in, out);
+      return {st, st == codec::status::ok ? out.size() : 0};
+    } catch (...) {
+      return {codec::status::error, 0};
+    }
+  }
 
  private:
   codec::workspace ws_;
@@ -34,6 +42,7 @@ class software_device final : public device {
   explicit software_device(std::size_t max_record) : max_record_(max_record) {}
   std::string_view name() const noexcept override { return "software"; }
   codec::producer_id producer() const noexcept override { return codec::producer_id::isal; }
+  bool decompresses() const noexcept override { return true; }
   open_result open_session() noexcept override {
     try {
       return {std::make_unique<software_session>(max_record_), "", false};

@@ -33,11 +33,15 @@
 #include "file_impl.h"
 #include "qzfs/engine/engine.h"
 #include "qzfs/format/container.h"
+#include "qzfs/format/frame.h"
 #include "qzfs/store/space.h"
 #include "record_buffers.h"
 #include "write_back.h"
 
 namespace qzfs::store {
+
+class record_range;
+struct decode_batch;  // container_read.cc: a read's records in flight
 
 /// A record's place in the map, and the generation being built when its extent was allocated.
 struct map_slot {
@@ -111,6 +115,22 @@ class container final : public file_impl {
   [[nodiscard]] std::error_code read_record(std::uint64_t index, const map_slot& en, std::span<std::byte> out,
                                             std::uint32_t& len, std::string* why = nullptr);
   [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst);
+  /// The damage of record `index` reported, counted and named in `why`: EIO.
+  [[nodiscard]] std::error_code bad_record(std::uint64_t index, std::string_view what, std::string* why);
+  /// The frame of record `index` read whole into `buf` and checked (parse_frame, the map, a
+  /// logical size within `room`).  stripe(index) shared
+  [[nodiscard]] std::error_code load_frame(std::uint64_t index, const map_slot& en, std::vector<std::byte>& buf,
+                                           std::size_t room, format::frame_view& v, std::string* why = nullptr);
+  /// pread of two or more records: the whole compressed ones decoded in parallel (a batch of
+  /// this thread's frames, jobs through `eng`), the rest as read_part does.
+  [[nodiscard]] std::error_code read_parallel(const record_range& range, std::span<std::byte> out, engine::engine& eng,
+                                              std::size_t& got);
+  /// read_parallel's step for a whole record: copied, zeroed or read in place, or its frame read
+  /// into the batch and (unless it is the batch's first) submitted.  takes stripe(i) shared
+  [[nodiscard]] std::error_code start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng);
+  /// Decodes the batch's first record here, waits for the others and checks each against its
+  /// checksum (a wrong answer is decoded again here); empties the batch.
+  [[nodiscard]] std::error_code finish_decodes(decode_batch& b);
 
   // container_write.cc
   /// The record's buffer, made on first use: the old content when need_old, else zeros outside
@@ -251,6 +271,7 @@ class container final : public file_impl {
 
   // --- counters
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
+  std::atomic<std::uint64_t> decodes_redone_{0};  // a backend's decoded record failed its checksum
   std::atomic<std::uint64_t> log_syncs_{0}, log_replayed_{0};
 };
 

@@ -1,5 +1,8 @@
 // container: reading records (a dirty buffer, a hole, the read cache, or a frame decoded) and
-// checking them all.
+// checking them all. A read of several whole compressed records decodes them in parallel: the
+// reading thread reads each frame, checks it, hands it to a backend (a CPU worker, or the
+// accelerator for gzip) as a decompression job straight into the caller's buffer, decodes the
+// first itself, and checks every result against the record's checksum before it returns.
 
 #include <array>
 #include <cstring>
@@ -10,6 +13,21 @@
 #include "record_range.h"
 
 namespace qzfs::store {
+
+// One record of a read decoded by a backend: its frame (read and checked), its place in the
+// caller's buffer, the job.
+struct decode_slot {
+  std::uint64_t index = 0;
+  format::frame_header header{};
+  iovec payload{};
+  std::span<std::byte> logical;  // the record's bytes in the caller's buffer
+  offload::job job;
+};
+struct decode_batch {
+  std::vector<std::vector<std::byte>> frames;  // frames[k]: slots[k]'s frame (kept for the next reads)
+  std::vector<decode_slot> slots;              // never grows past max_parallel_records (jobs point in)
+  offload::completion done;
+};
 namespace {
 
 std::error_code eio() { return std::make_error_code(std::errc::io_error); }
@@ -25,18 +43,48 @@ scratch& thread_scratch() {
   return s;
 }
 
+// Records smaller than this are decoded by the reading thread (a job's hand-over costs about
+// what decoding a few KiB does).
+constexpr std::uint32_t min_parallel_record = 16 * 1024;
+// Records of one read in flight at once (their frames are this thread's buffers).
+constexpr std::size_t max_parallel_records = 16;
+
+decode_batch& thread_batch() {
+  thread_local decode_batch b;
+  return b;
+}
+
 }  // namespace
+
+std::error_code container::bad_record(std::uint64_t index, std::string_view what, std::string* why) {
+  damaged_reads_.fetch_add(1, std::memory_order_relaxed);
+  std::string line = "record " + std::to_string(index) + " (bytes " + std::to_string(index << shift_) + ".." +
+                     std::to_string(((index + 1) << shift_) - 1) + "): " + std::string(what);
+  report(line);
+  if (why != nullptr) *why = std::move(line);
+  return eio();
+}
+
+std::error_code container::load_frame(std::uint64_t index, const map_slot& en, std::vector<std::byte>& buf,
+                                      std::size_t room, format::frame_view& v, std::string* why) {
+  auto bad = [&](std::string_view what) { return bad_record(index, what, why); };
+  if (buf.size() < en.e.length) buf.resize(en.e.length);
+  auto frame = std::span(buf).first(en.e.length);
+  if (auto ec = io_.pread_exact(frame, en.e.offset)) {
+    if (ec == std::errc::io_error) return bad("frame cut short at byte " + std::to_string(en.e.offset));
+    return ec;
+  }
+  if (auto fe = format::parse_frame(frame, v); fe != format::frame_error::ok) return bad(format::to_string(fe));
+  if (v.frame_size != en.e.length || v.header.format != en.e.format || v.header.payload_hash != en.e.payload_hash ||
+      v.header.logical_size > rs_ || v.header.logical_size > room) {
+    return bad("frame does not match the record map");
+  }
+  return {};
+}
 
 std::error_code container::read_record(std::uint64_t index, const map_slot& en, std::span<std::byte> out, std::uint32_t& len,
                                        std::string* why) {
-  auto bad = [&](std::string_view what) {
-    damaged_reads_.fetch_add(1, std::memory_order_relaxed);
-    std::string line = "record " + std::to_string(index) + " (bytes " + std::to_string(index << shift_) + ".." +
-                       std::to_string(((index + 1) << shift_) - 1) + "): " + std::string(what);
-    report(line);
-    if (why != nullptr) *why = std::move(line);
-    return eio();
-  };
+  auto bad = [&](std::string_view what) { return bad_record(index, what, why); };
   if (en.e.lost()) return bad("lost: its map chunk was damaged");
   // A raw record (incompressible, or compression=off): its payload is read straight into `out`
   // beside its header (one preadv) and checked there: no pass through the frame buffer.
@@ -62,18 +110,8 @@ std::error_code container::read_record(std::uint64_t index, const map_slot& en, 
     return {};
   }
   auto& s = thread_scratch();
-  if (s.frame.size() < en.e.length) s.frame.resize(en.e.length);
-  auto frame = std::span(s.frame).first(en.e.length);
-  if (auto ec = io_.pread_exact(frame, en.e.offset)) {
-    if (ec == std::errc::io_error) return bad("frame cut short at byte " + std::to_string(en.e.offset));
-    return ec;
-  }
   format::frame_view v;
-  if (auto fe = format::parse_frame(frame, v); fe != format::frame_error::ok) return bad(format::to_string(fe));
-  if (v.frame_size != en.e.length || v.header.format != en.e.format || v.header.payload_hash != en.e.payload_hash ||
-      v.header.logical_size > rs_ || v.header.logical_size > out.size()) {
-    return bad("frame does not match the record map");
-  }
+  if (auto ec = load_frame(index, en, s.frame, out.size(), v, why)) return ec;
   auto logical = out.first(v.header.logical_size);
   if (v.header.format == codec::payload_format::none) {
     std::memcpy(logical.data(), v.payload.data(), logical.size());  // checked by parse_frame
@@ -96,6 +134,9 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
   }
   if (off >= sz || out.empty()) return {};
   const record_range range(off, std::min<std::uint64_t>(out.size(), sz - off), shift_);
+  if (auto* eng = core_.compressor(); eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2) {
+    return read_parallel(range, out, *eng, got);
+  }
   for (const record_part p : range) {
     auto dst = out.subspan(p.pos, p.size());
     if (auto ec = read_part(p.index, p.lo, p.hi, dst)) return ec;
@@ -137,6 +178,115 @@ std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint
     bufs_.cache_put(i, s.record.data(), len);
   }
   return {};
+}
+
+std::error_code container::read_parallel(const record_range& range, std::span<std::byte> out, engine::engine& eng,
+                                         std::size_t& got) {
+  auto& b = thread_batch();
+  b.slots.clear();
+  b.slots.reserve(max_parallel_records);
+  if (b.frames.size() < max_parallel_records) b.frames.resize(max_parallel_records);
+  std::error_code first;  // the first record's error, in the order of the read
+  for (const record_part p : range) {
+    auto dst = out.subspan(p.pos, p.size());
+    std::error_code ec;
+    if (p.lo != 0 || p.hi != rs_) {
+      ec = read_part(p.index, p.lo, p.hi, dst);
+    } else {
+      if (b.slots.size() == max_parallel_records) {
+        auto dec = finish_decodes(b);
+        if (!first) first = dec;
+      }
+      ec = start_decode(p.index, dst, b, eng);
+    }
+    if (ec && !first) first = ec;
+    if (first) break;  // what is in flight is waited for below; nothing after it is read
+    got += dst.size();
+  }
+  auto ec = finish_decodes(b);
+  if (!first) first = ec;
+  if (first) got = 0;
+  return first;
+}
+
+std::error_code container::start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng) {
+  std::shared_lock rec(stripe(i));
+  const std::byte* dirty_buf = nullptr;
+  map_slot en;
+  {
+    std::lock_guard lk(m_);
+    if (const auto* d = bufs_.find(i)) {
+      dirty_buf = d->buf.get();
+    } else {
+      en = entry_locked(i);
+    }
+  }
+  if (dirty_buf != nullptr) {
+    std::memcpy(dst.data(), dirty_buf, dst.size());
+    return {};
+  }
+  if (en.e.hole()) {
+    std::memset(dst.data(), 0, dst.size());
+    return {};
+  }
+  if (bufs_.cache_read(i, dst, 0, rs_)) {
+    cache_hits_.fetch_add(1, std::memory_order_relaxed);
+    return {};
+  }
+  if (en.e.lost() || en.e.format == codec::payload_format::none) {
+    // Nothing to decode (a raw record is read in place), or nothing to read.
+    std::uint32_t len = 0;
+    if (auto ec = read_record(i, en, dst, len)) return ec;
+    std::memset(dst.data() + len, 0, dst.size() - len);
+    return {};
+  }
+  // The frame is read and checked here, under the record's lock; decoding it needs only this
+  // thread's copy, so the job runs without any lock.
+  const std::size_t k = b.slots.size();
+  format::frame_view v;
+  if (auto ec = load_frame(i, en, b.frames[k], dst.size(), v)) return ec;
+  decode_slot& s = b.slots.emplace_back();
+  s.index = i;
+  s.header = v.header;
+  s.payload = {const_cast<std::byte*>(v.payload.data()), v.payload.size()};
+  s.logical = dst.first(v.header.logical_size);
+  std::memset(dst.data() + s.logical.size(), 0, dst.size() - s.logical.size());
+  s.job.spec.format = v.header.format;
+  s.job.dir = offload::direction::decompress;
+  s.job.in = std::span<const iovec>(&s.payload, 1);
+  s.job.out = s.logical;
+  // The first record of a batch is this thread's: it decodes it while the backends do the rest.
+  if (k != 0) eng.submit_decode(s.job, b.done);
+  return {};
+}
+
+std::error_code container::finish_decodes(decode_batch& b) {
+  if (b.slots.empty()) return {};
+  auto decode_here = [&](decode_slot& s) -> std::error_code {
+    const std::span<const std::byte> payload(static_cast<const std::byte*>(s.payload.iov_base), s.payload.iov_len);
+    if (thread_scratch().ws.decompress(s.header.format, payload, s.logical) != codec::status::ok) {
+      return bad_record(s.index, "payload does not decode", nullptr);
+    }
+    if (auto fe = format::verify_logical(s.header, s.logical); fe != format::frame_error::ok) {
+      return bad_record(s.index, format::to_string(fe), nullptr);
+    }
+    return {};
+  };
+  std::error_code first = decode_here(b.slots[0]);
+  b.done.wait();
+  for (std::size_t k = 1; k < b.slots.size(); ++k) {
+    auto& s = b.slots[k];
+    const bool good = s.job.st == codec::status::ok && s.job.out_size == s.logical.size() &&
+                      format::verify_logical(s.header, s.logical) == format::frame_error::ok;
+    if (good) continue;
+    // A backend's answer that is not the record: decoded again here, where the payload (checked
+    // when read) either decodes to the record or is damaged. Never served as it came.
+    if (std::string_view(s.job.ran_on) != "cpu") decodes_redone_.fetch_add(1, std::memory_order_relaxed);
+    auto ec = decode_here(s);
+    if (ec && !first) first = ec;
+  }
+  b.slots.clear();
+  return first;
 }
 
 std::error_code container::check(std::vector<damage>& found) {

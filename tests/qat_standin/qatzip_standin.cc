@@ -11,7 +11,10 @@
 //   badcrc=1               qzCompress answers QZ_OK with a wrong CRC-32 in the footer
 //   hang=1                 qzCompress blocks until the control changes
 //   dirty_overflow=1       on overflow, write partial output into dest before QZ_BUF_ERROR
-// An empty string resets to "everything works". qzfs_standin_calls() counts qzCompress calls.
+//   derror=1               qzDecompress answers QZ_FAIL
+//   dgarbage=1             qzDecompress answers QZ_OK with bytes of the record changed
+// An empty string resets to "everything works". qzfs_standin_calls() counts qzCompress calls,
+// qzfs_standin_decompress_calls() qzDecompress calls (also since the library was loaded).
 #include <zlib.h>
 
 #include <atomic>
@@ -29,13 +32,14 @@ struct control {
   std::string init = "ok", setup = "ok";
   long error_at = 0;
   bool garbage = false, badcrc = false, hang = false, dirty_overflow = false;
+  bool derror = false, dgarbage = false;
 };
 
 std::mutex m;
 std::condition_variable changed;
 control ctl;
 long calls_since = 0;
-std::atomic<long> calls{0};
+std::atomic<long> calls{0}, decompress_calls{0};
 std::atomic<int> live_sessions{0};
 
 struct session_state {
@@ -82,11 +86,14 @@ __attribute__((visibility("default"))) void qzfs_standin_control(const char* spe
     else if (k == "badcrc") ctl.badcrc = v == "1";
     else if (k == "hang") ctl.hang = v == "1";
     else if (k == "dirty_overflow") ctl.dirty_overflow = v == "1";
+    else if (k == "derror") ctl.derror = v == "1";
+    else if (k == "dgarbage") ctl.dgarbage = v == "1";
   }
   changed.notify_all();
 }
 
 __attribute__((visibility("default"))) long qzfs_standin_calls() { return calls.load(); }
+__attribute__((visibility("default"))) long qzfs_standin_decompress_calls() { return decompress_calls.load(); }
 __attribute__((visibility("default"))) int qzfs_standin_live_sessions() { return live_sessions.load(); }
 
 __attribute__((visibility("default"))) int qzInit(QzSession_T* sess, unsigned char /*sw_backup*/) {
@@ -164,7 +171,14 @@ __attribute__((visibility("default"))) int qzCompress(QzSession_T* sess, const u
 
 __attribute__((visibility("default"))) int qzDecompress(QzSession_T* sess, const unsigned char* src, unsigned* src_len,
                                                         unsigned char* dest, unsigned* dest_len) {
-  if (sess == nullptr || src_len == nullptr || dest_len == nullptr) return qz::params;
+  if (sess == nullptr || sess->internal == nullptr || src_len == nullptr || dest_len == nullptr) return qz::params;
+  decompress_calls.fetch_add(1);
+  control c;
+  {
+    std::lock_guard lk(m);
+    c = ctl;
+  }
+  if (c.derror) return qz::fail;
   z_stream z{};
   if (inflateInit2(&z, 31) != Z_OK) return qz::fail;
   z.next_in = const_cast<unsigned char*>(src);
@@ -175,6 +189,7 @@ __attribute__((visibility("default"))) int qzDecompress(QzSession_T* sess, const
   *src_len = static_cast<unsigned>(z.total_in);
   *dest_len = static_cast<unsigned>(z.total_out);
   inflateEnd(&z);
+  if (r == Z_STREAM_END && c.dgarbage && *dest_len > 0) dest[*dest_len / 2] ^= 0x42;
   return r == Z_STREAM_END ? qz::ok : r == Z_BUF_ERROR ? qz::buf_error : qz::data_error;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // A batch of compression jobs over real data classes, each with its own 90%-capacity output,
-// and the check that every job ended usable and round-trips.
+// and the check that every job ended usable and round-trips; and a batch of decompression jobs
+// of such records, with the check that every one decoded to its record.
 
 #include <gtest/gtest.h>
 
@@ -57,6 +58,50 @@ struct batch {
 
  private:
   std::size_t i_ = 0;
+};
+
+// Records compressed on the CPU, and a decompression job for each (its own output of exactly the
+// record's size, filled with 0xee so a job that wrote nothing is seen).
+struct decode_batch {
+  std::vector<std::vector<std::byte>> data, payload, out;
+  std::vector<iovec> iov;
+  std::vector<job> jobs;
+
+  decode_batch(std::size_t n, std::size_t record, const std::string& codec = "gzip-1") {
+    auto s = *codec::parse_spec(codec);
+    codec::workspace ws;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto d = test::make_data(i % 3 == 1 ? data_class::binary : data_class::text, record, i + 1);
+      d[i % record] = std::byte(i);
+      std::vector<std::byte> p(record + 1024);
+      iovec v{d.data(), d.size()};
+      auto r = ws.compress(s, {&v, 1}, p);
+      if (r.st != codec::status::ok) throw std::runtime_error("test record does not compress");
+      p.resize(r.size);
+      data.push_back(std::move(d));
+      payload.push_back(std::move(p));
+      out.emplace_back(record, std::byte{0xee});
+    }
+    iov.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      iov[i] = {payload[i].data(), payload[i].size()};
+      job j;
+      j.spec = s;
+      j.dir = offload::direction::decompress;
+      j.in = std::span<const iovec>(&iov[i], 1);
+      j.out = out[i];
+      jobs.push_back(j);
+    }
+  }
+
+  // Every job decoded its record exactly.
+  void check_all_decoded() {
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      ASSERT_EQ(jobs[i].st, codec::status::ok) << "job " << i << " on " << jobs[i].ran_on;
+      ASSERT_EQ(jobs[i].out_size, data[i].size()) << i;
+      ASSERT_TRUE(out[i] == data[i]) << "job " << i << " decoded wrong bytes on " << jobs[i].ran_on;
+    }
+  }
 };
 
 }  // namespace qzfs::test

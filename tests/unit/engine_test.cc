@@ -2,6 +2,9 @@
 // the result cap, holes, and per-file learning.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <set>
+
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -273,15 +276,65 @@ TEST(engine, without_the_checker_random_data_costs_a_full_compression) {
   EXPECT_EQ(f.cpu.stats().submitted, 1u);
 }
 
-TEST(engine, auto_picks_by_load_and_compressibility) {
+// auto: gzip-1 when an accelerator is up; otherwise each candidate is tried once, then the one
+// whose measured cost (CPU per byte + what its stored bytes are worth) is lowest, with every
+// 16th record trying the candidate measured least recently; classes are measured apart.
+TEST(engine, auto_picks_the_cheapest_measured_codec_and_keeps_measuring) {
   fixture f;
   engine e(f.sched, {.pol = *parse_policy("auto")});
-  EXPECT_EQ(e.choose(compressibility::compressible), codec::spec::zstd(3));  // idle CPU
-  EXPECT_EQ(e.choose(compressibility::weak), codec::spec::lz4());
+  std::set<std::string> first;
+  for (int i = 0; i < 4; ++i) first.insert(codec::to_string(e.choose(compressibility::compressible)));
+  EXPECT_EQ(first, (std::set<std::string>{"lz4", "gzip-1", "zstd-1", "zstd-3"})) << "each candidate is tried first";
+  // Measurements: lz4 fast but large, zstd-3 small but slow, gzip-1 and zstd-1 in between with
+  // zstd-1 the cheapest at 20 ns per stored byte.
+  for (int i = 0; i < 8; ++i) {
+    e.note_cost(compressibility::compressible, codec::spec::lz4(), 1000, 450, 1400);
+    e.note_cost(compressibility::compressible, codec::spec::gzip(1), 1000, 330, 2900);
+    e.note_cost(compressibility::compressible, codec::spec::zstd(1), 1000, 300, 2500);
+    e.note_cost(compressibility::compressible, codec::spec::zstd(3), 1000, 280, 5500);
+  }
+  std::map<std::string, int> picks;
+  for (int i = 0; i < 160; ++i) ++picks[codec::to_string(e.choose(compressibility::compressible))];
+  EXPECT_EQ(picks["zstd-1"], 150) << "the cheapest, but for every 16th record";
+  EXPECT_EQ(picks["lz4"] + picks["gzip-1"] + picks["zstd-3"], 10);
+  EXPECT_GE(std::min({picks["lz4"], picks["gzip-1"], picks["zstd-3"]}), 3) << "each other candidate stays measured";
+  // The data changes: zstd-1 turns out costly; the estimates follow within a few records.
+  for (int i = 0; i < 12; ++i) e.note_cost(compressibility::compressible, codec::spec::zstd(1), 1000, 900, 9000);
+  EXPECT_EQ(e.choose(compressibility::compressible), codec::spec::gzip(1));
+  // Weak records are measured apart: nothing is known of them yet.
+  const auto weak = e.auto_estimates(compressibility::weak);
+  for (const auto& w : weak) EXPECT_EQ(w.samples, 0u);
+
   offload::accel_backend accel(offload::make_software_device(), {});
   offload::scheduler with_accel(f.cpu, &accel);
   engine e2(with_accel, {.pol = *parse_policy("auto")});
   EXPECT_EQ(e2.choose(compressibility::compressible), codec::spec::gzip(1));
+}
+
+// On real records the engine measures every candidate by itself (CPU workers' times) and settles
+// on one: the estimates it keeps are what the records cost.
+TEST(engine, auto_measures_real_records_through_the_workers) {
+  fixture f;
+  engine e(f.sched, {.pol = *parse_policy("auto")});
+  records r;
+  for (int i = 0; i < 96; ++i) {
+    auto d = test::make_data(data_class::text, 128 * 1024, 200 + i);
+    d[i] = std::byte(i);
+    r.add(std::move(d));
+  }
+  auto b = r.build();
+  for (auto& rec : b) e.compress({&rec, 1});
+  for (const auto& est : e.auto_estimates(compressibility::compressible)) {
+    EXPECT_GT(est.samples, 0u) << codec::to_string(est.spec);
+    EXPECT_GT(est.ns_per_byte, 0.0) << codec::to_string(est.spec);
+    EXPECT_GT(est.stored_per_byte, 0.05) << codec::to_string(est.spec);
+    EXPECT_LT(est.stored_per_byte, 0.9) << codec::to_string(est.spec);
+  }
+  for (auto& rec : b) {
+    ASSERT_EQ(rec.result, outcome::compressed);
+    const auto name = codec::to_string(rec.spec);
+    EXPECT_TRUE(name == "lz4" || name == "gzip-1" || name == "zstd-1" || name == "zstd-3") << name;
+  }
 }
 
 TEST(engine, learns_per_file_and_never_gives_up) {

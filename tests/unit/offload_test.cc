@@ -167,6 +167,94 @@ INSTANTIATE_TEST_SUITE_P(
                       fault_case{"mixed", "error=0.05,timeout=0.02,garbage=0.05,badcrc=0.05,slow=0.1,delay=1ms"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// Decompression jobs (reads of several records): the CPU decodes every format; the accelerator
+// takes gzip ones when its device decodes; the counters say who decoded what.
+TEST(decode_jobs, the_cpu_decodes_every_format_and_counts_them) {
+  cpu_backend cpu({.workers = 2, .queue_capacity = 3});
+  scheduler sched(cpu, nullptr);
+  for (const char* c : {"gzip-1", "gzip-6", "zstd-1", "lz4"}) {
+    test::decode_batch b(30, 32 * 1024, c);
+    sched.run(b.jobs);
+    b.check_all_decoded();
+    for (auto& j : b.jobs) EXPECT_STREQ(j.ran_on, "cpu");
+  }
+  EXPECT_EQ(cpu.stats().decompressed, 120u);
+  EXPECT_EQ(cpu.stats().decompressed_bytes, 120u * 32 * 1024);
+  EXPECT_EQ(sched.stats().decode_to_cpu, 120u);
+  EXPECT_EQ(sched.stats().to_cpu, 0u) << "decode jobs are counted apart from compression jobs";
+}
+
+TEST(decode_jobs, a_payload_that_does_not_decode_is_corrupt_never_ok) {
+  cpu_backend cpu({.workers = 1});
+  scheduler sched(cpu, nullptr);
+  test::decode_batch b(4, 32 * 1024);
+  b.payload[1][b.payload[1].size() / 2] ^= std::byte{0xff};
+  b.payload[2].resize(b.payload[2].size() / 2);
+  b.iov[2].iov_len = b.payload[2].size();
+  sched.run(b.jobs);
+  EXPECT_EQ(b.jobs[0].st, codec::status::ok);
+  EXPECT_NE(b.jobs[1].st, codec::status::ok);
+  EXPECT_NE(b.jobs[2].st, codec::status::ok);
+  EXPECT_EQ(cpu.stats().decompressed, 2u);
+}
+
+TEST(decode_jobs, the_accelerator_decodes_gzip_and_zstd_stays_on_the_cpu) {
+  cpu_backend cpu({.workers = 1});
+  accel_backend accel(make_software_device(), fast_accel());
+  ASSERT_TRUE(accel.decompresses());
+  scheduler sched(cpu, &accel, everything());
+  test::decode_batch g(40, 64 * 1024, "gzip-1"), z(10, 64 * 1024, "zstd-1"), small(10, 2048, "gzip-1");
+  sched.run(g.jobs);
+  sched.run(z.jobs);
+  sched.run(small.jobs);
+  g.check_all_decoded();
+  z.check_all_decoded();
+  small.check_all_decoded();
+  for (auto& j : z.jobs) EXPECT_STREQ(j.ran_on, "cpu");
+  for (auto& j : small.jobs) EXPECT_STREQ(j.ran_on, "cpu") << "small records never go to the device";
+  const auto a = accel.stats();
+  EXPECT_GT(a.decompressed, 0u);
+  EXPECT_EQ(a.decompressed, sched.stats().decode_to_accel);
+  EXPECT_EQ(a.decompressed + cpu.stats().decompressed, 60u);
+}
+
+// Every failure mode of the device on decompression: each record comes back exactly right (the
+// device's answer passes only when its CRC-32 is the member's; the rest are redone on the CPU),
+// the device is torn down, re-probed, and decodes again once healed.
+TEST(decode_jobs, a_failing_device_never_returns_a_wrong_record) {
+  cpu_backend cpu({.workers = 2});
+  auto dev = std::make_unique<fault_device>(make_software_device(),
+                                            parse_fault_spec("error=0.1,garbage=0.05,badcrc=0.05,timeout=0.01,seed=11"));
+  fault_device* fd = dev.get();
+  auto o = fast_accel();
+  o.timeout = 200ms;
+  accel_backend accel(std::move(dev), o);
+  scheduler sched(cpu, &accel, everything());
+  std::uint64_t total = 0;
+  for (int round = 0; round < 60 && (round < 6 || accel.stats().teardowns < 2); ++round) {
+    test::decode_batch b(40, 32 * 1024);
+    sched.run(b.jobs);
+    b.check_all_decoded();
+    total += b.jobs.size();
+    std::this_thread::sleep_for(30ms);
+  }
+  const auto s = sched.stats();
+  const auto a = accel.stats();
+  EXPECT_EQ(s.decode_to_accel + s.decode_to_cpu, total);
+  EXPECT_EQ(a.submitted, a.completed + a.failed);
+  EXPECT_EQ(s.decode_redone, a.failed) << "every failed decode is redone on the CPU";
+  EXPECT_GT(a.failed, 0u) << "the faults never fired";
+  EXPECT_GE(a.teardowns, 2u);
+  EXPECT_EQ(cpu.stats().decompressed + a.decompressed, total);
+  fd->set(fault_spec{});
+  for (int i = 0; i < 100 && !accel.serving(); ++i) std::this_thread::sleep_for(10ms);
+  const auto before = accel.stats().decompressed;
+  test::decode_batch b(40, 32 * 1024);
+  sched.run(b.jobs);
+  b.check_all_decoded();
+  EXPECT_GT(accel.stats().decompressed, before) << "healed, it decodes again";
+}
+
 TEST(accel_backend, a_recovered_device_is_degraded_until_it_proves_itself) {
   cpu_backend cpu({.workers = 1});
   auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec("error=1"));

@@ -23,6 +23,8 @@ class qat : public ::testing::Test {
     ASSERT_NE(handle_, nullptr) << dlerror();
     control_ = reinterpret_cast<void (*)(const char*)>(dlsym(handle_, "qzfs_standin_control"));
     calls_ = reinterpret_cast<long (*)()>(dlsym(handle_, "qzfs_standin_calls"));
+    dcalls_ = reinterpret_cast<long (*)()>(dlsym(handle_, "qzfs_standin_decompress_calls"));
+    ASSERT_NE(dcalls_, nullptr);
     ASSERT_NE(control_, nullptr);
     control_("");
   }
@@ -72,6 +74,7 @@ class qat : public ::testing::Test {
   void* handle_ = nullptr;
   void (*control_)(const char*) = nullptr;
   long (*calls_)() = nullptr;
+  long (*dcalls_)() = nullptr;
 };
 
 TEST_F(qat, missing_library_says_why_and_the_cpu_does_the_work) {
@@ -118,6 +121,32 @@ TEST_F(qat, healthy_device_compresses_verified_gzip_records) {
   EXPECT_GT(calls_(), 0);
   EXPECT_EQ(accel.stats().failed, 0u);
   check_accounting(sched, accel, cpu, 60);
+}
+
+// Reads: gzip members decoded through qzDecompress, counted by the library; a decode that fails
+// or comes back as other bytes is redone on the CPU and the device torn down.
+TEST_F(qat, records_are_decoded_through_qzdecompress_and_its_failures_are_redone) {
+  rig r(opts(), 1);
+  auto& [cpu, accel, sched] = r;
+  ASSERT_EQ(accel.state(), health::up) << accel.reason();
+  ASSERT_TRUE(accel.decompresses());
+  const long before = dcalls_();
+  test::decode_batch b(40, 64 * 1024);
+  sched.run(b.jobs);
+  b.check_all_decoded();
+  EXPECT_GT(dcalls_() - before, 0);
+  EXPECT_EQ(static_cast<long>(accel.stats().decompressed), dcalls_() - before);
+  for (const char* fault : {"derror=1", "dgarbage=1"}) {
+    control_(fault);
+    const auto down = accel.stats().teardowns;
+    test::decode_batch f(20, 64 * 1024);
+    sched.run(f.jobs);
+    f.check_all_decoded();
+    EXPECT_GT(accel.stats().teardowns, down) << fault;
+    EXPECT_GT(sched.stats().decode_redone, 0u) << fault;
+    control_("");
+    wait_up(accel);
+  }
 }
 
 TEST_F(qat, an_error_tears_it_down_the_job_is_redone_and_it_comes_back) {

@@ -243,6 +243,64 @@ TEST(store, raw_records_read_in_place_are_checked_as_frames_are) {
   }
 }
 
+// A read of several whole records decodes them in parallel (the reading thread the first, CPU
+// workers the rest, straight into the caller's buffer), each checked against its checksum: a
+// damaged record in the middle of a read makes the read EIO and is reported alone; reads that
+// mix a partial record, buffered records, holes and frames give exactly the file's bytes.
+TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
+  auto disk = std::make_shared<mem_disk>();
+  log_sink sink;
+  const auto o = opts("gzip-6", 64 * KiB, &sink);
+  auto f = open_mem(disk, o);
+  std::vector<std::byte> d;
+  for (std::uint64_t r = 0; r < 40; ++r) {
+    auto rec = test::make_data(r % 3 == 2 ? test::data_class::binary : test::data_class::text, 64 * KiB, r + 1);
+    rec[r] = std::byte(r);
+    if (r == 12 || r == 13) std::fill(rec.begin(), rec.end(), std::byte{0});  // holes
+    d.insert(d.end(), rec.begin(), rec.end());
+  }
+  ASSERT_FALSE(f->pwrite(d, 0));
+  ASSERT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  const auto before = the_rig().cpu.stats().decompressed;
+  EXPECT_EQ(read_all(*f), d);
+  EXPECT_GT(the_rig().cpu.stats().decompressed, before) << "no record of the read went to a worker";
+  // Buffered records and a partial head and tail in one read.
+  auto fresh = test::make_data(test::data_class::text, 64 * KiB, 99);
+  ASSERT_FALSE(f->pwrite(fresh, 20 * 64 * KiB));
+  std::copy(fresh.begin(), fresh.end(), d.begin() + 20 * 64 * KiB);
+  std::vector<std::byte> part(25 * 64 * KiB + 777);
+  std::size_t got = 0;
+  ASSERT_FALSE(f->pread(part, 3 * 64 * KiB + 1000, got));
+  EXPECT_EQ(got, part.size());
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), d.begin() + 3 * 64 * KiB + 1000));
+  ASSERT_FALSE(f->sync());
+  f.reset();
+
+  // A bit flipped inside record 7's payload.
+  const auto h7 = format::hash(std::span(d).subspan(7 * 64 * KiB, 64 * KiB));
+  format::frame_view v;
+  std::size_t at = format::container_header_size;
+  for (; at + 40 < disk->bytes.size(); ++at) {
+    if (format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h7) break;
+  }
+  ASSERT_LT(at + 40, disk->bytes.size());
+  ASSERT_EQ(v.header.format, codec::payload_format::gzip);
+  disk->bytes[at + format::frame_header_size + v.payload.size() / 2] ^= std::byte{0x08};
+  f = open_mem(disk, o);
+  sink.lines->clear();
+  std::vector<std::byte> many(10 * 64 * KiB, std::byte{0x77});
+  EXPECT_EQ(f->pread(many, 2 * 64 * KiB, got), std::errc::io_error);
+  ASSERT_EQ(sink.lines->size(), 1u);
+  EXPECT_NE(sink.lines->front().find("record 7 "), std::string::npos) << sink.lines->front();
+  for (std::uint64_t first : {0, 8, 30}) {
+    std::vector<std::byte> ok(7 * 64 * KiB);
+    ASSERT_FALSE(f->pread(ok, first * 64 * KiB, got)) << first;
+    EXPECT_TRUE(std::equal(ok.begin(), ok.end(), d.begin() + static_cast<std::ptrdiff_t>(first * 64 * KiB))) << first;
+  }
+}
+
 // The same through a real file (fd_io's preadv): a container cut off inside a raw record's
 // payload reads that record as EIO (a short read, never the bytes it has), the others right.
 TEST(store, a_raw_record_cut_short_in_a_real_file_is_eio) {

@@ -16,6 +16,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -101,6 +103,18 @@ struct engine_options {
   bool checker = true;       // false: every record goes to its codec (benchmarks: what the checker saves)
 };
 
+/// What `auto` knows of a candidate codec for one checker class: its recent records' CPU time
+/// per byte (a worker's time on the codec call) and bytes stored per byte (1 for a record that
+/// did not save enough), moving averages over about the last 8 records it compressed.
+struct auto_estimate {
+  codec::spec spec;
+  double ns_per_byte = 0, stored_per_byte = 0;
+  std::uint64_t samples = 0;
+  /// What auto minimizes: the CPU time of a byte plus what storing its output is worth in CPU
+  /// time (docs/ENGINE.md "auto").
+  [[nodiscard]] double cost() const noexcept;
+};
+
 struct engine_stats {
   std::uint64_t records = 0, holes = 0, raw = 0, compressed = 0, checker_skips = 0, probe_skips = 0,
                 cap_misses = 0, errors = 0, bytes_in = 0, bytes_out = 0;
@@ -115,6 +129,9 @@ void decide_without_codec(std::span<record> batch) noexcept;
 class engine {
  public:
   engine(offload::scheduler& sched, engine_options o);
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
   /// Decides and compresses every record of the batch; returns when all are done. The records
   /// that need a codec are submitted together once all are checked.
   void compress(std::span<record> batch, file_learning* learning = nullptr);
@@ -126,6 +143,7 @@ class engine {
       engine* e;
       record* r;
       file_learning* fl;
+      std::int8_t cls;  // auto: the checker class it was measured for (-1: not measured)
     };
     std::vector<offload::job> jobs;
     std::vector<offload::job*> ready;  // the jobs that go to a backend
@@ -136,8 +154,19 @@ class engine {
   /// before it returns), wait() returns when all are done.
   void submit(std::span<record> batch, file_learning* learning, pending& p);
   void wait(pending& p) { p.done.wait(); }
-  /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests).
-  [[nodiscard]] codec::spec choose(compressibility c) const noexcept;
+  /// A decompression job (offload/job.h: spec.format, the payload in one buffer, exactly the
+  /// record's size out) to the accelerator or a CPU worker, by the scheduler's rules; `c` counts
+  /// it. The caller checks the decoded record against its checksum (store/ reads several
+  /// records of a read at once this way).
+  void submit_decode(offload::job& j, offload::completion& c);
+  /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests). For
+  /// auto, each call counts: every 16th record of a class tries the candidate measured least
+  /// recently.
+  [[nodiscard]] codec::spec choose(compressibility c) noexcept;
+  /// auto's estimates for records of class `c`, one per candidate (lz4, gzip-1, zstd-1, zstd-3).
+  [[nodiscard]] std::vector<auto_estimate> auto_estimates(compressibility c) const;
+  /// Feeds auto a measurement (the engine does this for every job a CPU worker finished).
+  void note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored, std::uint64_t ns) noexcept;
   [[nodiscard]] engine_stats stats() const noexcept;
   [[nodiscard]] const engine_options& options() const noexcept { return o_; }
   /// CPU workers behind this engine (callers size their batches by it).
@@ -147,8 +176,10 @@ class engine {
   [[nodiscard]] bool spare_core() const noexcept;
 
  private:
-  void finish_record(record& r, const offload::job& j, file_learning* fl) noexcept;
+  void finish_record(record& r, const offload::job& j, file_learning* fl, std::int8_t cls) noexcept;
 
+  struct auto_state;  // engine.cc: auto's estimates, under their own lock
+  std::unique_ptr<auto_state> auto_;
   offload::scheduler& sched_;
   engine_options o_;
   codec::spec fixed_{};  // the spec of a non-auto policy

@@ -44,6 +44,7 @@ struct stats {
     std::uint64_t device_cpu_ns = 0;  // a modelled card's own threads: CPU a real card would spend
     std::uint64_t device_ns = 0;      // the device's time on the jobs it finished (modelled for a model)
     std::uint64_t emulation_ns = 0;   // a model's overruns: its jobs' time beyond the modelled one
+    std::uint64_t decompressed = 0, decompressed_bytes = 0;  // of jobs: records it decoded, their bytes
   } accel;
 
   struct process_counts {  // the daemon's CPU since it started (getrusage)
@@ -55,6 +56,9 @@ struct stats {
   struct routing_counts {
     std::uint64_t to_accel = 0, to_cpu = 0, small = 0, overflow = 0, not_serving = 0, redone = 0;
     std::uint64_t waited = 0;  // of to_accel: waited for a place in its full queue
+    // Decompression jobs of reads (apart from the compression jobs above): where they went, and
+    // how many the accelerator failed and the CPU redid.
+    std::uint64_t decode_to_accel = 0, decode_to_cpu = 0, decode_redone = 0;
   } routing;
 
   struct sync_counts {  // since the mount (docs/STORE.md "Sync log")
@@ -64,6 +68,7 @@ struct stats {
   struct cpu_counts {
     std::uint64_t workers = 0, jobs = 0, failed = 0, bytes_in = 0, bytes_out = 0;
     double busy_s = 0;
+    std::uint64_t decompressed = 0, decompressed_bytes = 0;  // of jobs: records decoded, their bytes
   } cpu;
 };
 

@@ -11,7 +11,9 @@
 // No job is lost and none is written wrong: a ticket holds private copies of the input and the
 // output; a result reaches the job only if the device answered in time, with ok or
 // does_not_fit, and (when ok) the member decodes to exactly the input (verify_mode::full) or its
-// CRC-32 and ISIZE match the input (verify_mode::crc). Any other outcome finishes the job with
+// CRC-32 and ISIZE match the input (verify_mode::crc). A decompression's result reaches the job
+// only when it is exactly the record's size and its CRC-32 is the one the member's footer holds
+// (either mode); its submitter checks the record's own checksum as well. Any other outcome finishes the job with
 // status::error, which the scheduler turns into a redo on the CPU.
 //
 // Thread-safety: all members may be called from any thread.
@@ -53,8 +55,10 @@ class accel_backend final : public backend {
   accel_backend& operator=(const accel_backend&) = delete;
 
   std::string_view name() const noexcept override { return name_; }
-  /// True for the jobs this backend can do at all: gzip compression of a record in the window.
+  /// True for the jobs this backend can do at all: gzip compression of a record in the window,
+  /// and (when its device decompresses) gzip decompression of one member into such a record.
   [[nodiscard]] bool accepts(const job& j) const noexcept;
+  [[nodiscard]] bool decompresses() const noexcept { return decompresses_; }
   /// Takes the job into a free ticket, or refuses it (backend contract).
   bool try_submit(job& j) noexcept override;
   /// Takes the job while fewer than `max_depth` jobs are in its tickets or in line: into a free
@@ -95,6 +99,7 @@ class accel_backend final : public backend {
   std::unique_ptr<device> dev_;
   options o_;
   std::string name_;
+  bool decompresses_ = false;  // the device decodes members too
   std::vector<std::unique_ptr<ticket>> tickets_;
 
   mutable std::mutex m_;  // lock order: m_ before sessions_m_; never held while a job finishes

@@ -50,6 +50,8 @@ struct backend_stats {
                                     // its modelled time; without this machine's overruns)
   std::uint64_t emulation_ns = 0;   // a modelled card: time its jobs took beyond the modelled time
                                     // because this machine computed them slower (overruns)
+  std::uint64_t decompressed = 0;   // of completed: decompression jobs that decoded their record
+  std::uint64_t decompressed_bytes = 0;  // ... and the bytes they decoded
 };
 
 class backend {
@@ -63,7 +65,7 @@ class backend {
     auto ld = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
     return {ld(submitted_), ld(completed_), ld(failed_), ld(bytes_in_), ld(bytes_out_), ld(busy_ns_),
             ld(service_ns_), queue_depth(), ld(probes_), ld(teardowns_), device_cpu_ns(), ld(device_ns_),
-            ld(emulation_ns_)};
+            ld(emulation_ns_), ld(decompressed_), ld(decompressed_bytes_)};
   }
   /// CPU time spent on this machine by threads that stand for a device's hardware (a modelled
   /// card): counted apart from the host's. 0 for the CPU pool and for real devices.
@@ -98,7 +100,8 @@ class backend {
   void forget_service() noexcept { service_ns_.store(0, std::memory_order_relaxed); }
   // The counters of backend_stats, kept by the backends.
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, bytes_in_{0}, bytes_out_{0}, busy_ns_{0},
-      service_ns_{0}, probes_{0}, teardowns_{0}, device_ns_{0}, emulation_ns_{0};
+      service_ns_{0}, probes_{0}, teardowns_{0}, device_ns_{0}, emulation_ns_{0}, decompressed_{0},
+      decompressed_bytes_{0};
 
  private:
   std::atomic<health> health_{health::down};

@@ -1,7 +1,8 @@
 #pragma once
 // offload/: an accelerator device, seen through sessions. A session compresses one whole record
 // (contiguous input: QATzip takes no scatter-gather list, and the accelerator backend works on
-// private copies anyway, see job.h) into one gzip member.
+// private copies anyway, see job.h) into one gzip member, and (when the device decompresses)
+// decodes one such member back into the record.
 //
 // Devices: QAT through QATzip loaded with dlopen (qat_device.cc), a software device (the codec
 // layer dressed as an accelerator, for tests and rehearsals), a modelled QAT card (model_device.cc:
@@ -28,7 +29,15 @@ class device_session {
   /// or error (the device failed: the caller redoes the record elsewhere).
   [[nodiscard]] virtual codec::compress_result compress(int level, std::span<const std::byte> in,
                                                         std::span<std::byte> out) noexcept = 0;
-  /// Wakes a compress() that hangs (teardown after a timeout). May do nothing.
+  /// ok + size (bytes decoded), or error (the device failed: the caller decodes it elsewhere),
+  /// or corrupt (the device says the member is not valid gzip). `in` is one gzip member. Only
+  /// called when the device's decompresses() is true.
+  [[nodiscard]] virtual codec::compress_result decompress(std::span<const std::byte> in, std::span<std::byte> out) noexcept {
+    (void)in;
+    (void)out;
+    return {codec::status::error, 0};
+  }
+  /// Wakes a compress() or decompress() that hangs (teardown after a timeout). May do nothing.
   virtual void abort() noexcept {}
   /// How much longer the last compress() took than the device itself would have: non-zero only
   /// for a modelled card whose output this machine computed slower than the modelled service
@@ -49,6 +58,9 @@ class device {
   [[nodiscard]] virtual std::string_view name() const noexcept = 0;
   [[nodiscard]] virtual codec::producer_id producer() const noexcept = 0;
   [[nodiscard]] virtual open_result open_session() noexcept = 0;
+  /// Its sessions decode gzip members too (QATzip's qzDecompress; the software, modelled and
+  /// fault devices).
+  [[nodiscard]] virtual bool decompresses() const noexcept { return false; }
   /// CPU time the device's own threads have spent (CLOCK_THREAD_CPUTIME_ID): non-zero only for a
   /// modelled card, whose work runs on this machine's cores but stands for a card's. Reports
   /// subtract it from the process's CPU to get the host's.
@@ -84,8 +96,9 @@ struct fault_spec {
 fault_spec parse_fault_spec(std::string_view text);
 
 /// Wraps `inner`: jobs fail (error), hang until aborted (timeout), come back as garbage
-/// (a member of the wrong bytes with their own right checksum), with a wrong CRC-32 footer
-/// (badcrc, the failure OpenZFS's QAT path shipped), or late (slow). set() changes the faults
+/// (a member of the wrong bytes with their own right checksum; a decompression: bytes that are
+/// not the record's), with a wrong CRC-32 footer (badcrc, the failure OpenZFS's QAT path
+/// shipped; a decompression: one bit of the record flipped), or late (slow). set() changes the faults
 /// while it runs (a test heals the device and watches traffic come back).
 class fault_device final : public device {
  public:
@@ -94,6 +107,7 @@ class fault_device final : public device {
   std::string_view name() const noexcept override { return name_; }
   codec::producer_id producer() const noexcept override { return inner_->producer(); }
   open_result open_session() noexcept override;
+  bool decompresses() const noexcept override { return inner_->decompresses(); }
   std::uint64_t cpu_ns() const noexcept override { return inner_->cpu_ns(); }
   void set(const fault_spec& spec);
   [[nodiscard]] fault_spec get() const;
@@ -139,6 +153,7 @@ class model_device final : public device {
   std::string_view name() const noexcept override { return "model"; }
   codec::producer_id producer() const noexcept override { return codec::producer_id::isal; }
   open_result open_session() noexcept override;
+  bool decompresses() const noexcept override { return true; }
   std::uint64_t cpu_ns() const noexcept override;
   [[nodiscard]] const model_spec& spec() const noexcept { return spec_; }
   /// The modelled time of one job of `bytes` on one instance.

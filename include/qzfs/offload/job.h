@@ -2,8 +2,11 @@
 // offload/: one unit of work for a backend, and the countdown a submitter waits on.
 //
 // A job names its input as a scatter-gather list of the submitter's buffers and its output as
-// a caller-owned buffer with a hard capacity. Jobs compress: a record is read back by the codec on
-// the reading thread (store/), never through a backend, so there is one way to decode.
+// a caller-owned buffer with a hard capacity. A job compresses a record (`in`: its bytes; `out`:
+// room for the payload, the result cap) or decompresses one (`in`: its payload, one buffer;
+// `out`: exactly the record's logical size; ok only when the payload decodes to exactly that
+// many bytes). Decoded bytes are checked by the submitter against the record's checksum before
+// anyone sees them (store/): a backend's answer is never trusted on its own.
 // The submitter keeps every buffer alive and untouched until the job's completion fires; a
 // backend never touches them after that (an accelerator works on private copies, so a device
 // that hangs or answers late cannot write into a buffer that was handed back).
@@ -44,9 +47,12 @@ class completion {
   std::atomic<std::uint32_t> pending_{0};
 };
 
+enum class direction : std::uint8_t { compress, decompress };
+
 struct job {
   // --- set by the submitter
-  codec::spec spec{};  // codec and level
+  codec::spec spec{};  // codec and level (decompress: spec.format alone matters)
+  direction dir = direction::compress;
   std::span<const iovec> in;
   std::span<std::byte> out;
   completion* done = nullptr;
@@ -56,6 +62,7 @@ struct job {
   std::size_t out_size = 0;
   codec::producer_id producer = codec::producer_id::none;  // which implementation made the payload
   const char* ran_on = "";  // backend that produced the result
+  std::uint64_t ns = 0;     // a CPU worker's time on it (the codec call); 0 from an accelerator
   bool redone = false;      // an accelerator failed or timed out and the CPU redid it
 
   // --- the submitter's hook: runs on the finishing thread once the result is final, just

@@ -2,7 +2,9 @@
 // offload/: sends each job to the best backend that can take it, and makes sure it finishes.
 //
 // Routing (the paper's offload module):
-// - only compression is offloaded: a record is decoded by the reading thread (store/), so no
+// - decompression jobs (store/'s reads of several records) go to the accelerator when its device
+//   decodes gzip, it is up, the record is inside its size window and the rule below holds;
+//   otherwise to the CPU pool. A decode the device fails is redone on the CPU like any job; no
 //   record ever needs the accelerator to be read;
 // - gzip compression goes to the accelerator when it is up, the record is inside its size
 //   window (small records never go there), fewer than `overflow_depth` jobs are there (in its
@@ -41,6 +43,8 @@ struct scheduler_stats {
   std::uint64_t not_serving = 0; // ... of which: accelerator down or unavailable
   std::uint64_t redone = 0;     // accelerator failures redone on the CPU
   std::uint64_t waited = 0;     // of to_accel: jobs that waited for a place in its full queue
+  // Decompression jobs (counted apart from the compression jobs above)
+  std::uint64_t decode_to_accel = 0, decode_to_cpu = 0, decode_redone = 0;
 };
 
 class scheduler {
@@ -76,6 +80,7 @@ class scheduler {
   route_to route(job& j, completion& c, std::size_t cpu_ahead, clock_type::time_point& wait_until);
   /// After route() said wait: true when the accelerator took `j` in time; else it is the CPU's.
   bool wait_for_accel(job& j, clock_type::time_point until);
+  route_to route_decode(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until);
 
   cpu_backend& cpu_;
   accel_backend* accel_;
@@ -85,6 +90,7 @@ class scheduler {
   /// else how long (ns) it is worth waiting for a place at the accelerator (0: do not wait).
   [[nodiscard]] double accel_wait_ns(std::size_t cpu_ahead) const noexcept;
   std::atomic<std::uint64_t> to_accel_{0}, to_cpu_{0}, small_{0}, overflow_{0}, not_serving_{0}, redone_{0}, waited_{0};
+  std::atomic<std::uint64_t> decode_accel_{0}, decode_cpu_{0}, decode_redone_{0};
 };
 
 }  // namespace qzfs::offload
