@@ -66,6 +66,7 @@ run_one() {  # POLICY PATHS...: prints "seconds ratio"
   e=$(date +%s.%N)
   local ratio
   ratio=$("$q" stats --json "$work/mnt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ratio"])')
+  [ "$pol" = auto ] && "$q" stats "$work/mnt" | grep -E '^(auto|codecs) ' | sed 's/^/    /' >&2
   "$q" umount "$work/mnt"
   echo "$(calc "$e - $s") $ratio"
 }

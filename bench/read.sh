@@ -17,7 +17,7 @@
 # decoder alone on the same records (`qzfs bench`, one thread): CPU-s per GiB it needs, so that
 #   budget = fuse_hp's CPU-s/GiB + the decoder's CPU-s/GiB
 # is what a read through qzfs cannot avoid; the table shows qzfs's CPU-s/GiB over that budget.
-# Medians of REPS (3) for seq rows. Needs root.
+# Medians of REPS (3) for seq rows; TARGETS="qzfs-gzip ..." measures only those. Needs root.
 set -euo pipefail
 build=${1:-build}
 [ $# -gt 0 ] && shift
@@ -37,6 +37,7 @@ work=$(mktemp -d "${QZFS_BENCH_DIR:-/var/tmp}/qzfs-read.XXXXXX")
 targets=()
 [ -n "${PASSTHROUGH_HP:-}" ] && targets+=(fuse_hp)
 targets+=(qzfs-off qzfs-gzip qzfs-zstd-1 qzfs-lz4)
+[ -n "${TARGETS:-}" ] && read -r -a targets <<< "$TARGETS"  # e.g. TARGETS="fuse_hp qzfs-gzip"
 cleanup() {
   set +e
   for m in "$work"/m-*; do
@@ -126,7 +127,7 @@ declare -A cell
 echo "read.sh: $(date -u +%FT%TZ), qzfs $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, data $((size / 1000000)) MB per large file, medians of $reps"
 
 # The decoders alone on the same records, one thread: CPU-s per GiB of decoded data.
-for c in gzip-6 zstd-1 lz4; do
+for c in gzip-1 zstd-1 lz4; do  # gzip-1: the members of compression=gzip
   dec=$("$q" bench --quiet --json --codecs "$c" --threads 1 --min-time 1 --max-bytes 256M "$src/big" |
         python3 -c 'import json,sys; c=sys.argv[1]; r=[x for x in json.load(sys.stdin)["results"] if x["codec"] == c][0]; print(r["decompress_mib_s_per_thread"])' "$c")
   cell[decoder,$c]=$(calc "1024 / $dec")
@@ -188,7 +189,7 @@ for r in seq1 seq4; do
       read -r hp_mbs hp_cpu <<< "${cell[$r,fuse_hp]}"
       vs_hp=$(calc "$mbs / $hp_mbs")
       case $t in
-        qzfs-gzip) budget=$(calc "$cpu / ($hp_cpu + ${cell[decoder,gzip-6]})") ;;
+        qzfs-gzip) budget=$(calc "$cpu / ($hp_cpu + ${cell[decoder,gzip-1]})") ;;
         qzfs-zstd-1) budget=$(calc "$cpu / ($hp_cpu + ${cell[decoder,zstd-1]})") ;;
         qzfs-lz4) budget=$(calc "$cpu / ($hp_cpu + ${cell[decoder,lz4]})") ;;
         qzfs-off) budget=$(calc "$cpu / $hp_cpu") ;;

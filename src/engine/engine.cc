@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <algorithm>
 #include <thread>
 #include <vector>
@@ -336,6 +337,16 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
 }
 
 void engine::submit_decode(offload::job& j, offload::completion& c) { sched_.submit(j, c); }
+
+bool engine::decodes_offloaded() const noexcept {
+  static const int forced = [] {
+    const char* v = ::secure_getenv("QZFS_DECODE_JOBS");
+    return v == nullptr || *v == '\0' ? -1 : *v == '1' ? 1 : 0;
+  }();
+  if (forced >= 0) return forced == 1;
+  const auto* a = sched_.accel();
+  return a != nullptr && a->serving() && a->decompresses();
+}
 
 engine_stats engine::stats() const noexcept {
   engine_stats s{records_.load(), holes_.load(), raw_.load(), compressed_.load(), checker_.load(), probe_.load(),

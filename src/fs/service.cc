@@ -88,8 +88,23 @@ void service::fill(stats& st) const {
   if (impl_->accel) st.process.device_cpu_s = static_cast<double>(impl_->accel->device_cpu_ns()) * 1e-9;
   // Every engine's records: the mount's policy and those of directories and files (qzfs set).
   auto es = impl_->compressor->stats();
+  // auto's estimates: the mount's engine's when its policy is auto, else those of the auto engine
+  // of directories and files.
+  std::vector<stats::auto_cost> costs;
+  auto auto_costs = [&](const engine::engine& e) {
+    for (auto c : {engine::compressibility::compressible, engine::compressibility::weak}) {
+      for (const auto& a : e.auto_estimates(c)) {
+        costs.push_back({c == engine::compressibility::weak ? "weak" : "compressible",
+                                        codec::to_string(a.spec), a.ns_per_byte, a.stored_per_byte, a.samples, a.cost()});
+      }
+    }
+  };
+  if (impl_->compressor->options().pol.kind == engine::policy_kind::automatic) auto_costs(*impl_->compressor);
   {
     std::lock_guard lk(impl_->others_m);
+    if (costs.empty()) {
+      if (auto it = impl_->others.find("auto"); it != impl_->others.end()) auto_costs(*it->second);
+    }
     for (const auto& [name, e] : impl_->others) {
       const auto o = e->stats();
       es.records += o.records, es.holes += o.holes, es.raw += o.raw, es.compressed += o.compressed;
@@ -103,7 +118,8 @@ void service::fill(stats& st) const {
                .checker_skips = es.checker_skips, .probe_skips = es.probe_skips, .cap_misses = es.cap_misses,
                .errors = es.errors, .bytes_in = es.bytes_in, .bytes_out = es.bytes_out,
                .per_format = by_name<codec::payload_format>(es.per_format),
-               .per_producer = by_name<codec::producer_id>(es.per_producer)};
+               .per_producer = by_name<codec::producer_id>(es.per_producer),
+               .auto_costs = std::move(costs)};
   const auto ss = impl_->sched->stats();
   st.routing = {.to_accel = ss.to_accel, .to_cpu = ss.to_cpu, .small = ss.small, .overflow = ss.overflow,
                 .not_serving = ss.not_serving, .redone = ss.redone, .waited = ss.waited,

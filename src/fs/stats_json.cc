@@ -10,9 +10,10 @@ namespace qzfs::fs {
 
 // The groups whose JSON keys are their field names, both ways from one list (a key that is
 // missing keeps its default: an older daemon).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::auto_cost, cls, codec, ns_per_byte, stored_per_byte, samples, cost)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::engine_counts, records, holes, raw, compressed, checker_skips,
                                                 probe_skips, cap_misses, errors, bytes_in, bytes_out, per_format,
-                                                per_producer)
+                                                per_producer, auto_costs)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::cache_counts, limit_bytes, used_bytes, peak_bytes, reliefs)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(stats::routing_counts, to_accel, to_cpu, small, overflow, not_serving,
                                                 redone, waited, decode_to_accel, decode_to_cpu, decode_redone)

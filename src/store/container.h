@@ -131,6 +131,12 @@ class container final : public file_impl {
   /// Decodes the batch's first record here, waits for the others and checks each against its
   /// checksum (a wrong answer is decoded again here); empties the batch.
   [[nodiscard]] std::error_code finish_decodes(decode_batch& b);
+  /// Read-ahead by access pattern: a read that starts where the last one ended doubles the
+  /// stream's window (up to 4 MiB of records), any other read closes it; the backing file is
+  /// told to read ahead the frames of the window's records not hinted yet.  layout_ shared
+  void read_ahead(std::uint64_t off, std::uint64_t end);
+  /// Whether a read hands its records to the backends (else the reading thread decodes them).
+  [[nodiscard]] bool hand_out_decodes(engine::engine& eng) const noexcept;
 
   // container_write.cc
   /// The record's buffer, made on first use: the old content when need_old, else zeros outside
@@ -272,6 +278,11 @@ class container final : public file_impl {
   // --- counters
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
   std::atomic<std::uint64_t> decodes_redone_{0};  // a backend's decoded record failed its checksum
+  // read_ahead's state: where the last read ended, the window (records), the record up to which
+  // the backing file has been told (exclusive). Racing readers may lose an update: a hint more
+  // or less.
+  std::atomic<std::uint64_t> ra_next_{~std::uint64_t{0}}, ra_until_{0};
+  std::atomic<std::uint32_t> ra_window_{0};
   std::atomic<std::uint64_t> log_syncs_{0}, log_replayed_{0};
 };
 

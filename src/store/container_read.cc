@@ -134,6 +134,7 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
   }
   if (off >= sz || out.empty()) return {};
   const record_range range(off, std::min<std::uint64_t>(out.size(), sz - off), shift_);
+  read_ahead(off, range.end_offset());
   if (auto* eng = core_.compressor(); eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2) {
     return read_parallel(range, out, *eng, got);
   }
@@ -180,12 +181,69 @@ std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint
   return {};
 }
 
+void container::read_ahead(std::uint64_t off, std::uint64_t end) {
+  constexpr std::uint64_t max_window_bytes = 4 << 20;
+  const std::uint64_t last = ra_next_.exchange(end, std::memory_order_relaxed);
+  if (off != last) {  // not where the stream was: random (or a new stream), no read-ahead
+    ra_window_.store(0, std::memory_order_relaxed);
+    return;
+  }
+  const auto max_window = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, max_window_bytes >> shift_));
+  const std::uint32_t window = std::min(max_window, std::max<std::uint32_t>(2, 2 * ra_window_.load(std::memory_order_relaxed)));
+  ra_window_.store(window, std::memory_order_relaxed);
+  // The records from the end of this read to the end of the window, not hinted yet.
+  const std::uint64_t from = std::max(((end - 1) >> shift_) + 1, ra_until_.load(std::memory_order_relaxed));
+  const std::uint64_t to = ((end - 1) >> shift_) + 1 + window;
+  if (from >= to) return;
+  ra_until_.store(to, std::memory_order_relaxed);
+  // Their frames, joined where they lie back to back (a stream written in order: one hint).
+  std::array<std::pair<std::uint64_t, std::uint64_t>, 8> runs;
+  std::size_t n = 0;
+  {
+    std::lock_guard lk(m_);
+    for (auto it = map_.lower_bound(from); it != map_.end() && it->first < to; ++it) {
+      const auto& e = it->second.e;
+      if (e.hole() || e.lost()) continue;
+      if (n != 0 && runs[n - 1].second == e.offset) {
+        runs[n - 1].second += e.length;
+      } else if (n < runs.size()) {
+        runs[n++] = {e.offset, e.offset + e.length};
+      } else {
+        break;
+      }
+    }
+  }
+  for (std::size_t k = 0; k < n; ++k) io_.will_need(runs[k].first, runs[k].second - runs[k].first);
+}
+
+namespace {
+// Readers in read_parallel now, mount-wide: while there are at least as many as CPU workers, the
+// workers are busy with theirs and each reader decodes its own records (handing them over
+// would only add hand-overs).
+std::atomic<unsigned> parallel_readers{0};
+}  // namespace
+
+bool container::hand_out_decodes(engine::engine& eng) const noexcept {
+  // Records go to the backends when an accelerator can decode some of them. With the CPU alone,
+  // the request threads already decode in parallel: the kernel's read-ahead (4 MiB) keeps
+  // several requests in flight, one per thread; handing their records to the workers as well
+  // cost 5-10% more CPU per GiB and read no faster on two cores (docs/BENCHMARKS.md "Reads").
+  return eng.decodes_offloaded();
+}
+
 std::error_code container::read_parallel(const record_range& range, std::span<std::byte> out, engine::engine& eng,
                                          std::size_t& got) {
   auto& b = thread_batch();
   b.slots.clear();
   b.slots.reserve(max_parallel_records);
   if (b.frames.size() < max_parallel_records) b.frames.resize(max_parallel_records);
+  struct reader {
+    bool hand_out;
+    reader(unsigned workers, bool wanted)
+        : hand_out(parallel_readers.fetch_add(1, std::memory_order_relaxed) < workers && wanted) {}
+    ~reader() { parallel_readers.fetch_sub(1, std::memory_order_relaxed); }
+  } me(eng.workers(), hand_out_decodes(eng));
+  const std::size_t limit = me.hand_out ? max_parallel_records : 1;
   std::error_code first;  // the first record's error, in the order of the read
   for (const record_part p : range) {
     auto dst = out.subspan(p.pos, p.size());
@@ -193,7 +251,7 @@ std::error_code container::read_parallel(const record_range& range, std::span<st
     if (p.lo != 0 || p.hi != rs_) {
       ec = read_part(p.index, p.lo, p.hi, dst);
     } else {
-      if (b.slots.size() == max_parallel_records) {
+      if (b.slots.size() == limit) {
         auto dec = finish_decodes(b);
         if (!first) first = dec;
       }

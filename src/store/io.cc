@@ -72,6 +72,11 @@ std::error_code fd_io::pread_split(std::span<std::byte> head, std::span<std::byt
   return io::pread_split(head, body, off);  // short or interrupted: the plain way
 }
 
+void fd_io::will_need(std::uint64_t off, std::uint64_t len) noexcept {
+  // The kernel starts reading into its page cache and returns (a hint: a failure changes nothing).
+  (void)::posix_fadvise(fd_, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+}
+
 std::error_code fd_io::available(std::uint64_t& out) noexcept {
   struct statvfs sv {};
   if (::fstatvfs(fd_, &sv) != 0) return last_error();

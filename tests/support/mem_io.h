@@ -42,6 +42,7 @@ struct mem_disk {
   std::optional<std::array<std::byte, 64>> marker;  // the extended attribute (metadata: not torn, not lost)
   bool markers = true;                               // false: a file system without extended attributes
   std::vector<change> since_sync;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> hints;  // will_need(off, len) calls, in order
 
   void resize(std::uint64_t n) {
     bytes.resize(n);
@@ -67,6 +68,10 @@ class mem_io final : public store::io {
       : d_(std::move(d)), plan_(std::move(plan)) {}
 
   [[nodiscard]] const std::shared_ptr<mem_disk>& disk() const noexcept { return d_; }
+  void will_need(std::uint64_t off, std::uint64_t len) noexcept override {
+    std::lock_guard lk(d_->m);
+    d_->hints.emplace_back(off, len);
+  }
   std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override {
     std::lock_guard lk(d_->m);
     if (plan_ && plan_->dead) return err(EIO);

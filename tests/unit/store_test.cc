@@ -248,9 +248,17 @@ TEST(store, raw_records_read_in_place_are_checked_as_frames_are) {
 // damaged record in the middle of a read makes the read EIO and is reported alone; reads that
 // mix a partial record, buffered records, holes and frames give exactly the file's bytes.
 TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
+  // Records are handed out when an accelerator decodes (a software device here), to it and to
+  // the CPU workers as the scheduler routes them.
+  offload::cpu_backend cpu({.workers = 2});
+  offload::accel_backend accel(offload::make_software_device(), {.sessions = 2, .timeout = std::chrono::seconds(5)});
+  offload::scheduler sched(cpu, &accel, {.accel_bias = 4.0});
+  engine::engine eng(sched, {.pol = *engine::parse_policy("gzip-6")});
+  ASSERT_TRUE(eng.decodes_offloaded());
   auto disk = std::make_shared<mem_disk>();
   log_sink sink;
-  const auto o = opts("gzip-6", 64 * KiB, &sink);
+  auto o = opts("gzip-6", 64 * KiB, &sink);
+  o.compressor = &eng;
   auto f = open_mem(disk, o);
   std::vector<std::byte> d;
   for (std::uint64_t r = 0; r < 40; ++r) {
@@ -263,9 +271,8 @@ TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
   ASSERT_FALSE(f->sync());
   f.reset();
   f = open_mem(disk, o);
-  const auto before = the_rig().cpu.stats().decompressed;
   EXPECT_EQ(read_all(*f), d);
-  EXPECT_GT(the_rig().cpu.stats().decompressed, before) << "no record of the read went to a worker";
+  EXPECT_GT(cpu.stats().decompressed + accel.stats().decompressed, 0u) << "no record of the read went to a backend";
   // Buffered records and a partial head and tail in one read.
   auto fresh = test::make_data(test::data_class::text, 64 * KiB, 99);
   ASSERT_FALSE(f->pwrite(fresh, 20 * 64 * KiB));
@@ -299,6 +306,49 @@ TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
     ASSERT_FALSE(f->pread(ok, first * 64 * KiB, got)) << first;
     EXPECT_TRUE(std::equal(ok.begin(), ok.end(), d.begin() + static_cast<std::ptrdiff_t>(first * 64 * KiB))) << first;
   }
+}
+
+// Read-ahead follows the access pattern: a stream of reads each starting where the last ended
+// gets the backing file told about the frames ahead, in a window that doubles up to 4 MiB of
+// records and never names a frame twice; reads elsewhere (random) get none.
+TEST(store, sequential_readers_get_read_ahead_and_random_readers_none) {
+  auto disk = std::make_shared<mem_disk>();
+  const auto o = opts("gzip", 32 * KiB);
+  auto f = open_mem(disk, o);
+  const auto d = test::make_data(test::data_class::text, 512 * 32 * KiB, 5);
+  ASSERT_FALSE(f->pwrite(d, 0));
+  ASSERT_FALSE(f->sync());
+  f.reset();
+  f = open_mem(disk, o);
+  std::vector<std::byte> buf(64 * KiB);
+  std::size_t got = 0;
+  // Random 4 KiB reads: nothing is read ahead.
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 50; ++i) {
+    std::vector<std::byte> small(4096);
+    ASSERT_FALSE(f->pread(small, (rng() % (d.size() / 4096 - 1)) * 4096 + 1, got));
+  }
+  EXPECT_TRUE(disk->hints.empty()) << disk->hints.size() << " hints for random reads";
+  // A stream of 64 KiB reads (two records each) from the start.
+  std::uint64_t hinted = 0, last_end = 0;
+  for (std::uint64_t off = 0; off < d.size(); off += buf.size()) {
+    ASSERT_FALSE(f->pread(buf, off, got));
+    ASSERT_TRUE(std::equal(buf.begin(), buf.end(), d.begin() + static_cast<std::ptrdiff_t>(off))) << off;
+  }
+  ASSERT_FALSE(disk->hints.empty()) << "a sequential reader got no read-ahead";
+  std::uint64_t biggest = 0;
+  auto hints = disk->hints;
+  std::sort(hints.begin(), hints.end());  // frames lie in the order their batches finished
+  for (auto [off, len] : hints) {
+    EXPECT_GE(off, last_end) << "a frame hinted twice";
+    last_end = off + len;
+    hinted += len;
+    biggest = std::max(biggest, len);
+  }
+  const std::uint64_t stored = disk->bytes.size();
+  EXPECT_GT(hinted, stored / 2) << "most of the stream's frames were read ahead";
+  EXPECT_LE(hinted, stored);
+  EXPECT_LT(biggest, stored / 4) << "the window is bounded (4 MiB of records)";
 }
 
 // The same through a real file (fd_io's preadv): a container cut off inside a raw record's

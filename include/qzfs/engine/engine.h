@@ -159,6 +159,9 @@ class engine {
   /// it. The caller checks the decoded record against its checksum (store/ reads several
   /// records of a read at once this way).
   void submit_decode(offload::job& j, offload::completion& c);
+  /// An accelerator that decodes gzip is serving: reads hand their records to the scheduler.
+  /// (QZFS_DECODE_JOBS=1 in the environment: always, to the CPU workers too; =0: never.)
+  [[nodiscard]] bool decodes_offloaded() const noexcept;
   /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests). For
   /// auto, each call counts: every 16th record of a class tries the candidate measured least
   /// recently.

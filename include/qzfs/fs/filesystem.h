@@ -23,7 +23,7 @@ struct mount_options {
   std::string qatzip;                  // QATzip library; "": $QZFS_QATZIP_LIB, else libqatzip.so.3
   std::string accel_verify = "full";   // how an accelerator's output is checked: full (decoded) or crc
   std::uint64_t cache_bytes = 256ull << 20;  // one memory budget for every file's record buffers
-  unsigned readahead_kb = 1024;        // the kernel's read-ahead on the mount (root only; 0: leave it)
+  unsigned readahead_kb = 4096;        // the kernel's read-ahead on the mount (root only; 0: leave it)
   double commit_seconds = 5.0;         // dirty records are committed at least this often
   bool writeback = true;               // the kernel's writeback cache: page-sized writes arrive batched
   bool read_only = false;              // ro: nothing is written, the commit thread included

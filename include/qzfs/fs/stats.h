@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace qzfs::fs {
 
@@ -25,10 +26,19 @@ struct stats {
   bool scan_done = false;  // "scan": "done" or "running"
   std::uint64_t dirty_records = 0;
 
+  /// What `auto` has measured of one candidate codec for one checker class (docs/ENGINE.md).
+  struct auto_cost {
+    std::string cls, codec;  // "compressible" or "weak"; "zstd-1", ...
+    double ns_per_byte = 0, stored_per_byte = 0;
+    std::uint64_t samples = 0;
+    double cost = 0;  // what auto minimizes (the lowest is chosen)
+  };
+
   struct engine_counts {  // records since the mount
     std::uint64_t records = 0, holes = 0, raw = 0, compressed = 0, checker_skips = 0, probe_skips = 0,
                   cap_misses = 0, errors = 0, bytes_in = 0, bytes_out = 0;
     std::map<std::string, std::uint64_t> per_format, per_producer;  // non-zero counts by name
+    std::vector<auto_cost> auto_costs;  // the auto engine's estimates (empty when nothing uses auto)
   } engine;
 
   struct cache_counts {

@@ -62,6 +62,11 @@ class io {
   }
   /// Reads exactly out.size() bytes or fails (EIO for a short read: the store knows the sizes).
   [[nodiscard]] std::error_code pread_exact(std::span<std::byte> out, std::uint64_t off) noexcept;
+  /// A hint: bytes [off, off+len) will be read soon (read them ahead). Nothing to fail.
+  virtual void will_need(std::uint64_t off, std::uint64_t len) noexcept {
+    (void)off;
+    (void)len;
+  }
   /// pread_exact of `head` then `body` from `off` on, into two buffers (a raw frame's header and
   /// its payload straight into the reader's buffer); one preadv where the io has it.
   [[nodiscard]] virtual std::error_code pread_split(std::span<std::byte> head, std::span<std::byte> body,
@@ -81,6 +86,7 @@ class fd_io final : public io {
 
   std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override;
   std::error_code pread_split(std::span<std::byte> head, std::span<std::byte> body, std::uint64_t off) noexcept override;
+  void will_need(std::uint64_t off, std::uint64_t len) noexcept override;
   std::error_code pwritev(std::span<const iovec> in, std::uint64_t off) noexcept override;
   std::error_code sync() noexcept override;
   std::error_code truncate(std::uint64_t size) noexcept override;
