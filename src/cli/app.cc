@@ -68,7 +68,8 @@ void print_stats(std::FILE* out, const fs::stats& st, const std::string& point) 
   }
   fmt::print(out, "backends     cpu: {} workers, {} jobs, {:.1f} s busy; accelerator: {} jobs, {} redone on the cpu\n",
              st.cpu.workers, st.cpu.jobs, st.cpu.busy_s, st.routing.to_accel, st.routing.redone);
-  fmt::print(out, "decoded      cpu: {} records ({:.1f} MiB); accelerator: {} records ({:.1f} MiB), {} redone on the cpu\n",
+  fmt::print(out, "decoded      by backends, cpu: {} records ({:.1f} MiB); accelerator: {} records ({:.1f} MiB), {} redone on "
+             "the cpu (the rest by the request threads)\n",
              st.cpu.decompressed, mib(st.cpu.decompressed_bytes), st.accel.decompressed, mib(st.accel.decompressed_bytes),
              st.routing.decode_redone);
   // The reason names the state already when it is one ("unavailable: cannot load ...").

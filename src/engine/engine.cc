@@ -184,11 +184,16 @@ void engine::note_cost(compressibility c, const codec::spec& s, std::size_t in, 
   const double spb = static_cast<double>(stored) / static_cast<double>(in);
   std::lock_guard lk(auto_->m);
   auto& e = auto_->est[class_of(c)][k];
-  if (e.samples++ == 0) {
-    e.ns_per_byte = npb;
-    e.stored_per_byte = spb;
+  if (++e.samples <= 4) {
+    // The first records: their mean (a worker's first record of a codec also makes its context,
+    // which a single first sample would carry for long).
+    e.ns_per_byte += (npb - e.ns_per_byte) / static_cast<double>(e.samples);
+    e.stored_per_byte += (spb - e.stored_per_byte) / static_cast<double>(e.samples);
   } else {
-    e.ns_per_byte += (npb - e.ns_per_byte) / 8;
+    // One record far off the estimate (a page fault storm, a cold cache) moves it by at most
+    // what a record at twice (or half) the estimate would.
+    const double n = std::clamp(npb, e.ns_per_byte / 2, e.ns_per_byte * 2);
+    e.ns_per_byte += (n - e.ns_per_byte) / 8;
     e.stored_per_byte += (spb - e.stored_per_byte) / 8;
   }
 }
@@ -338,14 +343,14 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
 
 void engine::submit_decode(offload::job& j, offload::completion& c) { sched_.submit(j, c); }
 
-bool engine::decodes_offloaded() const noexcept {
+bool engine::decodes_offloaded(std::size_t record_size) const noexcept {
   static const int forced = [] {
     const char* v = ::secure_getenv("QZFS_DECODE_JOBS");
     return v == nullptr || *v == '\0' ? -1 : *v == '1' ? 1 : 0;
   }();
   if (forced >= 0) return forced == 1;
   const auto* a = sched_.accel();
-  return a != nullptr && a->serving() && a->decompresses();
+  return a != nullptr && a->serving() && a->decompresses() && a->decodes_records_of(record_size);
 }
 
 engine_stats engine::stats() const noexcept {

@@ -126,7 +126,8 @@ void service::fill(stats& st) const {
                 .decode_to_accel = ss.decode_to_accel, .decode_to_cpu = ss.decode_to_cpu,
                 .decode_redone = ss.decode_redone};
   const auto cs = impl_->cpu->stats();
-  st.cpu = {.workers = impl_->cpu->workers(), .jobs = cs.completed, .failed = cs.failed, .bytes_in = cs.bytes_in,
+  // jobs: compression jobs, as before decompression jobs existed (decoded records apart).
+  st.cpu = {.workers = impl_->cpu->workers(), .jobs = cs.completed - cs.decompressed, .failed = cs.failed, .bytes_in = cs.bytes_in,
             .bytes_out = cs.bytes_out, .busy_s = static_cast<double>(cs.busy_ns) / 1e9,
             .decompressed = cs.decompressed, .decompressed_bytes = cs.decompressed_bytes};
   if (const auto& a = impl_->accel) {
@@ -135,7 +136,7 @@ void service::fill(stats& st) const {
     st.accel.name = std::string(a->name());
     st.accel.state = std::string(offload::to_string(a->state()));
     st.accel.reason = a->reason();
-    st.accel.jobs = as.completed;
+    st.accel.jobs = as.completed - as.decompressed;  // compression jobs (decoded records apart)
     st.accel.failed = as.failed;
     st.accel.probes = as.probes;
     st.accel.teardowns = as.teardowns;

@@ -401,11 +401,18 @@ void accel_backend::work(unsigned idx) {
       release(*t);  // the watchdog gave up on it and the CPU has redone it: drop this late answer
       continue;
     }
+    if (!good && decode && r.st == codec::status::corrupt) {
+      // The device says the member is not one it can decode (real QATzip may refuse members
+      // other producers made): the CPU decodes it; the device stays up, since it answered.
+      fail(*owner);
+      release(*t);
+      continue;
+    }
     if (!good) {
       // Down first, then the job back: the CPU redoes it (and its submitter may wake) only once
       // the device is out of the routing and its teardown is counted.
       mark_down(r.st == codec::status::error ? "device error"
-                : decode ? "device decoded a member to bytes that do not match its checksum"
+                : decode ? "device decoded a member to bytes that do not match its footer's CRC-32 and size"
                          : "device returned a member that does not decode to its input");
       fail(*owner);
       release(*t);
@@ -424,12 +431,13 @@ void accel_backend::work(unsigned idx) {
     j.producer = dev_->producer();
     j.ran_on = name_.c_str();
     j.ns = 0;
-    bytes_in_.fetch_add(t->in_len, std::memory_order_relaxed);
-    bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
     if (decode) {
       decompressed_.fetch_add(1, std::memory_order_relaxed);
       decompressed_bytes_.fetch_add(j.out_size, std::memory_order_relaxed);
+    } else {
+      bytes_in_.fetch_add(t->in_len, std::memory_order_relaxed);
+      bytes_out_.fetch_add(j.out_size, std::memory_order_relaxed);
     }
     {
       std::lock_guard lk(m_);

@@ -2,11 +2,21 @@
 
 #include <pthread.h>
 
+#include <time.h>
+
+#include <algorithm>
 #include <chrono>
 
 #include "qzfs/codec/workspace.h"
 
 namespace qzfs::offload {
+namespace {
+std::uint64_t thread_cpu_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+}  // namespace
 
 cpu_backend::cpu_backend(options o) : o_(o) {
   if (o_.workers == 0) o_.workers = std::max(1u, std::thread::hardware_concurrency());
@@ -125,17 +135,23 @@ void cpu_backend::work() {
     }
     if (wake) not_full_.notify_one();
     auto t0 = std::chrono::steady_clock::now();
+    const std::uint64_t cpu0 = thread_cpu_ns();
     run(*j, ws);
     const auto ns = static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count());
-    j->ns = ns;
+    // The job's own CPU time, not its wall time: a worker preempted by the request threads on a
+    // busy machine would make its codec look slower than it is (auto learns from this).
+    j->ns = std::max<std::uint64_t>(1, thread_cpu_ns() - cpu0);
     busy_ns_.fetch_add(ns, std::memory_order_relaxed);
     note_service(ns);
-    bytes_in_.fetch_add(codec::total_size(j->in), std::memory_order_relaxed);
-    bytes_out_.fetch_add(j->out_size, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
-    if (j->dir == direction::decompress && j->st == codec::status::ok) {
-      decompressed_.fetch_add(1, std::memory_order_relaxed);
-      decompressed_bytes_.fetch_add(j->out_size, std::memory_order_relaxed);
+    if (j->dir == direction::decompress) {
+      if (j->st == codec::status::ok) {
+        decompressed_.fetch_add(1, std::memory_order_relaxed);
+        decompressed_bytes_.fetch_add(j->out_size, std::memory_order_relaxed);
+      }
+    } else {
+      bytes_in_.fetch_add(codec::total_size(j->in), std::memory_order_relaxed);
+      bytes_out_.fetch_add(j->out_size, std::memory_order_relaxed);
     }
     j->finish();
   }

@@ -121,13 +121,16 @@ class container final : public file_impl {
   /// logical size within `room`).  stripe(index) shared
   [[nodiscard]] std::error_code load_frame(std::uint64_t index, const map_slot& en, std::vector<std::byte>& buf,
                                            std::size_t room, format::frame_view& v, std::string* why = nullptr);
-  /// pread of two or more records: the whole compressed ones decoded in parallel (a batch of
-  /// this thread's frames, jobs through `eng`), the rest as read_part does.
+  /// pread of two or more records: the whole compressed ones read as a batch of this thread's
+  /// frames, their gzip records decoded by the backends when an accelerator decodes (jobs
+  /// through `eng`), the rest here; partial records as read_part does.
   [[nodiscard]] std::error_code read_parallel(const record_range& range, std::span<std::byte> out, engine::engine& eng,
                                               std::size_t& got);
   /// read_parallel's step for a whole record: copied, zeroed or read in place, or its frame read
-  /// into the batch and (unless it is the batch's first) submitted.  takes stripe(i) shared
-  [[nodiscard]] std::error_code start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng);
+  /// into the batch and (a gzip record, `hand_out`, not the batch's first) submitted.  takes
+  /// stripe(i) shared, not across the submission
+  [[nodiscard]] std::error_code start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng,
+                                            bool hand_out);
   /// Decodes the batch's first record here, waits for the others and checks each against its
   /// checksum (a wrong answer is decoded again here); empties the batch.
   [[nodiscard]] std::error_code finish_decodes(decode_batch& b);
@@ -277,7 +280,6 @@ class container final : public file_impl {
 
   // --- counters
   std::atomic<std::uint64_t> commits_{0}, compactions_{0}, flushes_{0}, rmw_reads_{0}, cache_hits_{0}, damaged_reads_{0};
-  std::atomic<std::uint64_t> decodes_redone_{0};  // a backend's decoded record failed its checksum
   // read_ahead's state: where the last read ended, the window (records), the record up to which
   // the backing file has been told (exclusive). Racing readers may lose an update: a hint more
   // or less.

@@ -1,8 +1,10 @@
 // container: reading records (a dirty buffer, a hole, the read cache, or a frame decoded) and
-// checking them all. A read of several whole compressed records decodes them in parallel: the
-// reading thread reads each frame, checks it, hands it to a backend (a CPU worker, or the
-// accelerator for gzip) as a decompression job straight into the caller's buffer, decodes the
-// first itself, and checks every result against the record's checksum before it returns.
+// checking them all. A read of several whole gzip records while an accelerator that decodes is
+// up hands them to the scheduler: the reading thread reads each frame, checks it, submits it as
+// a decompression job straight into the caller's buffer (to the accelerator or a CPU worker),
+// decodes the first itself, and checks every result against the record's checksum before it
+// returns. Otherwise the reading thread decodes every record itself (the kernel's read-ahead
+// keeps several requests, one per thread, in flight: they decode in parallel already).
 
 #include <array>
 #include <cstring>
@@ -18,6 +20,7 @@ namespace qzfs::store {
 // caller's buffer, the job.
 struct decode_slot {
   std::uint64_t index = 0;
+  bool submitted = false;  // handed to the scheduler (else decoded by the reading thread)
   format::frame_header header{};
   iovec payload{};
   std::span<std::byte> logical;  // the record's bytes in the caller's buffer
@@ -183,19 +186,28 @@ std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint
 
 void container::read_ahead(std::uint64_t off, std::uint64_t end) {
   constexpr std::uint64_t max_window_bytes = 4 << 20;
-  const std::uint64_t last = ra_next_.exchange(end, std::memory_order_relaxed);
-  if (off != last) {  // not where the stream was: random (or a new stream), no read-ahead
+  const std::uint64_t last = ra_next_.load(std::memory_order_relaxed);
+  const std::uint32_t open = ra_window_.load(std::memory_order_relaxed);
+  // In the stream: where the last read ended, or (a stream already open) near it: the kernel's
+  // read-ahead sends several requests at once, and they may arrive out of order.
+  const bool near = open != 0 && last != ~std::uint64_t{0} && off + max_window_bytes >= last && off <= last + max_window_bytes;
+  if (off != last && !near) {  // random (or a new stream): no read-ahead; what was hinted is forgotten
+    ra_next_.store(end, std::memory_order_relaxed);
     ra_window_.store(0, std::memory_order_relaxed);
+    ra_until_.store(0, std::memory_order_relaxed);
     return;
   }
+  ra_next_.store(std::max(last == ~std::uint64_t{0} ? 0 : last, end), std::memory_order_relaxed);
   const auto max_window = static_cast<std::uint32_t>(std::max<std::uint64_t>(1, max_window_bytes >> shift_));
-  const std::uint32_t window = std::min(max_window, std::max<std::uint32_t>(2, 2 * ra_window_.load(std::memory_order_relaxed)));
+  const std::uint32_t window = std::min(max_window, std::max<std::uint32_t>(2, 2 * open));
   ra_window_.store(window, std::memory_order_relaxed);
   // The records from the end of this read to the end of the window, not hinted yet.
-  const std::uint64_t from = std::max(((end - 1) >> shift_) + 1, ra_until_.load(std::memory_order_relaxed));
-  const std::uint64_t to = ((end - 1) >> shift_) + 1 + window;
+  const std::uint64_t next = ((end - 1) >> shift_) + 1;
+  const std::uint64_t hinted = ra_until_.load(std::memory_order_relaxed);
+  const std::uint64_t from = hinted > next && hinted <= next + window ? hinted : next;
+  const std::uint64_t to = next + window;
   if (from >= to) return;
-  ra_until_.store(to, std::memory_order_relaxed);
+  std::uint64_t until = to;
   // Their frames, joined where they lie back to back (a stream written in order: one hint).
   std::array<std::pair<std::uint64_t, std::uint64_t>, 8> runs;
   std::size_t n = 0;
@@ -209,10 +221,12 @@ void container::read_ahead(std::uint64_t off, std::uint64_t end) {
       } else if (n < runs.size()) {
         runs[n++] = {e.offset, e.offset + e.length};
       } else {
+        until = it->first;  // the rest next time
         break;
       }
     }
   }
+  ra_until_.store(until, std::memory_order_relaxed);
   for (std::size_t k = 0; k < n; ++k) io_.will_need(runs[k].first, runs[k].second - runs[k].first);
 }
 
@@ -224,11 +238,12 @@ std::atomic<unsigned> parallel_readers{0};
 }  // namespace
 
 bool container::hand_out_decodes(engine::engine& eng) const noexcept {
-  // Records go to the backends when an accelerator can decode some of them. With the CPU alone,
-  // the request threads already decode in parallel: the kernel's read-ahead (4 MiB) keeps
-  // several requests in flight, one per thread; handing their records to the workers as well
-  // cost 5-10% more CPU per GiB and read no faster on two cores (docs/BENCHMARKS.md "Reads").
-  return eng.decodes_offloaded();
+  // Records go to the backends when an accelerator can decode them (gzip records inside its
+  // window; start_decode checks each record's format). With the CPU alone, the request threads
+  // already decode in parallel: the kernel's read-ahead (4 MiB) keeps several requests in
+  // flight, one per thread; handing their records to the workers as well cost 5-10% more CPU
+  // per GiB and read no faster on two cores (docs/BENCHMARKS.md "Reads").
+  return eng.decodes_offloaded(rs_);
 }
 
 std::error_code container::read_parallel(const record_range& range, std::span<std::byte> out, engine::engine& eng,
@@ -244,6 +259,15 @@ std::error_code container::read_parallel(const record_range& range, std::span<st
     ~reader() { parallel_readers.fetch_sub(1, std::memory_order_relaxed); }
   } me(eng.workers(), hand_out_decodes(eng));
   const std::size_t limit = me.hand_out ? max_parallel_records : 1;
+  // Whatever leaves this function (an error, an exception from an allocation) waits first for
+  // the jobs in flight: they write into `out` and read this thread's frames.
+  struct settle {
+    decode_batch& b;
+    ~settle() {
+      b.done.wait();
+      b.slots.clear();
+    }
+  } guard{b};
   std::error_code first;  // the first record's error, in the order of the read
   for (const record_part p : range) {
     auto dst = out.subspan(p.pos, p.size());
@@ -251,23 +275,20 @@ std::error_code container::read_parallel(const record_range& range, std::span<st
     if (p.lo != 0 || p.hi != rs_) {
       ec = read_part(p.index, p.lo, p.hi, dst);
     } else {
-      if (b.slots.size() == limit) {
-        auto dec = finish_decodes(b);
-        if (!first) first = dec;
-      }
-      ec = start_decode(p.index, dst, b, eng);
+      if (b.slots.size() == limit) first = finish_decodes(b);
+      if (!first) ec = start_decode(p.index, dst, b, eng, me.hand_out);
     }
     if (ec && !first) first = ec;
-    if (first) break;  // what is in flight is waited for below; nothing after it is read
+    if (first) break;  // what is in flight is waited for (the guard); nothing after it is read
     got += dst.size();
   }
-  auto ec = finish_decodes(b);
-  if (!first) first = ec;
+  if (!first) first = finish_decodes(b);
   if (first) got = 0;
   return first;
 }
 
-std::error_code container::start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng) {
+std::error_code container::start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng,
+                                        bool hand_out) {
   std::shared_lock rec(stripe(i));
   const std::byte* dirty_buf = nullptr;
   map_slot en;
@@ -313,8 +334,15 @@ std::error_code container::start_decode(std::uint64_t i, std::span<std::byte> ds
   s.job.dir = offload::direction::decompress;
   s.job.in = std::span<const iovec>(&s.payload, 1);
   s.job.out = s.logical;
+  // The frame is this thread's copy now: writers of the record need not wait for the hand-over
+  // (which may wait for a place at the accelerator).
+  rec.unlock();
   // The first record of a batch is this thread's: it decodes it while the backends do the rest.
-  if (k != 0) eng.submit_decode(s.job, b.done);
+  // Only gzip records go (the accelerator decodes nothing else; see hand_out_decodes).
+  if (k != 0 && hand_out && v.header.format == codec::payload_format::gzip) {
+    s.submitted = true;
+    eng.submit_decode(s.job, b.done);
+  }
   return {};
 }
 
@@ -330,16 +358,25 @@ std::error_code container::finish_decodes(decode_batch& b) {
     }
     return {};
   };
-  std::error_code first = decode_here(b.slots[0]);
+  std::error_code first;
+  for (auto& s : b.slots) {  // the records this thread decodes, while the backends do theirs
+    if (s.submitted) continue;
+    auto ec = decode_here(s);
+    if (ec && !first) first = ec;
+  }
   b.done.wait();
-  for (std::size_t k = 1; k < b.slots.size(); ++k) {
-    auto& s = b.slots[k];
+  for (auto& s : b.slots) {
+    if (!s.submitted) continue;
     const bool good = s.job.st == codec::status::ok && s.job.out_size == s.logical.size() &&
                       format::verify_logical(s.header, s.logical) == format::frame_error::ok;
     if (good) continue;
     // A backend's answer that is not the record: decoded again here, where the payload (checked
-    // when read) either decodes to the record or is damaged. Never served as it came.
-    if (std::string_view(s.job.ran_on) != "cpu") decodes_redone_.fetch_add(1, std::memory_order_relaxed);
+    // when read) either decodes to the record or is damaged. Never served as it came. (An answer
+    // that passed the accelerator's CRC-32 check but not the record's checksum: said.)
+    if (s.job.st == codec::status::ok) {
+      report("record " + std::to_string(s.index) + ": " + std::string(s.job.ran_on) +
+             " decoded it to bytes that do not match its checksum; decoded again here");
+    }
     auto ec = decode_here(s);
     if (ec && !first) first = ec;
   }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -22,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1167,7 +1169,7 @@ TEST_F(mount_test, reads_through_a_failing_accelerator_return_every_byte_right) 
   EXPECT_GT(json_number(out, "teardowns", "accel"), 0u) << out;
   EXPECT_GT(json_number(out, "decode_redone", "routing"), 0u) << out;
   ASSERT_EQ(run({QZFS_BINARY, "stats", mnt_.string()}, &out), 0) << out;
-  EXPECT_NE(out.find("decoded      cpu: "), std::string::npos) << out;
+  EXPECT_NE(out.find("decoded      by backends, cpu: "), std::string::npos) << out;
   unmount();
 
   // QAT through the stand-in QATzip: its decompressions are counted on the accelerator.
@@ -1176,6 +1178,32 @@ TEST_F(mount_test, reads_through_a_failing_accelerator_return_every_byte_right) 
   ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
   EXPECT_GT(json_number(out, "decompressed", "accel"), 0u) << out;
   EXPECT_EQ(json_number(out, "decode_redone", "routing"), 0u) << out;
+}
+
+// compression=auto through a mount: every candidate is measured on the mount's own records, the
+// statistics show what it measured, and the data reads back.
+TEST_F(mount_test, auto_measures_its_candidates_on_the_mounts_records_and_says_so) {
+  mount("compression=auto,accel=cpu");
+  const auto text = pattern(77, 24 << 20);
+  put(mnt_ / "t", text);
+  std::string out;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+  const auto j = nlohmann::json::parse(out);
+  std::set<std::string> measured;
+  for (const auto& c : j["engine"]["auto_costs"]) {
+    if (c["cls"] == "compressible" && c["samples"].get<std::uint64_t>() > 0) {
+      measured.insert(c["codec"].get<std::string>());
+      EXPECT_GT(c["ns_per_byte"].get<double>(), 0.0) << c.dump();
+      EXPECT_GT(c["stored_per_byte"].get<double>(), 0.0) << c.dump();
+      EXPECT_LT(c["stored_per_byte"].get<double>(), 1.0) << c.dump();
+    }
+  }
+  EXPECT_EQ(measured, (std::set<std::string>{"lz4", "gzip-1", "zstd-1", "zstd-3"})) << out;
+  ASSERT_EQ(run({QZFS_BINARY, "stats", mnt_.string()}, &out), 0) << out;
+  EXPECT_NE(out.find("auto         compressible: "), std::string::npos) << out;
+  unmount();
+  mount("accel=cpu");
+  EXPECT_TRUE(qzfs::test::read_file(mnt_ / "t") == text);
 }
 
 TEST_F(mount_test, one_cache_budget_bounds_the_buffers_of_every_file) {
@@ -1388,10 +1416,10 @@ TEST_F(mount_test, read_ahead_is_raised_to_what_was_asked) {
     return kb;
   };
   mount();
-  EXPECT_EQ(knob(), 1024u);
+  EXPECT_EQ(knob(), 4096u) << "the default";
   unmount();
-  mount("readahead=4M");
-  EXPECT_EQ(knob(), 4096u);
+  mount("readahead=1M");
+  EXPECT_EQ(knob(), 1024u);
   unmount();
   mount("readahead=0");
   EXPECT_EQ(knob(), 128u) << "the kernel's own";
@@ -1400,7 +1428,7 @@ TEST_F(mount_test, read_ahead_is_raised_to_what_was_asked) {
   mnt_ = root_ / "mount point";
   fs::create_directories(mnt_);
   mount();
-  EXPECT_EQ(knob(), 1024u) << "the daemon found its device under an escaped name";
+  EXPECT_EQ(knob(), 4096u) << "the daemon found its device under an escaped name";
 }
 
 TEST_F(mount_test, fallocate_checks_the_space_and_keeps_compression_on) {

@@ -254,7 +254,7 @@ TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
   offload::accel_backend accel(offload::make_software_device(), {.sessions = 2, .timeout = std::chrono::seconds(5)});
   offload::scheduler sched(cpu, &accel, {.accel_bias = 4.0});
   engine::engine eng(sched, {.pol = *engine::parse_policy("gzip-6")});
-  ASSERT_TRUE(eng.decodes_offloaded());
+  ASSERT_TRUE(eng.decodes_offloaded(64 * KiB));
   auto disk = std::make_shared<mem_disk>();
   log_sink sink;
   auto o = opts("gzip-6", 64 * KiB, &sink);

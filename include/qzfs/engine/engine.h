@@ -159,11 +159,12 @@ class engine {
   /// it. The caller checks the decoded record against its checksum (store/ reads several
   /// records of a read at once this way).
   void submit_decode(offload::job& j, offload::completion& c);
-  /// An accelerator that decodes gzip is serving: reads hand their records to the scheduler.
-  /// (QZFS_DECODE_JOBS=1 in the environment: always, to the CPU workers too; =0: never.)
-  [[nodiscard]] bool decodes_offloaded() const noexcept;
+  /// An accelerator that decodes gzip records of `record_size` bytes is serving: reads hand
+  /// their gzip records to the scheduler. (QZFS_DECODE_JOBS=1 in the environment: always, to the
+  /// CPU workers too; =0: never.)
+  [[nodiscard]] bool decodes_offloaded(std::size_t record_size) const noexcept;
   /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests). For
-  /// auto, each call counts: every 16th record of a class tries the candidate measured least
+  /// auto, each call counts: every 16th record of a class tries the candidate chosen least
   /// recently.
   [[nodiscard]] codec::spec choose(compressibility c) noexcept;
   /// auto's estimates for records of class `c`, one per candidate (lz4, gzip-1, zstd-1, zstd-3).

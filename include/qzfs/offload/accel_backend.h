@@ -59,6 +59,10 @@ class accel_backend final : public backend {
   /// and (when its device decompresses) gzip decompression of one member into such a record.
   [[nodiscard]] bool accepts(const job& j) const noexcept;
   [[nodiscard]] bool decompresses() const noexcept { return decompresses_; }
+  /// Records of this many bytes are inside its size window.
+  [[nodiscard]] bool decodes_records_of(std::size_t bytes) const noexcept {
+    return bytes >= o_.min_record && bytes <= o_.max_record;
+  }
   /// Takes the job into a free ticket, or refuses it (backend contract).
   bool try_submit(job& j) noexcept override;
   /// Takes the job while fewer than `max_depth` jobs are in its tickets or in line: into a free

@@ -40,7 +40,7 @@ struct backend_stats {
   std::uint64_t completed = 0;  // jobs finished with a result from this backend (ok or does_not_fit)
   std::uint64_t failed = 0;     // jobs it failed (error, timeout, bad output) or handed back unstarted
                                 // when it went down: all redone elsewhere
-  std::uint64_t bytes_in = 0, bytes_out = 0;
+  std::uint64_t bytes_in = 0, bytes_out = 0;  // of compression jobs
   std::uint64_t busy_ns = 0;    // time its threads spent working
   std::uint64_t service_ns = 0; // recent time per finished job (moving average; 0: none yet)
   std::uint64_t queue_depth = 0;

@@ -62,7 +62,7 @@ struct job {
   std::size_t out_size = 0;
   codec::producer_id producer = codec::producer_id::none;  // which implementation made the payload
   const char* ran_on = "";  // backend that produced the result
-  std::uint64_t ns = 0;     // a CPU worker's time on it (the codec call); 0 from an accelerator
+  std::uint64_t ns = 0;     // a CPU worker's CPU time on it (the codec call); 0 from an accelerator
   bool redone = false;      // an accelerator failed or timed out and the CPU redid it
 
   // --- the submitter's hook: runs on the finishing thread once the result is final, just
