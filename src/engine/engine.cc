@@ -108,13 +108,8 @@ int class_of(compressibility c) noexcept { return c == compressibility::weak ? 1
 double auto_estimate::cost() const noexcept { return ns_per_byte + stored_byte_ns * stored_per_byte; }
 
 struct engine::auto_state {
-  mutable std::mutex m;  // lock order: leaf
-  struct slot {
-    double ns_per_byte = 0, stored_per_byte = 0;
-    std::uint64_t samples = 0, last = 0;  // last: the class's record count when it was last chosen
-  };
-  std::array<std::array<slot, candidates>, 2> est;  // [class][candidate]
-  std::array<std::uint64_t, 2> seq{};               // records chosen per class
+  mutable std::mutex m;  // lock order: after file_learning::auto_m; leaf
+  std::array<auto_table, 2> est;  // per class
 };
 
 engine::engine(offload::scheduler& sched, engine_options o)
@@ -139,51 +134,33 @@ void decide_without_codec(std::span<record> batch) noexcept {
   }
 }
 
-codec::spec engine::choose(compressibility c) noexcept {
-  if (o_.pol.kind != policy_kind::automatic) return fixed_;
-  auto* accel = sched_.accel();
-  // An accelerator that is up takes gzip at level 1, as QZFS runs it: it costs the host
-  // nothing but the copy.
-  if (accel != nullptr && accel->serving()) return gzip1_spec;
-  // The candidate with the lowest measured cost; a candidate not measured yet, and every 16th
-  // record the one measured least recently, so the estimates follow the data.
-  auto& a = *auto_;
-  const int cls = class_of(c);
-  std::lock_guard lk(a.m);
-  auto& est = a.est[cls];
-  const std::uint64_t n = ++a.seq[cls];
-  std::size_t pick = candidates;
-  for (std::size_t k = 0; k < candidates && pick == candidates; ++k)
-    if (est[k].samples == 0 && (est[k].last == 0 || n - est[k].last > 2 * explore_every)) pick = k;  // untried (or its try was lost)
-  if (pick == candidates && n % explore_every == 0) {
-    pick = 0;
-    for (std::size_t k = 1; k < candidates; ++k)
-      if (est[k].last < est[pick].last) pick = k;
+std::size_t auto_table::pick() noexcept {
+  const std::uint64_t n = ++seq;
+  std::size_t k = candidates;
+  for (std::size_t i = 0; i < candidates && k == candidates; ++i)
+    if (est[i].samples == 0 && (est[i].last == 0 || n - est[i].last > 2 * explore_every)) k = i;  // untried (or its try was lost)
+  if (k == candidates && n % explore_every == 0) {
+    k = 0;
+    for (std::size_t i = 1; i < candidates; ++i)
+      if (est[i].last < est[k].last) k = i;
   }
-  if (pick == candidates) {
+  if (k == candidates) {
     double best = 0;
-    for (std::size_t k = 0; k < candidates; ++k) {
-      if (est[k].samples == 0) continue;
-      const double cost = auto_estimate{candidate_specs[k], est[k].ns_per_byte, est[k].stored_per_byte, 0}.cost();
-      if (pick == candidates || cost < best) {
-        pick = k;
+    for (std::size_t i = 0; i < candidates; ++i) {
+      if (est[i].samples == 0) continue;
+      const double cost = auto_estimate{candidate_specs[i], est[i].ns_per_byte, est[i].stored_per_byte, 0}.cost();
+      if (k == candidates || cost < best) {
+        k = i;
         best = cost;
       }
     }
-    if (pick == candidates) pick = 2;  // nothing measured yet (every candidate on its way): zstd-1
   }
-  est[pick].last = n;
-  return candidate_specs[pick];
+  if (k != candidates) est[k].last = n;
+  return k;
 }
 
-void engine::note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored,
-                       std::uint64_t ns) noexcept {
-  const std::size_t k = candidate_of(s);
-  if (!auto_ || k == candidates || in == 0) return;
-  const double npb = static_cast<double>(ns) / static_cast<double>(in);
-  const double spb = static_cast<double>(stored) / static_cast<double>(in);
-  std::lock_guard lk(auto_->m);
-  auto& e = auto_->est[class_of(c)][k];
+void auto_table::fold(std::size_t k, double npb, double spb) noexcept {
+  auto& e = est[k];
   if (++e.samples <= 4) {
     // The first records: their mean (a worker's first record of a codec also makes its context,
     // which a single first sample would carry for long).
@@ -198,13 +175,56 @@ void engine::note_cost(compressibility c, const codec::spec& s, std::size_t in, 
   }
 }
 
+codec::spec engine::choose(compressibility c, file_learning* fl, bool* by_file) noexcept {
+  if (by_file != nullptr) *by_file = false;
+  if (o_.pol.kind != policy_kind::automatic) return fixed_;
+  auto* accel = sched_.accel();
+  // An accelerator that is up takes gzip at level 1, as QZFS runs it: it costs the host
+  // nothing but the copy.
+  if (accel != nullptr && accel->serving()) return gzip1_spec;
+  // A file past its first records: its own estimates, once it has a candidate to offer (its
+  // first tries of each are in flight meanwhile: the mount's estimates decide).
+  if (fl != nullptr) {
+    std::lock_guard lk(fl->auto_m);
+    auto& t = fl->auto_est;
+    if (t.seq >= file_learning::own_after) {
+      // Measured for the file whichever estimates choose (its own, or the mount's while its
+      // first tries are in flight).
+      if (by_file != nullptr) *by_file = true;
+      if (const std::size_t k = t.pick(); k != candidates) return candidate_specs[k];
+    } else {
+      ++t.seq;
+    }
+  }
+  // The mount's estimates for the record's class.
+  auto& a = *auto_;
+  std::lock_guard lk(a.m);
+  const std::size_t k = a.est[class_of(c)].pick();
+  return candidate_specs[k != candidates ? k : 2];  // nothing measured yet: zstd-1
+}
+
+void engine::note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored, std::uint64_t ns,
+                       file_learning* fl) noexcept {
+  const std::size_t k = candidate_of(s);
+  if (!auto_ || k == candidates || in == 0) return;
+  const double npb = static_cast<double>(ns) / static_cast<double>(in);
+  const double spb = static_cast<double>(stored) / static_cast<double>(in);
+  if (fl != nullptr) {
+    std::lock_guard lk(fl->auto_m);
+    fl->auto_est.fold(k, npb, spb);
+    return;
+  }
+  std::lock_guard lk(auto_->m);
+  auto_->est[class_of(c)].fold(k, npb, spb);
+}
+
 std::vector<auto_estimate> engine::auto_estimates(compressibility c) const {
   std::vector<auto_estimate> out;
   for (std::size_t k = 0; k < candidates; ++k) {
     auto_estimate e{candidate_specs[k], 0, 0, 0};
     if (auto_) {
       std::lock_guard lk(auto_->m);
-      const auto& s = auto_->est[class_of(c)][k];
+      const auto& s = auto_->est[class_of(c)].est[k];
       e.ns_per_byte = s.ns_per_byte;
       e.stored_per_byte = s.stored_per_byte;
       e.samples = s.samples;
@@ -214,13 +234,13 @@ std::vector<auto_estimate> engine::auto_estimates(compressibility c) const {
   return out;
 }
 
-void engine::finish_record(record& r, const offload::job& j, file_learning* fl, std::int8_t cls) noexcept {
+void engine::finish_record(record& r, const offload::job& j, file_learning* fl, std::int8_t cls, bool by_file) noexcept {
   r.ran_on = j.ran_on;
   // auto learns from what the CPU spent (an accelerator's time is not the host's).
   if (cls >= 0 && j.ns != 0 && (j.st == codec::status::ok || j.st == codec::status::does_not_fit)) {
     const std::size_t n = codec::total_size(j.in);
     note_cost(cls == 1 ? compressibility::weak : compressibility::compressible, j.spec, n,
-              j.st == codec::status::ok ? j.out_size : n, j.ns);
+              j.st == codec::status::ok ? j.out_size : n, j.ns, by_file ? fl : nullptr);
   }
   if (j.st == codec::status::ok) {
     r.result = outcome::compressed;
@@ -308,7 +328,8 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
       decided(r);
       continue;
     }
-    const codec::spec s = choose(verdict);
+    bool by_file = false;
+    const codec::spec s = choose(verdict, fl, &by_file);
     const auto cap = static_cast<std::size_t>(std::floor(static_cast<double>(n) * (1.0 - o_.min_saving)));
     // Learned: this file's records keep passing the checker and then not fitting. Ask lz4
     // first (it gives up at memory speed); the expensive codec only runs when lz4 fits.
@@ -328,10 +349,10 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
     j.spec = s;
     j.in = r.in;
     j.out = r.payload.first(std::min(cap, r.payload.size()));
-    fin[i] = pending::finisher{this, &r, fl, static_cast<std::int8_t>(auto_ ? class_of(verdict) : -1)};
+    fin[i] = pending::finisher{this, &r, fl, static_cast<std::int8_t>(auto_ ? class_of(verdict) : -1), by_file};
     j.then = [](offload::job& jb, void* ctx) {
       auto& f = *static_cast<pending::finisher*>(ctx);
-      f.e->finish_record(*f.r, jb, f.fl, f.cls);
+      f.e->finish_record(*f.r, jb, f.fl, f.cls, f.by_file);
     };
     j.then_ctx = &fin[i];
     p.ready.push_back(&j);

@@ -311,6 +311,39 @@ TEST(engine, auto_picks_the_cheapest_measured_codec_and_keeps_measuring) {
   EXPECT_EQ(e2.choose(compressibility::compressible), codec::spec::gzip(1));
 }
 
+// A file past its first 8 records decides by its own estimates (a large file is one kind of
+// data), measured on its own records; the mount's estimates serve small files and first records.
+TEST(engine, auto_lets_a_large_file_decide_by_its_own_records) {
+  fixture f;
+  engine e(f.sched, {.pol = *parse_policy("auto")});
+  const auto cc = compressibility::compressible;
+  // The mount: zstd-1 cheapest.
+  for (int i = 0; i < 8; ++i) {
+    e.note_cost(cc, codec::spec::lz4(), 1000, 450, 1400);
+    e.note_cost(cc, codec::spec::gzip(1), 1000, 330, 2900);
+    e.note_cost(cc, codec::spec::zstd(1), 1000, 300, 2500);
+    e.note_cost(cc, codec::spec::zstd(3), 1000, 280, 5500);
+  }
+  file_learning fl;
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(e.choose(cc, &fl), codec::spec::zstd(1)) << "first records: the mount's choice";
+  // Its next records try each candidate on the file itself.
+  std::set<std::string> tried;
+  for (int i = 0; i < 4; ++i) tried.insert(codec::to_string(e.choose(cc, &fl)));
+  EXPECT_EQ(tried, (std::set<std::string>{"lz4", "gzip-1", "zstd-1", "zstd-3"}));
+  // This file is binary-like: lz4 barely compresses it, zstd-3 is worth its time.
+  for (int i = 0; i < 8; ++i) {
+    e.note_cost(cc, codec::spec::lz4(), 1000, 900, 1400, &fl);
+    e.note_cost(cc, codec::spec::gzip(1), 1000, 700, 4000, &fl);
+    e.note_cost(cc, codec::spec::zstd(1), 1000, 650, 3500, &fl);
+    e.note_cost(cc, codec::spec::zstd(3), 1000, 500, 5000, &fl);
+  }
+  std::map<std::string, int> picks;
+  for (int i = 0; i < 32; ++i) ++picks[codec::to_string(e.choose(cc, &fl))];
+  EXPECT_EQ(picks["zstd-3"], 30) << "the file's cheapest, but for every 16th record";
+  // The mount's estimates were left as they were: another file still gets zstd-1.
+  EXPECT_EQ(e.choose(cc), codec::spec::zstd(1));
+}
+
 // On real records the engine measures every candidate by itself (CPU workers' times) and settles
 // on one: the estimates it keeps are what the records cost.
 TEST(engine, auto_measures_real_records_through_the_workers) {

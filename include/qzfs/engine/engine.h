@@ -53,12 +53,34 @@ struct policy {
 /// zstd levels above this need up to 1 GiB per context and worker: not offered as a policy.
 inline constexpr int max_policy_zstd_level = 19;
 
+/// `auto`'s estimates of its four candidates (lz4, gzip-1, zstd-1, zstd-3) on some records: a
+/// class of the mount's records, or one file's (docs/ENGINE.md "auto"). Guarded by its owner.
+struct auto_table {
+  struct slot {
+    double ns_per_byte = 0, stored_per_byte = 0;  // moving averages
+    std::uint64_t samples = 0, last = 0;          // last: `seq` when it was last chosen
+  };
+  std::array<slot, 4> est{};
+  std::uint64_t seq = 0;  // records chosen
+  /// The candidate (index) for the next record, counting it: one not measured yet, every 16th
+  /// record the one chosen least recently, else the cheapest; 4 when none is measured and none
+  /// is left to try (every candidate's first record in flight).
+  [[nodiscard]] std::size_t pick() noexcept;
+  /// One record's measurement of candidate k.
+  void fold(std::size_t k, double ns_per_byte, double stored_per_byte) noexcept;
+};
+
 /// Per-file counters and the learned state (visible in statistics).
 struct file_learning {
   std::atomic<std::uint64_t> records{0}, holes{0}, compressed{0}, raw_checker{0}, raw_cap{0}, raw_probe{0},
       raw_policy{0}, probes{0};
   std::atomic<std::uint32_t> streak{0};  // records in a row that passed the checker but did not fit
   static constexpr std::uint32_t probe_after = 8;
+  // auto: from the file's 9th record on, its own estimates (a large file is one kind of data;
+  // the mount's mix of small files is not), under auto_m.
+  std::mutex auto_m;
+  auto_table auto_est;
+  static constexpr std::uint64_t own_after = 8;
 };
 
 enum class outcome : std::uint8_t {
@@ -144,6 +166,7 @@ class engine {
       record* r;
       file_learning* fl;
       std::int8_t cls;  // auto: the checker class it was measured for (-1: not measured)
+      bool by_file;     // auto: the file's own estimates chose it
     };
     std::vector<offload::job> jobs;
     std::vector<offload::job*> ready;  // the jobs that go to a backend
@@ -166,11 +189,15 @@ class engine {
   /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests). For
   /// auto, each call counts: every 16th record of a class tries the candidate chosen least
   /// recently.
-  [[nodiscard]] codec::spec choose(compressibility c) noexcept;
+  /// `*by_file` (when given) tells whether the file's own estimates chose (its measurement then
+  /// goes to them: note_cost with the file).
+  [[nodiscard]] codec::spec choose(compressibility c, file_learning* fl = nullptr, bool* by_file = nullptr) noexcept;
   /// auto's estimates for records of class `c`, one per candidate (lz4, gzip-1, zstd-1, zstd-3).
   [[nodiscard]] std::vector<auto_estimate> auto_estimates(compressibility c) const;
-  /// Feeds auto a measurement (the engine does this for every job a CPU worker finished).
-  void note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored, std::uint64_t ns) noexcept;
+  /// Feeds auto a measurement (the engine does this for every job a CPU worker finished): to the
+  /// file's estimates when `fl` is given, else to the mount's.
+  void note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored, std::uint64_t ns,
+                 file_learning* fl = nullptr) noexcept;
   [[nodiscard]] engine_stats stats() const noexcept;
   [[nodiscard]] const engine_options& options() const noexcept { return o_; }
   /// CPU workers behind this engine (callers size their batches by it).
@@ -180,7 +207,7 @@ class engine {
   [[nodiscard]] bool spare_core() const noexcept;
 
  private:
-  void finish_record(record& r, const offload::job& j, file_learning* fl, std::int8_t cls) noexcept;
+  void finish_record(record& r, const offload::job& j, file_learning* fl, std::int8_t cls, bool by_file) noexcept;
 
   struct auto_state;  // engine.cc: auto's estimates, under their own lock
   std::unique_ptr<auto_state> auto_;
