@@ -1,6 +1,7 @@
 #include "qzfs/engine/engine.h"
 
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <algorithm>
@@ -105,11 +106,15 @@ int class_of(compressibility c) noexcept { return c == compressibility::weak ? 1
 
 }  // namespace
 
-double auto_estimate::cost() const noexcept { return ns_per_byte + stored_byte_ns * stored_per_byte; }
 
 struct engine::auto_state {
   mutable std::mutex m;  // lock order: after file_learning::auto_m; leaf
   std::array<auto_table, 2> est;  // per class
+  // The CPU workers' recent busy share (moving average), when and at which busy time it was read.
+  std::atomic<double> busy{1.0};
+  std::atomic<std::int64_t> read_at{0};
+  std::atomic<std::uint64_t> busy_ns{0};
+  std::mutex busy_m;  // one reader at a time; never waited for (try_lock)
 };
 
 engine::engine(offload::scheduler& sched, engine_options o)
@@ -134,12 +139,14 @@ void decide_without_codec(std::span<record> batch) noexcept {
   }
 }
 
-std::size_t auto_table::pick() noexcept {
+std::size_t auto_table::pick(double weight) noexcept {
   const std::uint64_t n = ++seq;
   std::size_t k = candidates;
   for (std::size_t i = 0; i < candidates && k == candidates; ++i)
     if (est[i].samples == 0 && (est[i].last == 0 || n - est[i].last > 2 * explore_every)) k = i;  // untried (or its try was lost)
-  if (k == candidates && n % explore_every == 0) {
+  // Every 16th record while the estimates are young, every 64th after (a clear choice needs
+  // fewer checks; each costs up to a record's worth of the difference).
+  if (k == candidates && n % (n < 256 ? explore_every : 4 * explore_every) == 0) {
     k = 0;
     for (std::size_t i = 1; i < candidates; ++i)
       if (est[i].last < est[k].last) k = i;
@@ -148,7 +155,7 @@ std::size_t auto_table::pick() noexcept {
     double best = 0;
     for (std::size_t i = 0; i < candidates; ++i) {
       if (est[i].samples == 0) continue;
-      const double cost = auto_estimate{candidate_specs[i], est[i].ns_per_byte, est[i].stored_per_byte, 0}.cost();
+      const double cost = auto_estimate{candidate_specs[i], est[i].ns_per_byte, est[i].stored_per_byte, 0, weight}.cost();
       if (k == candidates || cost < best) {
         k = i;
         best = cost;
@@ -182,6 +189,7 @@ codec::spec engine::choose(compressibility c, file_learning* fl, bool* by_file) 
   // An accelerator that is up takes gzip at level 1, as QZFS runs it: it costs the host
   // nothing but the copy.
   if (accel != nullptr && accel->serving()) return gzip1_spec;
+  const double weight = stored_weight();
   // A file past its first records: its own estimates, once it has a candidate to offer (its
   // first tries of each are in flight meanwhile: the mount's estimates decide).
   if (fl != nullptr) {
@@ -191,7 +199,7 @@ codec::spec engine::choose(compressibility c, file_learning* fl, bool* by_file) 
       // Measured for the file whichever estimates choose (its own, or the mount's while its
       // first tries are in flight).
       if (by_file != nullptr) *by_file = true;
-      if (const std::size_t k = t.pick(); k != candidates) return candidate_specs[k];
+      if (const std::size_t k = t.pick(weight); k != candidates) return candidate_specs[k];
     } else {
       ++t.seq;
     }
@@ -199,7 +207,7 @@ codec::spec engine::choose(compressibility c, file_learning* fl, bool* by_file) 
   // The mount's estimates for the record's class.
   auto& a = *auto_;
   std::lock_guard lk(a.m);
-  const std::size_t k = a.est[class_of(c)].pick();
+  const std::size_t k = a.est[class_of(c)].pick(weight);
   return candidate_specs[k != candidates ? k : 2];  // nothing measured yet: zstd-1
 }
 
@@ -218,10 +226,29 @@ void engine::note_cost(compressibility c, const codec::spec& s, std::size_t in, 
   auto_->est[class_of(c)].fold(k, npb, spb);
 }
 
+double engine::stored_weight() noexcept {
+  if (!auto_) return stored_byte_ns;
+  auto& a = *auto_;
+  const std::int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  const std::int64_t at = a.read_at.load(std::memory_order_relaxed);
+  if (now - at >= 100'000'000 && a.busy_m.try_lock()) {
+    const std::uint64_t busy = sched_.cpu().busy_ns();
+    if (at != 0) {
+      const double share = static_cast<double>(busy - a.busy_ns.load(std::memory_order_relaxed)) /
+                           (static_cast<double>(now - at) * static_cast<double>(std::max(1u, workers())));
+      a.busy.store(0.5 * a.busy.load(std::memory_order_relaxed) + 0.5 * std::min(share, 1.0), std::memory_order_relaxed);
+    }
+    a.busy_ns.store(busy, std::memory_order_relaxed);
+    a.read_at.store(now, std::memory_order_relaxed);
+    a.busy_m.unlock();
+  }
+  return stored_byte_ns / std::clamp(a.busy.load(std::memory_order_relaxed), 0.2, 1.0);
+}
+
 std::vector<auto_estimate> engine::auto_estimates(compressibility c) const {
   std::vector<auto_estimate> out;
   for (std::size_t k = 0; k < candidates; ++k) {
-    auto_estimate e{candidate_specs[k], 0, 0, 0};
+    auto_estimate e{candidate_specs[k], 0, 0, 0, auto_ ? stored_byte_ns / std::clamp(auto_->busy.load(), 0.2, 1.0) : stored_byte_ns};
     if (auto_) {
       std::lock_guard lk(auto_->m);
       const auto& s = auto_->est[class_of(c)].est[k];

@@ -6,11 +6,13 @@
 #include <set>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "qzfs/codec/workspace.h"
 #include "qzfs/engine/engine.h"
@@ -342,6 +344,33 @@ TEST(engine, auto_lets_a_large_file_decide_by_its_own_records) {
   EXPECT_EQ(picks["zstd-3"], 30) << "the file's cheapest, but for every 16th record";
   // The mount's estimates were left as they were: another file still gets zstd-1.
   EXPECT_EQ(e.choose(cc), codec::spec::zstd(1));
+}
+
+// While the CPU workers idle, a stored byte is worth more CPU: auto moves to a denser candidate
+// with the same estimates (at most 5x the busy weight).
+TEST(engine, auto_values_stored_bytes_more_while_the_workers_idle) {
+  fixture f;
+  engine e(f.sched, {.pol = *parse_policy("auto")});
+  const auto cc = compressibility::compressible;
+  for (int i = 0; i < 8; ++i) {
+    e.note_cost(cc, codec::spec::lz4(), 1000, 450, 1400);
+    e.note_cost(cc, codec::spec::gzip(1), 1000, 330, 2900);
+    e.note_cost(cc, codec::spec::zstd(1), 1000, 300, 2500);
+    e.note_cost(cc, codec::spec::zstd(3), 1000, 250, 5500);
+  }
+  EXPECT_DOUBLE_EQ(e.stored_weight(), 20.0) << "busy until measured otherwise";
+  for (int i = 0; i < 6; ++i) (void)e.choose(cc);
+  EXPECT_EQ(e.choose(cc), codec::spec::zstd(1));
+  // Idle workers for a while: the weight climbs to its cap.
+  for (int i = 0; i < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(110));
+    (void)e.stored_weight();
+  }
+  EXPECT_GT(e.stored_weight(), 60.0);
+  EXPECT_LE(e.stored_weight(), 100.0);
+  std::map<std::string, int> picks;
+  for (int i = 0; i < 15; ++i) ++picks[codec::to_string(e.choose(cc))];
+  EXPECT_GE(picks["zstd-3"], 14) << "denser once CPU is cheap";
 }
 
 // On real records the engine measures every candidate by itself (CPU workers' times) and settles

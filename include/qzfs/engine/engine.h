@@ -65,7 +65,7 @@ struct auto_table {
   /// The candidate (index) for the next record, counting it: one not measured yet, every 16th
   /// record the one chosen least recently, else the cheapest; 4 when none is measured and none
   /// is left to try (every candidate's first record in flight).
-  [[nodiscard]] std::size_t pick() noexcept;
+  [[nodiscard]] std::size_t pick(double stored_weight) noexcept;
   /// One record's measurement of candidate k.
   void fold(std::size_t k, double ns_per_byte, double stored_per_byte) noexcept;
 };
@@ -132,9 +132,10 @@ struct auto_estimate {
   codec::spec spec;
   double ns_per_byte = 0, stored_per_byte = 0;
   std::uint64_t samples = 0;
+  double stored_weight = 0;  // ns of CPU a stored byte was worth when the estimates were read
   /// What auto minimizes: the CPU time of a byte plus what storing its output is worth in CPU
   /// time (docs/ENGINE.md "auto").
-  [[nodiscard]] double cost() const noexcept;
+  [[nodiscard]] double cost() const noexcept { return ns_per_byte + stored_weight * stored_per_byte; }
 };
 
 struct engine_stats {
@@ -194,6 +195,10 @@ class engine {
   [[nodiscard]] codec::spec choose(compressibility c, file_learning* fl = nullptr, bool* by_file = nullptr) noexcept;
   /// auto's estimates for records of class `c`, one per candidate (lz4, gzip-1, zstd-1, zstd-3).
   [[nodiscard]] std::vector<auto_estimate> auto_estimates(compressibility c) const;
+  /// What auto counts a stored byte as, in ns of CPU: 20 while the CPU workers are busy, up to
+  /// 5x that while they are mostly idle (the writer waits on something else: CPU spent on a
+  /// denser codec costs it nothing). Read from the workers' busy time every 100 ms.
+  [[nodiscard]] double stored_weight() noexcept;
   /// Feeds auto a measurement (the engine does this for every job a CPU worker finished): to the
   /// file's estimates when `fl` is given, else to the mount's.
   void note_cost(compressibility c, const codec::spec& s, std::size_t in, std::size_t stored, std::uint64_t ns,

@@ -71,6 +71,8 @@ class backend {
   /// card): counted apart from the host's. 0 for the CPU pool and for real devices.
   [[nodiscard]] virtual std::uint64_t device_cpu_ns() const noexcept { return 0; }
   [[nodiscard]] health state() const noexcept { return health_.load(std::memory_order_acquire); }
+  /// Time its threads have spent working (one counter; stats() reads them all).
+  [[nodiscard]] std::uint64_t busy_ns() const noexcept { return busy_ns_.load(std::memory_order_relaxed); }
   /// Up or degraded: it takes jobs.
   [[nodiscard]] bool serving() const noexcept {
     auto h = state();
