@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
-QZFS_CORRUPT_TRIALS=${1:-1000} "$build/tests/mount_tests" --gtest_filter='corruption.*'
+QZFS_CORRUPT_TRIALS=${1:-1000} "$build/tests/mount_tests" --gtest_filter='*corruption_trials*'

@@ -61,11 +61,15 @@ std::string marker_of(const fs::path& p) {
   return v;
 }
 
-class corruption : public mount_test {};
+// Trials of 4 KiB records (read record by record) and of 32 KiB records (the kernel's read-ahead
+// asks for many at once: the reads of several records, decoded in a batch), the latter read
+// through a failing accelerator that decodes (the records it takes are handed to it).
+class corruption_trials : public mount_test, public ::testing::WithParamInterface<std::pair<const char*, const char*>> {};
 
-TEST_F(corruption, damaged_containers_give_the_right_bytes_or_eio_never_wrong_ones) {
+TEST_P(corruption_trials, damaged_containers_give_the_right_bytes_or_eio_never_wrong_ones) {
   const char* env = std::getenv("QZFS_CORRUPT_TRIALS");
   const int trials = env != nullptr ? std::atoi(env) : 300;
+  const std::string write_opts = GetParam().first, read_opts = GetParam().second;
   // Originals of several shapes: one small record, a few records with a hole and a raw one, and
   // many records (several map chunks are not needed: each region is hit by rotation).
   struct original {
@@ -82,7 +86,7 @@ TEST_F(corruption, damaged_containers_give_the_right_bytes_or_eio_never_wrong_on
     auto big = qzfs::test::make_data(qzfs::test::data_class::text, 300 * 4096 + 77, 6);
     originals = {{"small", small}, {"mixed", mixed}, {"big", big}};
   }
-  mount("commit=1,recordsize=4K");
+  mount(write_opts);
   for (const auto& o : originals) put(mnt_ / o.name, o.data);
   unmount();
   std::vector<std::vector<std::byte>> pristine;
@@ -130,7 +134,7 @@ TEST_F(corruption, damaged_containers_give_the_right_bytes_or_eio_never_wrong_on
     plan.push_back({o, what});
   }
 
-  mount("commit=1");
+  mount(read_opts);
   std::size_t wrong = 0, eio = 0, right = 0;
   for (int t = 0; t < trials; ++t) {
     const auto& expect = originals[plan[static_cast<std::size_t>(t)].orig].data;
@@ -169,8 +173,20 @@ TEST_F(corruption, damaged_containers_give_the_right_bytes_or_eio_never_wrong_on
   }
   EXPECT_EQ(wrong, 0u);
   EXPECT_GT(eio, 0u) << "no damage was found: the trials hit nothing";
+  if (read_opts.find("accel=fault") != std::string::npos) {
+    std::string out;
+    ASSERT_EQ(run({QZFS_BINARY, "stats", "--json", mnt_.string()}, &out), 0) << out;
+    EXPECT_GT(json_number(out, "decompressed", "accel"), 0u) << "no record went to the accelerator: " << out;
+  }
   EXPECT_GT(right, 0u);
-  std::printf("corruption trials: %d, records read right %zu, EIO %zu, wrong %zu\n", trials, right, eio, wrong);
+  std::printf("corruption trials (%s): %d, records read right %zu, EIO %zu, wrong %zu\n", write_opts.c_str(), trials, right,
+              eio, wrong);
 }
+
+INSTANTIATE_TEST_SUITE_P(records, corruption_trials,
+                         ::testing::Values(std::make_pair("commit=1,recordsize=4K", "commit=1"),
+                                           std::make_pair("commit=1,recordsize=32K,accel=cpu",
+                                                          "commit=1,accel=fault:error=0.05+garbage=0.05+badcrc=0.05+seed=9")),
+                         [](const auto& info) { return info.index == 0 ? std::string("records_4k") : std::string("records_32k_accel"); });
 
 }  // namespace
