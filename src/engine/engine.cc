@@ -374,6 +374,7 @@ void engine::submit(std::span<record> batch, file_learning* fl, pending& p) {
     }
     offload::job& j = jobs[i];
     j.spec = s;
+    j.timed = auto_ != nullptr;  // auto learns from the worker's CPU time
     j.in = r.in;
     j.out = r.payload.first(std::min(cap, r.payload.size()));
     fin[i] = pending::finisher{this, &r, fl, static_cast<std::int8_t>(auto_ ? class_of(verdict) : -1), by_file};

@@ -135,12 +135,12 @@ void cpu_backend::work() {
     }
     if (wake) not_full_.notify_one();
     auto t0 = std::chrono::steady_clock::now();
-    const std::uint64_t cpu0 = thread_cpu_ns();
+    const std::uint64_t cpu0 = j->timed ? thread_cpu_ns() : 0;
     run(*j, ws);
     const auto ns = static_cast<std::uint64_t>((std::chrono::steady_clock::now() - t0).count());
     // The job's own CPU time, not its wall time: a worker preempted by the request threads on a
     // busy machine would make its codec look slower than it is (auto learns from this).
-    j->ns = std::max<std::uint64_t>(1, thread_cpu_ns() - cpu0);
+    if (j->timed) j->ns = std::max<std::uint64_t>(1, thread_cpu_ns() - cpu0);
     busy_ns_.fetch_add(ns, std::memory_order_relaxed);
     note_service(ns);
     completed_.fetch_add(1, std::memory_order_relaxed);

@@ -57,24 +57,10 @@ scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahea
   } else if (for_accel) {
     if (!accel_->accepts(j)) {
       small_.fetch_add(1, std::memory_order_relaxed);
+    } else if (const auto r = offer(j, cpu_ahead, wait_until); r != route_to::cpu) {
+      if (r == route_to::accel) to_accel_.fetch_add(1, std::memory_order_relaxed);
+      return r;
     } else {
-      j.on_finish = &scheduler::after_accel;
-      j.on_finish_ctx = this;
-      if (const double wait = accel_wait_ns(cpu_ahead); wait >= 0) {
-        if (accel_->submit(j, overflow_depth_)) {
-          to_accel_.fetch_add(1, std::memory_order_relaxed);
-          return route_to::accel;
-        }
-        // Full, yet expected to finish this job in time even behind its whole queue: worth
-        // waiting for a place, as long as the rule allows (bias x the CPU's expected finish). A
-        // fast card is never short of places for long; a saturated one keeps them past the wait,
-        // and the job overflows to the CPU.
-        if (wait > 0) {
-          wait_until = clock_type::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(wait, 2e9)));
-          return route_to::wait;
-        }
-      }
-      j.on_finish = nullptr;
       overflow_.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -82,23 +68,31 @@ scheduler::route_to scheduler::route(job& j, completion& c, std::size_t cpu_ahea
   return route_to::cpu;
 }
 
-scheduler::route_to scheduler::route_decode(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until) {
-  // The same rule as for compression, for the members the device can decode: the accelerator
-  // when it is up and would finish no later than accel_bias x the CPU's expected finish.
-  if (accel_ != nullptr && accel_->serving() && accel_->accepts(j)) {
-    j.on_finish = &scheduler::after_accel;
-    j.on_finish_ctx = this;
-    if (const double wait = accel_wait_ns(cpu_ahead); wait >= 0) {
-      if (accel_->submit(j, overflow_depth_)) {
-        decode_accel_.fetch_add(1, std::memory_order_relaxed);
-        return route_to::accel;
-      }
-      if (wait > 0) {
-        wait_until = clock_type::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(wait, 2e9)));
-        return route_to::wait;
-      }
+scheduler::route_to scheduler::offer(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until) {
+  j.on_finish = &scheduler::after_accel;
+  j.on_finish_ctx = this;
+  if (const double wait = accel_wait_ns(cpu_ahead); wait >= 0) {
+    if (accel_->submit(j, overflow_depth_)) return route_to::accel;
+    // Full, yet expected to finish this job in time even behind its whole queue: worth waiting
+    // for a place, as long as the rule allows (bias x the CPU's expected finish). A fast card is
+    // never short of places for long; a saturated one keeps them past the wait, and the job
+    // overflows to the CPU.
+    if (wait > 0) {
+      wait_until = clock_type::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(wait, 2e9)));
+      return route_to::wait;
     }
-    j.on_finish = nullptr;
+  }
+  j.on_finish = nullptr;
+  return route_to::cpu;
+}
+
+scheduler::route_to scheduler::route_decode(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until) {
+  // The same rule as for compression, for the members the device can decode.
+  if (accel_ != nullptr && accel_->serving() && accel_->accepts(j)) {
+    if (const auto r = offer(j, cpu_ahead, wait_until); r != route_to::cpu) {
+      if (r == route_to::accel) decode_accel_.fetch_add(1, std::memory_order_relaxed);
+      return r;
+    }
   }
   decode_cpu_.fetch_add(1, std::memory_order_relaxed);
   return route_to::cpu;

@@ -114,23 +114,26 @@ class container final : public file_impl {
   // (its first `len` bytes), checked; on an error `out` holds nothing to use.
   [[nodiscard]] std::error_code read_record(std::uint64_t index, const map_slot& en, std::span<std::byte> out,
                                             std::uint32_t& len, std::string* why = nullptr);
-  [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst);
+  /// Bytes [lo, hi) of record `index` into `dst`. With a batch (read_parallel): a whole gzip
+  /// record's frame is queued there for decoding instead (queue_decode).  takes stripe(index) shared
+  [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst,
+                                          decode_batch* batch = nullptr, engine::engine* eng = nullptr);
   /// The damage of record `index` reported, counted and named in `why`: EIO.
   [[nodiscard]] std::error_code bad_record(std::uint64_t index, std::string_view what, std::string* why);
   /// The frame of record `index` read whole into `buf` and checked (parse_frame, the map, a
   /// logical size within `room`).  stripe(index) shared
   [[nodiscard]] std::error_code load_frame(std::uint64_t index, const map_slot& en, std::vector<std::byte>& buf,
                                            std::size_t room, format::frame_view& v, std::string* why = nullptr);
-  /// pread of two or more records: the whole compressed ones read as a batch of this thread's
-  /// frames, their gzip records decoded by the backends when an accelerator decodes (jobs
-  /// through `eng`), the rest here; partial records as read_part does.
+  /// pread of two or more records while an accelerator decodes: the whole gzip records' frames
+  /// read as a batch of this thread's, all but the first of a batch decoded by the backends
+  /// (jobs through `eng`); every other record as read_part reads it.
   [[nodiscard]] std::error_code read_parallel(const record_range& range, std::span<std::byte> out, engine::engine& eng,
                                               std::size_t& got);
-  /// read_parallel's step for a whole record: copied, zeroed or read in place, or its frame read
-  /// into the batch and (a gzip record, `hand_out`, not the batch's first) submitted.  takes
-  /// stripe(i) shared, not across the submission
-  [[nodiscard]] std::error_code start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng,
-                                            bool hand_out);
+  /// read_part's step for a whole gzip record in a batch: its frame read into the batch and
+  /// checked under `rec` (stripe(i) shared, let go once the frame is this thread's), then (not
+  /// the batch's first) submitted to `eng`.
+  [[nodiscard]] std::error_code queue_decode(std::uint64_t i, const map_slot& en, std::span<std::byte> dst, decode_batch& b,
+                                            engine::engine& eng, std::shared_lock<std::shared_mutex>& rec);
   /// Decodes the batch's first record here, waits for the others and checks each against its
   /// checksum (a wrong answer is decoded again here); empties the batch.
   [[nodiscard]] std::error_code finish_decodes(decode_batch& b);

@@ -20,7 +20,6 @@ namespace qzfs::store {
 // caller's buffer, the job.
 struct decode_slot {
   std::uint64_t index = 0;
-  bool submitted = false;  // handed to the scheduler (else decoded by the reading thread)
   format::frame_header header{};
   iovec payload{};
   std::span<std::byte> logical;  // the record's bytes in the caller's buffer
@@ -138,7 +137,8 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
   if (off >= sz || out.empty()) return {};
   const record_range range(off, std::min<std::uint64_t>(out.size(), sz - off), shift_);
   read_ahead(off, range.end_offset());
-  if (auto* eng = core_.compressor(); eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2) {
+  if (auto* eng = core_.compressor();
+      eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2 && hand_out_decodes(*eng)) {
     return read_parallel(range, out, *eng, got);
   }
   for (const record_part p : range) {
@@ -149,7 +149,8 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
   return {};
 }
 
-std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint32_t b, std::span<std::byte> dst) {
+std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint32_t b, std::span<std::byte> dst,
+                                     decode_batch* batch, engine::engine* eng) {
   std::shared_lock rec(stripe(i));
   const std::byte* dirty_buf = nullptr;
   map_slot en;
@@ -167,6 +168,8 @@ std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint
     std::memset(dst.data(), 0, dst.size());
   } else if (bufs_.cache_read(i, dst, a, b)) {
     cache_hits_.fetch_add(1, std::memory_order_relaxed);
+  } else if (a == 0 && b == rs_ && batch != nullptr && en.e.format == codec::payload_format::gzip && !en.e.lost()) {
+    return queue_decode(i, en, dst, *batch, *eng, rec);
   } else if (a == 0 && b == rs_) {
     // The whole record is wanted: decode straight into the caller's buffer.
     std::uint32_t len = 0;
@@ -230,16 +233,9 @@ void container::read_ahead(std::uint64_t off, std::uint64_t end) {
   for (std::size_t k = 0; k < n; ++k) io_.will_need(runs[k].first, runs[k].second - runs[k].first);
 }
 
-namespace {
-// Readers in read_parallel now, mount-wide: while there are at least as many as CPU workers, the
-// workers are busy with theirs and each reader decodes its own records (handing them over
-// would only add hand-overs).
-std::atomic<unsigned> parallel_readers{0};
-}  // namespace
-
 bool container::hand_out_decodes(engine::engine& eng) const noexcept {
   // Records go to the backends when an accelerator can decode them (gzip records inside its
-  // window; start_decode checks each record's format). With the CPU alone, the request threads
+  // window; read_part queues only gzip records). With the CPU alone, the request threads
   // already decode in parallel: the kernel's read-ahead (4 MiB) keeps several requests in
   // flight, one per thread; handing their records to the workers as well cost 5-10% more CPU
   // per GiB and read no faster on two cores (docs/BENCHMARKS.md "Reads").
@@ -252,13 +248,6 @@ std::error_code container::read_parallel(const record_range& range, std::span<st
   b.slots.clear();
   b.slots.reserve(max_parallel_records);
   if (b.frames.size() < max_parallel_records) b.frames.resize(max_parallel_records);
-  struct reader {
-    bool hand_out;
-    reader(unsigned workers, bool wanted)
-        : hand_out(parallel_readers.fetch_add(1, std::memory_order_relaxed) < workers && wanted) {}
-    ~reader() { parallel_readers.fetch_sub(1, std::memory_order_relaxed); }
-  } me(eng.workers(), hand_out_decodes(eng));
-  const std::size_t limit = me.hand_out ? max_parallel_records : 1;
   // Whatever leaves this function (an error, an exception from an allocation) waits first for
   // the jobs in flight: they write into `out` and read this thread's frames.
   struct settle {
@@ -271,14 +260,8 @@ std::error_code container::read_parallel(const record_range& range, std::span<st
   std::error_code first;  // the first record's error, in the order of the read
   for (const record_part p : range) {
     auto dst = out.subspan(p.pos, p.size());
-    std::error_code ec;
-    if (p.lo != 0 || p.hi != rs_) {
-      ec = read_part(p.index, p.lo, p.hi, dst);
-    } else {
-      if (b.slots.size() == limit) first = finish_decodes(b);
-      if (!first) ec = start_decode(p.index, dst, b, eng, me.hand_out);
-    }
-    if (ec && !first) first = ec;
+    if (b.slots.size() == max_parallel_records) first = finish_decodes(b);
+    if (!first) first = read_part(p.index, p.lo, p.hi, dst, &b, &eng);
     if (first) break;  // what is in flight is waited for (the guard); nothing after it is read
     got += dst.size();
   }
@@ -287,38 +270,8 @@ std::error_code container::read_parallel(const record_range& range, std::span<st
   return first;
 }
 
-std::error_code container::start_decode(std::uint64_t i, std::span<std::byte> dst, decode_batch& b, engine::engine& eng,
-                                        bool hand_out) {
-  std::shared_lock rec(stripe(i));
-  const std::byte* dirty_buf = nullptr;
-  map_slot en;
-  {
-    std::lock_guard lk(m_);
-    if (const auto* d = bufs_.find(i)) {
-      dirty_buf = d->buf.get();
-    } else {
-      en = entry_locked(i);
-    }
-  }
-  if (dirty_buf != nullptr) {
-    std::memcpy(dst.data(), dirty_buf, dst.size());
-    return {};
-  }
-  if (en.e.hole()) {
-    std::memset(dst.data(), 0, dst.size());
-    return {};
-  }
-  if (bufs_.cache_read(i, dst, 0, rs_)) {
-    cache_hits_.fetch_add(1, std::memory_order_relaxed);
-    return {};
-  }
-  if (en.e.lost() || en.e.format == codec::payload_format::none) {
-    // Nothing to decode (a raw record is read in place), or nothing to read.
-    std::uint32_t len = 0;
-    if (auto ec = read_record(i, en, dst, len)) return ec;
-    std::memset(dst.data() + len, 0, dst.size() - len);
-    return {};
-  }
+std::error_code container::queue_decode(std::uint64_t i, const map_slot& en, std::span<std::byte> dst, decode_batch& b,
+                                        engine::engine& eng, std::shared_lock<std::shared_mutex>& rec) {
   // The frame is read and checked here, under the record's lock; decoding it needs only this
   // thread's copy, so the job runs without any lock.
   const std::size_t k = b.slots.size();
@@ -338,11 +291,7 @@ std::error_code container::start_decode(std::uint64_t i, std::span<std::byte> ds
   // (which may wait for a place at the accelerator).
   rec.unlock();
   // The first record of a batch is this thread's: it decodes it while the backends do the rest.
-  // Only gzip records go (the accelerator decodes nothing else; see hand_out_decodes).
-  if (k != 0 && hand_out && v.header.format == codec::payload_format::gzip) {
-    s.submitted = true;
-    eng.submit_decode(s.job, b.done);
-  }
+  if (k != 0) eng.submit_decode(s.job, b.done);
   return {};
 }
 
@@ -358,15 +307,10 @@ std::error_code container::finish_decodes(decode_batch& b) {
     }
     return {};
   };
-  std::error_code first;
-  for (auto& s : b.slots) {  // the records this thread decodes, while the backends do theirs
-    if (s.submitted) continue;
-    auto ec = decode_here(s);
-    if (ec && !first) first = ec;
-  }
+  std::error_code first = decode_here(b.slots[0]);  // this thread's, while the backends do the rest
   b.done.wait();
-  for (auto& s : b.slots) {
-    if (!s.submitted) continue;
+  for (std::size_t k = 1; k < b.slots.size(); ++k) {
+    auto& s = b.slots[k];
     const bool good = s.job.st == codec::status::ok && s.job.out_size == s.logical.size() &&
                       format::verify_logical(s.header, s.logical) == format::frame_error::ok;
     if (good) continue;

@@ -278,6 +278,14 @@ TEST(engine, without_the_checker_random_data_costs_a_full_compression) {
   EXPECT_EQ(f.cpu.stats().submitted, 1u);
 }
 
+// Eight measurements of 1000-byte records for each of auto's candidates (lz4, gzip-1, zstd-1,
+// zstd-3): {bytes stored, ns} each; the file's estimates when `fl` is given.
+void feed(engine& e, const std::array<std::pair<std::size_t, std::uint64_t>, 4>& costs, file_learning* fl = nullptr) {
+  const std::array<codec::spec, 4> specs{codec::spec::lz4(), codec::spec::gzip(1), codec::spec::zstd(1), codec::spec::zstd(3)};
+  for (int i = 0; i < 8; ++i)
+    for (std::size_t k = 0; k < 4; ++k) e.note_cost(compressibility::compressible, specs[k], 1000, costs[k].first, costs[k].second, fl);
+}
+
 // auto: gzip-1 when an accelerator is up; otherwise each candidate is tried once, then the one
 // whose measured cost (CPU per byte + what its stored bytes are worth) is lowest, with every
 // 16th record trying the candidate measured least recently; classes are measured apart.
@@ -289,12 +297,7 @@ TEST(engine, auto_picks_the_cheapest_measured_codec_and_keeps_measuring) {
   EXPECT_EQ(first, (std::set<std::string>{"lz4", "gzip-1", "zstd-1", "zstd-3"})) << "each candidate is tried first";
   // Measurements: lz4 fast but large, zstd-3 small but slow, gzip-1 and zstd-1 in between with
   // zstd-1 the cheapest at 20 ns per stored byte.
-  for (int i = 0; i < 8; ++i) {
-    e.note_cost(compressibility::compressible, codec::spec::lz4(), 1000, 450, 1400);
-    e.note_cost(compressibility::compressible, codec::spec::gzip(1), 1000, 330, 2900);
-    e.note_cost(compressibility::compressible, codec::spec::zstd(1), 1000, 300, 2500);
-    e.note_cost(compressibility::compressible, codec::spec::zstd(3), 1000, 280, 5500);
-  }
+  feed(e, {{{450, 1400}, {330, 2900}, {300, 2500}, {280, 5500}}});
   std::map<std::string, int> picks;
   for (int i = 0; i < 160; ++i) ++picks[codec::to_string(e.choose(compressibility::compressible))];
   EXPECT_EQ(picks["zstd-1"], 150) << "the cheapest, but for every 16th record";
@@ -320,12 +323,7 @@ TEST(engine, auto_lets_a_large_file_decide_by_its_own_records) {
   engine e(f.sched, {.pol = *parse_policy("auto")});
   const auto cc = compressibility::compressible;
   // The mount: zstd-1 cheapest.
-  for (int i = 0; i < 8; ++i) {
-    e.note_cost(cc, codec::spec::lz4(), 1000, 450, 1400);
-    e.note_cost(cc, codec::spec::gzip(1), 1000, 330, 2900);
-    e.note_cost(cc, codec::spec::zstd(1), 1000, 300, 2500);
-    e.note_cost(cc, codec::spec::zstd(3), 1000, 280, 5500);
-  }
+  feed(e, {{{450, 1400}, {330, 2900}, {300, 2500}, {280, 5500}}});
   file_learning fl;
   for (int i = 0; i < 8; ++i) EXPECT_EQ(e.choose(cc, &fl), codec::spec::zstd(1)) << "first records: the mount's choice";
   // Its next records try each candidate on the file itself.
@@ -333,12 +331,7 @@ TEST(engine, auto_lets_a_large_file_decide_by_its_own_records) {
   for (int i = 0; i < 4; ++i) tried.insert(codec::to_string(e.choose(cc, &fl)));
   EXPECT_EQ(tried, (std::set<std::string>{"lz4", "gzip-1", "zstd-1", "zstd-3"}));
   // This file is binary-like: lz4 barely compresses it, zstd-3 is worth its time.
-  for (int i = 0; i < 8; ++i) {
-    e.note_cost(cc, codec::spec::lz4(), 1000, 900, 1400, &fl);
-    e.note_cost(cc, codec::spec::gzip(1), 1000, 700, 4000, &fl);
-    e.note_cost(cc, codec::spec::zstd(1), 1000, 650, 3500, &fl);
-    e.note_cost(cc, codec::spec::zstd(3), 1000, 500, 5000, &fl);
-  }
+  feed(e, {{{900, 1400}, {700, 4000}, {650, 3500}, {500, 5000}}}, &fl);
   std::map<std::string, int> picks;
   for (int i = 0; i < 32; ++i) ++picks[codec::to_string(e.choose(cc, &fl))];
   EXPECT_EQ(picks["zstd-3"], 30) << "the file's cheapest, but for every 16th record";
@@ -352,12 +345,7 @@ TEST(engine, auto_values_stored_bytes_more_while_the_workers_idle) {
   fixture f;
   engine e(f.sched, {.pol = *parse_policy("auto")});
   const auto cc = compressibility::compressible;
-  for (int i = 0; i < 8; ++i) {
-    e.note_cost(cc, codec::spec::lz4(), 1000, 450, 1400);
-    e.note_cost(cc, codec::spec::gzip(1), 1000, 330, 2900);
-    e.note_cost(cc, codec::spec::zstd(1), 1000, 300, 2500);
-    e.note_cost(cc, codec::spec::zstd(3), 1000, 250, 5500);
-  }
+  feed(e, {{{450, 1400}, {330, 2900}, {300, 2500}, {250, 5500}}});
   EXPECT_DOUBLE_EQ(e.stored_weight(), 20.0) << "busy until measured otherwise";
   for (int i = 0; i < 6; ++i) (void)e.choose(cc);
   EXPECT_EQ(e.choose(cc), codec::spec::zstd(1));

@@ -100,6 +100,28 @@ TEST(accel_backend, zstd_and_lz4_never_go_to_the_accelerator) {
   EXPECT_EQ(sched.stats().to_accel, 0u);
 }
 
+// Two CPU workers, the software device behind faults (`spec`) with a 200 ms timeout, and a
+// scheduler that sends the device all it takes.
+struct fault_rig {
+  cpu_backend cpu{{.workers = 2}};
+  fault_device* fd = nullptr;  // the device, owned by accel
+  accel_backend accel;
+  scheduler sched;
+  explicit fault_rig(const std::string& spec) : accel(make(spec, fd), opts()), sched(cpu, &accel, everything()) {}
+
+ private:
+  static std::unique_ptr<device> make(const std::string& spec, fault_device*& fd) {
+    auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec(spec));
+    fd = dev.get();
+    return dev;
+  }
+  static accel_backend::options opts() {
+    auto o = fast_accel();
+    o.timeout = 200ms;
+    return o;
+  }
+};
+
 struct fault_case {
   const char* name;
   std::string spec;
@@ -113,13 +135,8 @@ class faults : public ::testing::TestWithParam<fault_case> {};
 // round-trip, the counters account for every job, the backend goes down, and after the device
 // heals it comes back and takes traffic again.
 TEST_P(faults, no_job_is_lost_and_the_device_comes_back) {
-  cpu_backend cpu({.workers = 2});
-  auto dev = std::make_unique<fault_device>(make_software_device(), parse_fault_spec(GetParam().spec));
-  fault_device* fd = dev.get();
-  auto o = fast_accel();
-  o.timeout = 200ms;
-  accel_backend accel(std::move(dev), o);
-  scheduler sched(cpu, &accel, everything());
+  fault_rig r(GetParam().spec);
+  auto& [cpu, fd, accel, sched] = r;
 
   std::uint64_t total = 0;
   // Six rounds, and more (up to 60) while a low-rate fault has not fired yet: how many jobs the
@@ -222,14 +239,8 @@ TEST(decode_jobs, the_accelerator_decodes_gzip_and_zstd_stays_on_the_cpu) {
 // device's answer passes only when its CRC-32 is the member's; the rest are redone on the CPU),
 // the device is torn down, re-probed, and decodes again once healed.
 TEST(decode_jobs, a_failing_device_never_returns_a_wrong_record) {
-  cpu_backend cpu({.workers = 2});
-  auto dev = std::make_unique<fault_device>(make_software_device(),
-                                            parse_fault_spec("error=0.1,garbage=0.05,badcrc=0.05,timeout=0.01,seed=11"));
-  fault_device* fd = dev.get();
-  auto o = fast_accel();
-  o.timeout = 200ms;
-  accel_backend accel(std::move(dev), o);
-  scheduler sched(cpu, &accel, everything());
+  fault_rig r("error=0.1,garbage=0.05,badcrc=0.05,timeout=0.01,seed=11");
+  auto& [cpu, fd, accel, sched] = r;
   std::uint64_t total = 0;
   for (int round = 0; round < 60 && (round < 6 || accel.stats().teardowns < 2); ++round) {
     test::decode_batch b(40, 32 * 1024);

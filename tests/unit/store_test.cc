@@ -25,6 +25,16 @@ namespace {
 
 using namespace test_rig;
 
+// Where the frame of the record holding `logical` lies in a container's bytes (found by its
+// logical hash), parsed into `v`; npos when no frame holds it.
+std::size_t find_frame(std::span<const std::byte> image, std::span<const std::byte> logical, format::frame_view& v) {
+  const auto h = format::hash(logical);
+  for (std::size_t at = format::container_header_size; at + 40 < image.size(); ++at) {
+    if (format::parse_frame(image.subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h) return at;
+  }
+  return std::string::npos;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Basics, per policy
 
@@ -186,13 +196,9 @@ TEST(store, rewrite_compresses_again_under_a_new_engine_beside_writers) {
 
   // A damaged record: counted, left as it is (still EIO to read), the others rewritten.
   f.reset();
-  const auto h3 = format::hash(std::span(d).subspan(3 * 64 * KiB, 64 * KiB));
-  std::size_t at = format::container_header_size;
   format::frame_view v;
-  for (; at + 40 < disk->bytes.size(); ++at) {
-    if (format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h3) break;
-  }
-  ASSERT_LT(at + 40, disk->bytes.size()) << "no frame of record 3";
+  const std::size_t at = find_frame(disk->bytes, std::span(d).subspan(3 * 64 * KiB, 64 * KiB), v);
+  ASSERT_NE(at, std::string::npos) << "no frame of record 3";
   disk->bytes[at + 40 + v.payload.size() / 2] ^= std::byte{0xff};
   f = open_mem(disk, o);
   f->set_compressor(the_rig().get("lz4"));
@@ -222,13 +228,9 @@ TEST(store, raw_records_read_in_place_are_checked_as_frames_are) {
     EXPECT_EQ(read_all(*f), d);
     f.reset();
     // The frame of record 2, found by its logical hash (raw: the payload's too).
-    const auto h2 = format::hash(std::span(d).subspan(2 * 64 * KiB, 64 * KiB));
     format::frame_view v;
-    std::size_t at = format::container_header_size;
-    for (; at + 40 < disk->bytes.size(); ++at) {
-      if (format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h2) break;
-    }
-    ASSERT_LT(at + 40, disk->bytes.size());
+    const std::size_t at = find_frame(disk->bytes, std::span(d).subspan(2 * 64 * KiB, 64 * KiB), v);
+    ASSERT_NE(at, std::string::npos);
     ASSERT_EQ(v.header.format, codec::payload_format::none);
     disk->bytes[at + flip_at] ^= std::byte{0x10};
     f = open_mem(disk, o);
@@ -286,13 +288,9 @@ TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
   f.reset();
 
   // A bit flipped inside record 7's payload.
-  const auto h7 = format::hash(std::span(d).subspan(7 * 64 * KiB, 64 * KiB));
   format::frame_view v;
-  std::size_t at = format::container_header_size;
-  for (; at + 40 < disk->bytes.size(); ++at) {
-    if (format::parse_frame(std::span(disk->bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h7) break;
-  }
-  ASSERT_LT(at + 40, disk->bytes.size());
+  const std::size_t at = find_frame(disk->bytes, std::span(d).subspan(7 * 64 * KiB, 64 * KiB), v);
+  ASSERT_NE(at, std::string::npos);
   ASSERT_EQ(v.header.format, codec::payload_format::gzip);
   disk->bytes[at + format::frame_header_size + v.payload.size() / 2] ^= std::byte{0x08};
   f = open_mem(disk, o);
@@ -367,13 +365,9 @@ TEST(store, a_raw_record_cut_short_in_a_real_file_is_eio) {
   }
   // The last raw frame's payload, found by its hash, cut in the middle.
   std::vector<std::byte> bytes = test::read_file(path.string());
-  const auto h2 = format::hash(std::span(d).subspan(2 * 64 * KiB, 64 * KiB));
   format::frame_view v;
-  std::size_t at = format::container_header_size;
-  for (; at + 40 < bytes.size(); ++at) {
-    if (format::parse_frame(std::span(bytes).subspan(at), v) == format::frame_error::ok && v.header.logical_hash == h2) break;
-  }
-  ASSERT_LT(at + 40, bytes.size());
+  const std::size_t at = find_frame(bytes, std::span(d).subspan(2 * 64 * KiB, 64 * KiB), v);
+  ASSERT_NE(at, std::string::npos);
   // Its bytes made unreadable past the middle: the file is cut there (the map and slots were
   // read at open, from copies that lie before or are read first).
   const int fd = ::open(path.c_str(), O_RDWR);

@@ -185,7 +185,7 @@ class engine {
   void submit_decode(offload::job& j, offload::completion& c);
   /// An accelerator that decodes gzip records of `record_size` bytes is serving: reads hand
   /// their gzip records to the scheduler. (QZFS_DECODE_JOBS=1 in the environment: always, to the
-  /// CPU workers too; =0: never.)
+  /// CPU workers too; =0: never.) Reads decode every record themselves otherwise.
   [[nodiscard]] bool decodes_offloaded(std::size_t record_size) const noexcept;
   /// The codec `auto` picks now for a record the checker judged `c` (exposed for tests). For
   /// auto, each call counts: every 16th record of a class tries the candidate chosen least

@@ -53,6 +53,7 @@ struct job {
   // --- set by the submitter
   codec::spec spec{};  // codec and level (decompress: spec.format alone matters)
   direction dir = direction::compress;
+  bool timed = false;  // the submitter wants `ns` (two clock reads a job; auto learns from them)
   std::span<const iovec> in;
   std::span<std::byte> out;
   completion* done = nullptr;
@@ -62,7 +63,8 @@ struct job {
   std::size_t out_size = 0;
   codec::producer_id producer = codec::producer_id::none;  // which implementation made the payload
   const char* ran_on = "";  // backend that produced the result
-  std::uint64_t ns = 0;     // a CPU worker's CPU time on it (the codec call); 0 from an accelerator
+  std::uint64_t ns = 0;     // when timed: a CPU worker's CPU time on it (the codec call); else 0, and 0
+                            // from an accelerator
   bool redone = false;      // an accelerator failed or timed out and the CPU redid it
 
   // --- the submitter's hook: runs on the finishing thread once the result is final, just

@@ -81,6 +81,9 @@ class scheduler {
   /// After route() said wait: true when the accelerator took `j` in time; else it is the CPU's.
   bool wait_for_accel(job& j, clock_type::time_point until);
   route_to route_decode(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until);
+  /// A job the accelerator accepts, offered to it by the expected-finish rule: taken (accel),
+  /// worth waiting for a place until `wait_until` (wait), or the CPU's (on_finish cleared).
+  route_to offer(job& j, std::size_t cpu_ahead, clock_type::time_point& wait_until);
 
   cpu_backend& cpu_;
   accel_backend* accel_;
