@@ -114,6 +114,15 @@ class container final : public file_impl {
   // (its first `len` bytes), checked; on an error `out` holds nothing to use.
   [[nodiscard]] std::error_code read_record(std::uint64_t index, const map_slot& en, std::span<std::byte> out,
                                             std::uint32_t& len, std::string* why = nullptr);
+  /// A raw frame read as its header and payload, checked (its own fields, its hash, the map):
+  /// what is wrong with it (empty: nothing; `len` its logical size).
+  [[nodiscard]] std::string_view raw_problem(const map_slot& en, std::span<const std::byte, format::frame_header_size> head,
+                                             std::span<const std::byte> payload, std::uint32_t& len) const noexcept;
+  /// pread's step for whole raw records from `first` on whose frames lie back to back: their
+  /// stripes held, one preadv (headers aside, payloads into `out`), each checked. The records
+  /// read (0: none, the caller reads `first` alone; a damaged record ends the run before it, so
+  /// that it is read and reported alone).  layout_ shared
+  [[nodiscard]] std::uint64_t read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out);
   /// Bytes [lo, hi) of record `index` into `dst`. With a batch (read_parallel): a whole gzip
   /// record's frame is queued there for decoding instead (queue_decode).  takes stripe(index) shared
   [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst,
@@ -288,6 +297,10 @@ class container final : public file_impl {
   // or less.
   std::atomic<std::uint64_t> ra_next_{~std::uint64_t{0}}, ra_until_{0};
   std::atomic<std::uint32_t> ra_window_{0};
+  // The backing file's chunks (2^ra_chunk_shift bytes) read_ahead named last (index + 1; 0: none).
+  static constexpr unsigned ra_chunk_shift = 21;
+  std::array<std::atomic<std::uint64_t>, 8> ra_chunks_{};
+  std::atomic<std::uint32_t> ra_chunk_next_{0};
   std::atomic<std::uint64_t> log_syncs_{0}, log_replayed_{0};
 };
 

@@ -6,6 +6,7 @@
 // returns. Otherwise the reading thread decodes every record itself (the kernel's read-ahead
 // keeps several requests, one per thread, in flight: they decode in parallel already).
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 
@@ -50,6 +51,8 @@ scratch& thread_scratch() {
 constexpr std::uint32_t min_parallel_record = 16 * 1024;
 // Records of one read in flight at once (their frames are this thread's buffers).
 constexpr std::size_t max_parallel_records = 16;
+// Raw records read with one preadv (twice as many buffers: header, payload).
+constexpr std::size_t max_run_records = 32;
 
 decode_batch& thread_batch() {
   thread_local decode_batch b;
@@ -84,6 +87,22 @@ std::error_code container::load_frame(std::uint64_t index, const map_slot& en, s
   return {};
 }
 
+std::string_view container::raw_problem(const map_slot& en, std::span<const std::byte, format::frame_header_size> head,
+                                        std::span<const std::byte> payload, std::uint32_t& len) const noexcept {
+  format::frame_header h;
+  if (auto fe = format::parse_frame_header(head, h); fe != format::frame_error::ok) return format::to_string(fe);
+  // The payload first, as parse_frame does: damaged bytes are named as such.
+  if (h.physical_size == payload.size() && format::hash(payload) != h.payload_hash) {
+    return format::to_string(format::frame_error::payload_checksum);
+  }
+  if (h.format != en.e.format || h.payload_hash != en.e.payload_hash || h.physical_size != payload.size() ||
+      h.logical_size > rs_) {
+    return "frame does not match the record map";
+  }
+  len = h.logical_size;
+  return {};
+}
+
 std::error_code container::read_record(std::uint64_t index, const map_slot& en, std::span<std::byte> out, std::uint32_t& len,
                                        std::string* why) {
   auto bad = [&](std::string_view what) { return bad_record(index, what, why); };
@@ -94,21 +113,12 @@ std::error_code container::read_record(std::uint64_t index, const map_slot& en, 
       en.e.length - format::frame_header_size <= out.size()) {
     std::array<std::byte, format::frame_header_size> head;
     const auto payload = out.first(en.e.length - format::frame_header_size);
-    if (auto ec = io_.pread_split(head, payload, en.e.offset)) {
+    const iovec v[2] = {{head.data(), head.size()}, {payload.data(), payload.size()}};
+    if (auto ec = io_.preadv_exact(v, en.e.offset)) {
       if (ec == std::errc::io_error) return bad("frame cut short at byte " + std::to_string(en.e.offset));
       return ec;
     }
-    format::frame_header h;
-    if (auto fe = format::parse_frame_header(head, h); fe != format::frame_error::ok) return bad(format::to_string(fe));
-    // The payload first, as parse_frame does: damaged bytes are named as such.
-    if (h.physical_size == payload.size() && format::hash(payload) != h.payload_hash) {
-      return bad(format::to_string(format::frame_error::payload_checksum));
-    }
-    if (h.format != en.e.format || h.payload_hash != en.e.payload_hash || h.physical_size != payload.size() ||
-        h.logical_size > rs_) {
-      return bad("frame does not match the record map");
-    }
-    len = h.logical_size;
+    if (const auto what = raw_problem(en, head, payload, len); !what.empty()) return bad(what);
     return {};
   }
   auto& s = thread_scratch();
@@ -141,12 +151,89 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
       eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2 && hand_out_decodes(*eng)) {
     return read_parallel(range, out, *eng, got);
   }
-  for (const record_part p : range) {
+  for (std::uint64_t i = range.first(); i <= range.last();) {
+    // Whole raw records whose frames lie back to back: one read for all of them.
+    if (const std::uint64_t n = read_raw_run(range, i, out); n != 0) {
+      const record_part p = range.at(i + n - 1);
+      got = p.pos + p.size();
+      i += n;
+      continue;
+    }
+    const record_part p = range.at(i++);
     auto dst = out.subspan(p.pos, p.size());
     if (auto ec = read_part(p.index, p.lo, p.hi, dst)) return ec;
     got += dst.size();
   }
   return {};
+}
+
+std::uint64_t container::read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out) {
+  const std::uint64_t end = std::min(range.end_whole(), first + max_run_records);
+  if (first < range.first_whole() || end < first + 2) return 0;
+  auto raw_frame = [&](const format::map_entry& e) {
+    return !e.hole() && !e.lost() && e.format == codec::payload_format::none && e.length > format::frame_header_size &&
+           e.length - format::frame_header_size <= rs_;
+  };
+  // The run as the map has it now; then its records' stripes, and the run again under them (a
+  // record written meanwhile ends it there).
+  std::uint64_t n = 0;
+  {
+    std::lock_guard lk(m_);
+    for (std::uint64_t at = 0, i = first; i < end; ++i, ++n) {
+      if (bufs_.find(i) != nullptr) break;
+      const auto e = entry_locked(i).e;
+      if (!raw_frame(e) || (n != 0 && e.offset != at)) break;
+      at = e.offset + e.length;
+    }
+  }
+  if (n < 2) return 0;
+  std::array<std::size_t, max_run_records> order;
+  for (std::size_t k = 0; k < n; ++k) order[k] = (first + k) % stripes_.size();
+  std::sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n));
+  const auto stripes_end = std::unique(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n));
+  for (auto it = order.begin(); it != stripes_end; ++it) stripes_[*it].lock_shared();
+  struct release {
+    container& c;
+    std::size_t* from;
+    std::size_t* to;
+    ~release() {
+      for (auto* it = to; it != from;) c.stripes_[*--it].unlock_shared();
+    }
+  } held{*this, order.data(), &*stripes_end};
+
+  thread_local std::array<std::array<std::byte, format::frame_header_size>, max_run_records> heads;
+  std::array<map_slot, max_run_records> ens;
+  std::array<iovec, 2 * max_run_records> v;
+  std::uint64_t start = 0;
+  {
+    std::lock_guard lk(m_);
+    std::uint64_t k = 0;
+    for (std::uint64_t at = 0; k < n; ++k) {
+      if (bufs_.find(first + k) != nullptr) break;
+      ens[k] = entry_locked(first + k);
+      const auto& e = ens[k].e;
+      if (!raw_frame(e) || (k != 0 && e.offset != at)) break;
+      if (k == 0) start = e.offset;
+      at = e.offset + e.length;
+    }
+    n = k;
+  }
+  if (n < 2) return 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    const record_part p = range.at(first + k);
+    v[2 * k] = {heads[k].data(), heads[k].size()};
+    v[2 * k + 1] = {out.data() + p.pos, ens[k].e.length - format::frame_header_size};
+  }
+  // A failure (a frame cut short, a read error) is left to the records one by one, which name it.
+  if (io_.preadv_exact(std::span(v).first(2 * n), start)) return 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    const record_part p = range.at(first + k);
+    std::uint32_t len = 0;
+    const auto payload = out.subspan(p.pos, ens[k].e.length - format::frame_header_size);
+    if (!raw_problem(ens[k], heads[k], payload, len).empty()) return k;  // read again alone, and reported
+    std::memset(out.data() + p.pos + len, 0, rs_ - len);
+  }
+  return n;
 }
 
 std::error_code container::read_part(std::uint64_t i, std::uint32_t a, std::uint32_t b, std::span<std::byte> dst,
@@ -210,27 +297,30 @@ void container::read_ahead(std::uint64_t off, std::uint64_t end) {
   const std::uint64_t from = hinted > next && hinted <= next + window ? hinted : next;
   const std::uint64_t to = next + window;
   if (from >= to) return;
-  std::uint64_t until = to;
-  // Their frames, joined where they lie back to back (a stream written in order: one hint).
-  std::array<std::pair<std::uint64_t, std::uint64_t>, 8> runs;
-  std::size_t n = 0;
+  ra_until_.store(to, std::memory_order_relaxed);
+  // Their frames' stretch of the backing file, named in whole aligned chunks, each once: large
+  // reads for the disk whatever order the request threads come in (a hint per few frames, each
+  // overlapping what the kernel's own read-ahead is reading, made it read in small pieces).
+  std::uint64_t lo = ~std::uint64_t{0}, hi = 0, len = 0;
   {
     std::lock_guard lk(m_);
+    len = backing_len_;
     for (auto it = map_.lower_bound(from); it != map_.end() && it->first < to; ++it) {
       const auto& e = it->second.e;
       if (e.hole() || e.lost()) continue;
-      if (n != 0 && runs[n - 1].second == e.offset) {
-        runs[n - 1].second += e.length;
-      } else if (n < runs.size()) {
-        runs[n++] = {e.offset, e.offset + e.length};
-      } else {
-        until = it->first;  // the rest next time
-        break;
-      }
+      lo = std::min(lo, e.offset);
+      hi = std::max(hi, e.offset + e.length);
     }
   }
-  ra_until_.store(until, std::memory_order_relaxed);
-  for (std::size_t k = 0; k < n; ++k) io_.will_need(runs[k].first, runs[k].second - runs[k].first);
+  if (hi <= lo || hi - lo > 4 * max_window_bytes) return;  // none, or scattered: the kernel's own
+  for (std::uint64_t c = lo >> ra_chunk_shift; c <= (hi - 1) >> ra_chunk_shift; ++c) {
+    bool seen = false;
+    for (auto& h : ra_chunks_) seen = seen || h.load(std::memory_order_relaxed) == c + 1;
+    if (seen) continue;
+    ra_chunks_[ra_chunk_next_.fetch_add(1, std::memory_order_relaxed) % ra_chunks_.size()].store(c + 1, std::memory_order_relaxed);
+    const std::uint64_t a = c << ra_chunk_shift, b = std::min(len, (c + 1) << ra_chunk_shift);
+    if (b > a) io_.will_need(a, b - a);
+  }
 }
 
 bool container::hand_out_decodes(engine::engine& eng) const noexcept {

@@ -64,12 +64,15 @@ std::error_code fd_io::pread(std::span<std::byte> out, std::uint64_t off, std::s
   return {};
 }
 
-std::error_code fd_io::pread_split(std::span<std::byte> head, std::span<std::byte> body, std::uint64_t off) noexcept {
-  iovec v[2] = {{head.data(), head.size()}, {body.data(), body.size()}};
-  const ssize_t n = ::preadv(fd_, v, 2, static_cast<off_t>(off));
-  if (n == static_cast<ssize_t>(head.size() + body.size())) return {};
-  if (n < 0 && errno != EINTR) return last_error();
-  return io::pread_split(head, body, off);  // short or interrupted: the plain way
+std::error_code fd_io::preadv_exact(std::span<const iovec> bufs, std::uint64_t off) noexcept {
+  std::size_t want = 0;
+  for (const auto& v : bufs) want += v.iov_len;
+  if (bufs.size() <= IOV_MAX) {
+    const ssize_t n = ::preadv(fd_, bufs.data(), static_cast<int>(bufs.size()), static_cast<off_t>(off));
+    if (n == static_cast<ssize_t>(want)) return {};
+    if (n < 0 && errno != EINTR) return last_error();
+  }
+  return io::preadv_exact(bufs, off);  // short or interrupted: the plain way
 }
 
 void fd_io::will_need(std::uint64_t off, std::uint64_t len) noexcept {

@@ -67,12 +67,15 @@ class io {
     (void)off;
     (void)len;
   }
-  /// pread_exact of `head` then `body` from `off` on, into two buffers (a raw frame's header and
-  /// its payload straight into the reader's buffer); one preadv where the io has it.
-  [[nodiscard]] virtual std::error_code pread_split(std::span<std::byte> head, std::span<std::byte> body,
-                                                    std::uint64_t off) noexcept {
-    if (auto ec = pread_exact(head, off)) return ec;
-    return pread_exact(body, off + head.size());
+  /// pread_exact into `bufs`, one after the other from `off` on (a run of raw frames: their
+  /// headers into small buffers, their payloads straight into the reader's buffer); one preadv
+  /// where the io has it.
+  [[nodiscard]] virtual std::error_code preadv_exact(std::span<const iovec> bufs, std::uint64_t off) noexcept {
+    for (const auto& v : bufs) {
+      if (auto ec = pread_exact({static_cast<std::byte*>(v.iov_base), v.iov_len}, off)) return ec;
+      off += v.iov_len;
+    }
+    return {};
   }
 };
 
@@ -85,7 +88,7 @@ class fd_io final : public io {
   fd_io& operator=(const fd_io&) = delete;
 
   std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override;
-  std::error_code pread_split(std::span<std::byte> head, std::span<std::byte> body, std::uint64_t off) noexcept override;
+  std::error_code preadv_exact(std::span<const iovec> bufs, std::uint64_t off) noexcept override;
   void will_need(std::uint64_t off, std::uint64_t len) noexcept override;
   std::error_code pwritev(std::span<const iovec> in, std::uint64_t off) noexcept override;
   std::error_code sync() noexcept override;
