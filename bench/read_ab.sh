@@ -4,7 +4,8 @@
 # resolve (each image's disk behaves differently from run to run).
 #   bench/read_ab.sh ROUNDS TARGET...
 # TARGET: `hp` (libfuse's passthrough_hp, $PASSTHROUGH_HP, over the file as it is) or
-# POLICY@QZFS (a qzfs binary mounting the file stored with compression=POLICY), e.g.
+# POLICY[,OPTION...]@QZFS (a qzfs binary mounting the file stored with compression=POLICY, with
+# more mount options if given: off,readahead=1M@build/qzfs), e.g.
 #   PASSTHROUGH_HP=/work/ext/pt/passthrough_hp bench/read_ab.sh 4 hp off@build/qzfs off@/tmp/old/qzfs
 # The data: DATA_MB (default 1024) of the corpus's SAM, stored once per policy (by the first
 # binary naming it). Each run: caches dropped, `dd bs=1M` of the file through the target. Per
@@ -40,6 +41,7 @@ bytes=$((data_mb << 20))
 for t in "$@"; do
   [ "$t" = hp ] && { [ -x "${PASSTHROUGH_HP:-}" ] || { echo "read_ab: hp needs PASSTHROUGH_HP" >&2; exit 2; }; continue; }
   pol=${t%%@*} q=${t#*@}
+  pol=${pol%%,*}
   [ -x "$q" ] || { echo "read_ab: $q is not a binary" >&2; exit 2; }
   [ -d "$work/b/$pol" ] && continue
   mkdir -p "$work/b/$pol"
@@ -58,7 +60,8 @@ for ((r = 1; r <= rounds; r++)); do
       "$PASSTHROUGH_HP" "$work/b/plain" "$work/m" > /dev/null 2>&1
       sleep 1
     else
-      "${t#*@}" mount -o compression="${t%%@*}" "$work/b/${t%%@*}" "$work/m"
+      o=${t%%@*}
+      "${t#*@}" mount -o compression="$o" "$work/b/${o%%,*}" "$work/m"
     fi
     sync
     echo 3 > /proc/sys/vm/drop_caches
@@ -78,10 +81,12 @@ for ((r = 1; r <= rounds; r++)); do
     sleep 0.5
   done
 done
-echo "medians:"
+echo "medians (and, against the first target, the median of each round's ratio of speeds):"
+first=$1
 for t in "$@"; do
-  tr ';' '\n' <<< "${runs[$t]}" | awk -v t="$t" 'NF { m[NR] = $1; c[NR] = $2; k[NR] = $4; n = NR }
+  paste -d' ' <(tr ';' '\n' <<< "${runs[$t]}") <(tr ';' '\n' <<< "${runs[$first]}") |
+    awk -v t="$t" 'NF { m[NR] = $1; c[NR] = $2; k[NR] = $4; r[NR] = $1 / $5; n = NR }
     function med(a,   i, j, x) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { x = a[i]; a[i] = a[j]; a[j] = x }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-    END { printf "%-28s %6.0f MB/s %6.3f CPU-s/GiB  reads of %5.0f KiB\n", t, med(m), med(c), med(k) }'
+    END { printf "%-28s %6.0f MB/s %6.3f CPU-s/GiB  reads of %5.0f KiB  %.2fx\n", t, med(m), med(c), med(k), med(r) }'
 done
