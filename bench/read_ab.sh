@@ -11,6 +11,9 @@
 # binary naming it). Each run: caches dropped, `dd bs=1M` of the file through the target. Per
 # run and as medians per target: MB/s, the whole machine's busy CPU-s per GiB (/proc/stat), and
 # the loop device's reads (count and average size: how the backing file was read). Needs root.
+# WARM=1: the backing files stay in the page cache (read once before the rounds) and each run
+# drops only the mount's own cache of the file (`dd iflag=nocache`): the daemon's and FUSE's CPU
+# per GiB without the disk, which is what tells the targets' costs apart on a noisy machine.
 set -euo pipefail
 rounds=${1:?usage: read_ab.sh ROUNDS TARGET...}
 shift
@@ -52,7 +55,7 @@ for t in "$@"; do
 done
 hz=$(getconf CLK_TCK)
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-echo "read_ab.sh: $(date -u +%FT%TZ), $(nproc) cores, ${data_mb} MiB of SAM, $rounds rounds"
+echo "read_ab.sh: $(date -u +%FT%TZ), $(nproc) cores, ${data_mb} MiB of SAM, $rounds rounds$([ "${WARM:-0}" = 1 ] && echo ', backing files cached')"
 declare -A runs
 for ((r = 1; r <= rounds; r++)); do
   for t in "$@"; do
@@ -63,8 +66,13 @@ for ((r = 1; r <= rounds; r++)); do
       o=${t%%@*}
       "${t#*@}" mount -o compression="$o" "$work/b/${o%%,*}" "$work/m"
     fi
-    sync
-    echo 3 > /proc/sys/vm/drop_caches
+    if [ "${WARM:-0}" = 1 ]; then
+      cat "$work/b"/*/big > /dev/null
+      dd if="$work/m/big" iflag=nocache count=0 status=none
+    else
+      sync
+      echo 3 > /proc/sys/vm/drop_caches
+    fi
     read -r -a s0 < "/sys/block/$dev/stat"
     b0=$(busy)
     t0=$(date +%s.%N)
