@@ -147,8 +147,9 @@ class container final : public file_impl {
   /// checksum (a wrong answer is decoded again here); empties the batch.
   [[nodiscard]] std::error_code finish_decodes(decode_batch& b);
   /// Read-ahead by access pattern: a read that starts where the last one ended doubles the
-  /// stream's window (up to 4 MiB of records), any other read closes it; the backing file is
-  /// told to read ahead the frames of the window's records not hinted yet.  layout_ shared
+  /// stream's window (up to 16 MiB of records), any other read closes it; the backing file is
+  /// told to read ahead the aligned 2 MiB chunks that hold the frames of the window's records
+  /// not hinted yet, each chunk once.  layout_ shared
   void read_ahead(std::uint64_t off, std::uint64_t end);
   /// Whether a read hands its records to the backends (else the reading thread decodes them).
   [[nodiscard]] bool hand_out_decodes(engine::engine& eng) const noexcept;

@@ -368,7 +368,7 @@ TEST(store, records_of_one_read_are_decoded_in_parallel_and_each_is_checked) {
 }
 
 // Read-ahead follows the access pattern: a stream of reads each starting where the last ended
-// gets the backing file told about the frames ahead (a window that doubles up to 4 MiB of
+// gets the backing file told about the frames ahead (a window that doubles up to 16 MiB of
 // records), in aligned 2 MiB chunks of the backing file, none named twice; reads elsewhere
 // (random) get none.
 TEST(store, sequential_readers_get_read_ahead_and_random_readers_none) {
