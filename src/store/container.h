@@ -121,8 +121,10 @@ class container final : public file_impl {
   /// pread's step for whole raw records from `first` on whose frames lie back to back: their
   /// stripes held, one preadv (headers aside, payloads into `out`), each checked. The records
   /// read (0: none, the caller reads `first` alone; a damaged record ends the run before it, so
-  /// that it is read and reported alone).  layout_ shared
-  [[nodiscard]] std::uint64_t read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out);
+  /// that it is read and reported alone; `again` false when the read itself failed: the caller
+  /// reads the rest of its range record by record).  layout_ shared
+  [[nodiscard]] std::uint64_t read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out,
+                                           bool& again);
   /// Bytes [lo, hi) of record `index` into `dst`. With a batch (read_parallel): a whole gzip
   /// record's frame is queued there for decoding instead (queue_decode).  takes stripe(index) shared
   [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst,
@@ -300,7 +302,7 @@ class container final : public file_impl {
   std::atomic<std::uint32_t> ra_window_{0};
   // The backing file's chunks (2^ra_chunk_shift bytes) read_ahead named last (index + 1; 0: none).
   static constexpr unsigned ra_chunk_shift = 21;
-  std::array<std::atomic<std::uint64_t>, 8> ra_chunks_{};
+  std::array<std::atomic<std::uint64_t>, 16> ra_chunks_{};
   std::atomic<std::uint32_t> ra_chunk_next_{0};
   std::atomic<std::uint64_t> log_syncs_{0}, log_replayed_{0};
 };

@@ -151,9 +151,10 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
       eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2 && hand_out_decodes(*eng)) {
     return read_parallel(range, out, *eng, got);
   }
+  bool runs = true;  // false after a run's read failed: the rest one by one (damage is rare)
   for (std::uint64_t i = range.first(); i <= range.last();) {
     // Whole raw records whose frames lie back to back: one read for all of them.
-    if (const std::uint64_t n = read_raw_run(range, i, out); n != 0) {
+    if (const std::uint64_t n = runs ? read_raw_run(range, i, out, runs) : 0; n != 0) {
       const record_part p = range.at(i + n - 1);
       got = p.pos + p.size();
       i += n;
@@ -167,7 +168,8 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
   return {};
 }
 
-std::uint64_t container::read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out) {
+std::uint64_t container::read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out,
+                                      bool& again) {
   const std::uint64_t end = std::min(range.end_whole(), first + max_run_records);
   if (first < range.first_whole() || end < first + 2) return 0;
   auto raw_frame = [&](const format::map_entry& e) {
@@ -199,7 +201,7 @@ std::uint64_t container::read_raw_run(const record_range& range, std::uint64_t f
     ~release() {
       for (auto* it = to; it != from;) c.stripes_[*--it].unlock_shared();
     }
-  } held{*this, order.data(), &*stripes_end};
+  } held{*this, order.data(), order.data() + (stripes_end - order.begin())};
 
   thread_local std::array<std::array<std::byte, format::frame_header_size>, max_run_records> heads;
   std::array<map_slot, max_run_records> ens;
@@ -225,7 +227,10 @@ std::uint64_t container::read_raw_run(const record_range& range, std::uint64_t f
     v[2 * k + 1] = {out.data() + p.pos, ens[k].e.length - format::frame_header_size};
   }
   // A failure (a frame cut short, a read error) is left to the records one by one, which name it.
-  if (io_.preadv_exact(std::span(v).first(2 * n), start)) return 0;
+  if (io_.preadv_exact(std::span(v).first(2 * n), start)) {
+    again = false;
+    return 0;
+  }
   for (std::size_t k = 0; k < n; ++k) {
     const record_part p = range.at(first + k);
     std::uint32_t len = 0;
@@ -305,7 +310,10 @@ void container::read_ahead(std::uint64_t off, std::uint64_t end) {
   ra_until_.store(to, std::memory_order_relaxed);
   // Their frames' stretch of the backing file, named in whole aligned chunks, each once: large
   // reads for the disk whatever order the request threads come in (a hint per few frames, each
-  // overlapping what the kernel's own read-ahead is reading, made it read in small pieces).
+  // overlapping what the kernel's own read-ahead is reading, made it read in small pieces). The
+  // stretch, not only the chunks that hold the window's frames: a file written by several
+  // threads at once has a megabyte of records spread over 3-20 MiB, interleaved with the records
+  // the stream reads next. Frames spread wider (a file written in random order) get no hint.
   std::uint64_t lo = ~std::uint64_t{0}, hi = 0, len = 0;
   {
     std::lock_guard lk(m_);
