@@ -70,8 +70,9 @@ TEST_P(corruption_trials, damaged_containers_give_the_right_bytes_or_eio_never_w
   const char* env = std::getenv("QZFS_CORRUPT_TRIALS");
   const int trials = env != nullptr ? std::atoi(env) : 300;
   const std::string write_opts = GetParam().first, read_opts = GetParam().second;
-  // Originals of several shapes: one small record, a few records with a hole and a raw one, and
-  // many records (several map chunks are not needed: each region is hit by rotation).
+  // Originals of several shapes: one small record, a few records with a hole and a raw one, many
+  // records (several map chunks are not needed: each region is hit by rotation), and raw records
+  // only.
   struct original {
     std::string name;
     std::vector<std::byte> data;
@@ -84,7 +85,9 @@ TEST_P(corruption_trials, damaged_containers_give_the_right_bytes_or_eio_never_w
     auto rnd = qzfs::test::make_data(qzfs::test::data_class::random, 4096, 5);
     std::copy(rnd.begin(), rnd.end(), mixed.begin() + 7 * 4096);
     auto big = qzfs::test::make_data(qzfs::test::data_class::text, 300 * 4096 + 77, 6);
-    originals = {{"small", small}, {"mixed", mixed}, {"big", big}};
+    // Incompressible: every record raw, their frames back to back (read as runs, one preadv).
+    auto raw = qzfs::test::make_data(qzfs::test::data_class::random, 40 * 4096 + 500, 7);
+    originals = {{"small", small}, {"mixed", mixed}, {"big", big}, {"raw", raw}};
   }
   mount(write_opts);
   for (const auto& o : originals) put(mnt_ / o.name, o.data);
