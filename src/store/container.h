@@ -120,11 +120,12 @@ class container final : public file_impl {
                                              std::span<const std::byte> payload, std::uint32_t& len) const noexcept;
   /// pread's step for whole raw records from `first` on whose frames lie back to back: their
   /// stripes held, one preadv (headers aside, payloads into `out`), each checked. The records
-  /// read (0: none, the caller reads `first` alone; a damaged record ends the run before it, so
-  /// that it is read and reported alone; `again` false when the read itself failed: the caller
-  /// reads the rest of its range record by record).  layout_ shared
+  /// read (0: none). `next`: the first record worth calling again for (where the map shows the
+  /// next run starts; past the range when none is left, or when the read itself failed: the
+  /// records are then read one by one, and name the failure). A damaged record ends the run
+  /// before it, so that it is read and reported alone.  layout_ shared
   [[nodiscard]] std::uint64_t read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out,
-                                           bool& again);
+                                           std::uint64_t& next);
   /// Bytes [lo, hi) of record `index` into `dst`. With a batch (read_parallel): a whole gzip
   /// record's frame is queued there for decoding instead (queue_decode).  takes stripe(index) shared
   [[nodiscard]] std::error_code read_part(std::uint64_t index, std::uint32_t lo, std::uint32_t hi, std::span<std::byte> dst,

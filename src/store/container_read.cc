@@ -151,10 +151,10 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
       eng != nullptr && rs_ >= min_parallel_record && range.count() >= 2 && hand_out_decodes(*eng)) {
     return read_parallel(range, out, *eng, got);
   }
-  bool runs = true;  // false after a run's read failed: the rest one by one (damage is rare)
+  std::uint64_t next_run = range.first();  // where read_raw_run may find a run next
   for (std::uint64_t i = range.first(); i <= range.last();) {
     // Whole raw records whose frames lie back to back: one read for all of them.
-    if (const std::uint64_t n = runs ? read_raw_run(range, i, out, runs) : 0; n != 0) {
+    if (const std::uint64_t n = i >= next_run ? read_raw_run(range, i, out, next_run) : 0; n != 0) {
       const record_part p = range.at(i + n - 1);
       got = p.pos + p.size();
       i += n;
@@ -169,74 +169,71 @@ std::error_code container::pread(std::span<std::byte> out, std::uint64_t off, st
 }
 
 std::uint64_t container::read_raw_run(const record_range& range, std::uint64_t first, std::span<std::byte> out,
-                                      bool& again) {
-  const std::uint64_t end = std::min(range.end_whole(), first + max_run_records);
-  if (first < range.first_whole() || end < first + 2) return 0;
-  auto raw_frame = [&](const format::map_entry& e) {
+                                      std::uint64_t& next) {
+  auto raw_frame = [&](std::uint64_t i, map_slot& en) {  // m_
+    if (bufs_.find(i) != nullptr) return false;
+    en = entry_locked(i);
+    const auto& e = en.e;
     return !e.hole() && !e.lost() && e.format == codec::payload_format::none && e.length > format::frame_header_size &&
            e.length - format::frame_header_size <= rs_;
   };
-  // The run as the map has it now; then its records' stripes, and the run again under them (a
-  // record written meanwhile ends it there).
-  std::uint64_t n = 0;
+  // Where the next run starts: two or more whole raw records from `first` on whose frames lie
+  // back to back (one look at the map for the records before it, which are read one by one).
+  const std::uint64_t end = range.end_whole();
+  std::uint64_t start = std::max(first, range.first_whole()), n = 0;
   {
     std::lock_guard lk(m_);
-    for (std::uint64_t at = 0, i = first; i < end; ++i, ++n) {
-      if (bufs_.find(i) != nullptr) break;
-      const auto e = entry_locked(i).e;
-      if (!raw_frame(e) || (n != 0 && e.offset != at)) break;
-      at = e.offset + e.length;
+    map_slot en;
+    for (std::uint64_t i = start, at = 0; i < end && n < max_run_records; ++i) {
+      const bool raw = raw_frame(i, en);
+      if (raw && n != 0 && en.e.offset == at) {
+        ++n;
+      } else if (n >= 2) {
+        break;
+      } else {
+        start = i;
+        n = raw ? 1 : 0;
+      }
+      at = en.e.offset + en.e.length;
     }
   }
-  if (n < 2) return 0;
-  std::array<std::size_t, max_run_records> order;
-  for (std::size_t k = 0; k < n; ++k) order[k] = (first + k) % stripes_.size();
-  std::sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n));
-  const auto stripes_end = std::unique(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n));
-  for (auto it = order.begin(); it != stripes_end; ++it) stripes_[*it].lock_shared();
-  struct release {
-    container& c;
-    std::size_t* from;
-    std::size_t* to;
-    ~release() {
-      for (auto* it = to; it != from;) c.stripes_[*--it].unlock_shared();
-    }
-  } held{*this, order.data(), order.data() + (stripes_end - order.begin())};
-
+  if (n < 2) {
+    next = range.last() + 1;  // none in this read
+    return 0;
+  }
+  next = start;
+  if (start != first) return 0;
+  // Under the run's stripes, the run again (a record written meanwhile ends it there).
+  stripe_lock held(*this, first, n, true);
+  held.lock();
   thread_local std::array<std::array<std::byte, format::frame_header_size>, max_run_records> heads;
   std::array<map_slot, max_run_records> ens;
   std::array<iovec, 2 * max_run_records> v;
-  std::uint64_t start = 0;
   {
     std::lock_guard lk(m_);
     std::uint64_t k = 0;
     for (std::uint64_t at = 0; k < n; ++k) {
-      if (bufs_.find(first + k) != nullptr) break;
-      ens[k] = entry_locked(first + k);
-      const auto& e = ens[k].e;
-      if (!raw_frame(e) || (k != 0 && e.offset != at)) break;
-      if (k == 0) start = e.offset;
-      at = e.offset + e.length;
+      if (!raw_frame(first + k, ens[k]) || (k != 0 && ens[k].e.offset != at)) break;
+      at = ens[k].e.offset + ens[k].e.length;
     }
     n = k;
   }
   if (n < 2) return 0;
   for (std::size_t k = 0; k < n; ++k) {
-    const record_part p = range.at(first + k);
     v[2 * k] = {heads[k].data(), heads[k].size()};
-    v[2 * k + 1] = {out.data() + p.pos, ens[k].e.length - format::frame_header_size};
+    v[2 * k + 1] = {out.data() + range.at(first + k).pos, ens[k].e.length - format::frame_header_size};
   }
   // A failure (a frame cut short, a read error) is left to the records one by one, which name it.
-  if (io_.preadv_exact(std::span(v).first(2 * n), start)) {
-    again = false;
+  if (io_.preadv_exact(std::span(v).first(2 * n), ens[0].e.offset)) {
+    next = range.last() + 1;
     return 0;
   }
   for (std::size_t k = 0; k < n; ++k) {
-    const record_part p = range.at(first + k);
+    const std::uint64_t pos = range.at(first + k).pos;
     std::uint32_t len = 0;
-    const auto payload = out.subspan(p.pos, ens[k].e.length - format::frame_header_size);
+    const auto payload = out.subspan(pos, ens[k].e.length - format::frame_header_size);
     if (!raw_problem(ens[k], heads[k], payload, len).empty()) return k;  // read again alone, and reported
-    std::memset(out.data() + p.pos + len, 0, rs_ - len);
+    std::memset(out.data() + pos + len, 0, rs_ - len);
   }
   return n;
 }

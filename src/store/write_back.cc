@@ -54,20 +54,38 @@ struct write_back::inflight {
 write_back::write_back(container& c) noexcept : c_(c) {}
 write_back::~write_back() = default;
 
-stripe_lock::stripe_lock(container& c, std::span<const std::uint64_t> indices) : c_(c) {
-  if (indices.empty()) return;
-  for (auto j : indices) stripes_.push_back(j % c.stripes_.size());
-  std::sort(stripes_.begin(), stripes_.end());
-  stripes_.erase(std::unique(stripes_.begin(), stripes_.end()), stripes_.end());
+stripe_lock::stripe_lock(container& c, std::span<const std::uint64_t> indices, bool shared) noexcept : c_(c), shared_(shared) {
+  static_assert(std::tuple_size_v<decltype(container::stripes_)> == 64, "stripe_lock keeps the stripes as a 64-bit mask");
+  for (auto j : indices) mask_ |= std::uint64_t{1} << (j % 64);
+}
+
+stripe_lock::stripe_lock(container& c, std::uint64_t first, std::uint64_t count, bool shared) noexcept
+    : c_(c), shared_(shared) {
+  for (std::uint64_t j = first; j < first + count && mask_ != ~std::uint64_t{0}; ++j) mask_ |= std::uint64_t{1} << (j % 64);
 }
 
 void stripe_lock::lock() {
-  for (auto s : stripes_) c_.stripes_[s].lock();
+  // Ascending: the lock order.
+  for (unsigned s = 0; s < 64; ++s) {
+    if (((mask_ >> s) & 1) == 0) continue;
+    if (shared_) {
+      c_.stripes_[s].lock_shared();
+    } else {
+      c_.stripes_[s].lock();
+    }
+  }
   locked_ = true;
 }
 
 void stripe_lock::unlock() {
-  for (auto it = stripes_.rbegin(); it != stripes_.rend(); ++it) c_.stripes_[*it].unlock();
+  for (unsigned s = 64; s-- > 0;) {
+    if (((mask_ >> s) & 1) == 0) continue;
+    if (shared_) {
+      c_.stripes_[s].unlock_shared();
+    } else {
+      c_.stripes_[s].unlock();
+    }
+  }
   locked_ = false;
 }
 

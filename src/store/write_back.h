@@ -75,11 +75,13 @@ class write_back {
   std::deque<std::unique_ptr<inflight>> inflight_;  // guarded by flush_m_
 };
 
-/// The stripes of a set of records, locked in ascending order (the lock order), unlocked in
-/// reverse; unlocked when it goes, if still locked.
+/// The stripes of a set of records, each once, exclusive or shared, locked in ascending order
+/// (the lock order), unlocked in reverse; unlocked when it goes, if still locked. No allocation.
 class stripe_lock {
  public:
-  stripe_lock(container& c, std::span<const std::uint64_t> indices);
+  stripe_lock(container& c, std::span<const std::uint64_t> indices, bool shared = false) noexcept;
+  /// Records [first, first + count).
+  stripe_lock(container& c, std::uint64_t first, std::uint64_t count, bool shared = false) noexcept;
   ~stripe_lock() {
     if (locked_) unlock();
   }
@@ -90,7 +92,8 @@ class stripe_lock {
 
  private:
   container& c_;
-  std::vector<std::size_t> stripes_;
+  std::uint64_t mask_ = 0;  // bit s: stripe s (a container has 64)
+  bool shared_;
   bool locked_ = false;
 };
 

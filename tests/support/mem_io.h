@@ -43,6 +43,7 @@ struct mem_disk {
   bool markers = true;                               // false: a file system without extended attributes
   std::vector<change> since_sync;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> hints;  // will_need(off, len) calls, in order
+  std::uint64_t vector_reads = 0;  // preadv_exact calls (each a list of buffers read at once)
 
   void resize(std::uint64_t n) {
     bytes.resize(n);
@@ -71,6 +72,13 @@ class mem_io final : public store::io {
   void will_need(std::uint64_t off, std::uint64_t len) noexcept override {
     std::lock_guard lk(d_->m);
     d_->hints.emplace_back(off, len);
+  }
+  std::error_code preadv_exact(std::span<const iovec> bufs, std::uint64_t off) noexcept override {
+    {
+      std::lock_guard lk(d_->m);
+      ++d_->vector_reads;
+    }
+    return io::preadv_exact(bufs, off);
   }
   std::error_code pread(std::span<std::byte> out, std::uint64_t off, std::size_t& got) noexcept override {
     std::lock_guard lk(d_->m);

@@ -287,6 +287,12 @@ TEST(store, runs_of_raw_records_are_read_together_and_checked_one_by_one) {
     const std::size_t lines_before = sink.lines->size();
     std::vector<std::byte> buf(40 * 16 * KiB);
     std::size_t got = 0;
+    if (!real) {
+      // Undamaged, records 0..20 are one run (one preadv), not 21 reads.
+      const std::uint64_t before = disk->vector_reads;
+      ASSERT_FALSE(f->pread(std::span(buf).first(21 * 16 * KiB), 0, got));
+      EXPECT_EQ(disk->vector_reads - before, 1u);
+    }
     EXPECT_EQ(f->pread(buf, 0, got), std::errc::io_error) << real;
     EXPECT_EQ(sink.lines->size(), lines_before + 1) << "the damaged record is reported once";
     EXPECT_EQ(f->stats().damaged_reads, 1u);
@@ -412,6 +418,7 @@ TEST(store, sequential_readers_get_read_ahead_and_random_readers_none) {
   auto hints = disk->hints;
   std::sort(hints.begin(), hints.end());  // frames lie in the order their batches finished
   for (auto [off, len] : hints) {
+    EXPECT_EQ(off % (2u << 20), 0u) << "an aligned chunk of the backing file, not a frame";
     EXPECT_GE(off, last_end) << "a chunk hinted twice";
     last_end = off + len;
     hinted += len;
